@@ -1,0 +1,1 @@
+"""Feed aggregation: poll, dedupe, cluster into events, publish timelines."""

@@ -1,0 +1,76 @@
+"""The one exception tree of the aggregator; every error carries its context.
+
+    AggregatorError                 base: catch this to catch ours
+    ├── ConfigError                 a settings file or value is wrong (.file, .key, .line)
+    ├── SourceError                 one source failed (.source, .url, .code)
+    │   ├── FetchError              the HTTP exchange failed or was refused
+    │   └── ParseError              the bytes are not a usable feed
+    ├── StoreError                  the database refused or is unreachable
+    ├── EvalError                   an evaluation file is malformed (.file, .line)
+    └── PublishError                a document could not be written (.path)
+
+Messages say what happened and what to do. `code` is a short stable key
+("http_404", "timeout", "not_a_feed"...) kept on the source's row so that
+`sources list` and metrics can group failures.
+"""
+
+from __future__ import annotations
+
+
+class AggregatorError(Exception):
+    """Base class of every error the aggregator raises on purpose."""
+
+
+class ConfigError(AggregatorError):
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
+                 line: int | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.line = line
+        self.reason = message
+        where = file or "<settings>"
+        if line is not None:
+            where += f":{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}")
+
+
+class SourceError(AggregatorError):
+    code = "error"
+
+    def __init__(self, message: str, *, url: str, source: str | None = None,
+                 code: str | None = None) -> None:
+        self.url = url
+        self.source = source
+        if code is not None:
+            self.code = code
+        self.reason = message
+        who = f"source {source!r} ({url})" if source else url
+        super().__init__(f"{who}: {message}")
+
+
+class FetchError(SourceError):
+    code = "fetch_error"
+
+
+class ParseError(SourceError):
+    code = "parse_error"
+
+
+class StoreError(AggregatorError):
+    pass
+
+
+class EvalError(AggregatorError):
+    def __init__(self, message: str, *, file: str, line: int | None = None) -> None:
+        self.file = file
+        self.line = line
+        where = file if line is None else f"{file}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class PublishError(AggregatorError):
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
