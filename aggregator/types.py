@@ -128,3 +128,14 @@ class TimelineDoc:
     sources: tuple[str, ...] = ()  # distinct outlets, for the description and index
     first_report: datetime | None = None
     latest_report: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A rendered document as served: feeds, OPML and pages, keyed by URL path."""
+
+    path: str  # e.g. "/timelines/kursk.atom"
+    content_type: str
+    body: bytes
+    etag: str  # quoted strong validator, e.g. '"3f2a..."'
+    updated: datetime  # Last-Modified
