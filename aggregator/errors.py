@@ -22,8 +22,14 @@ class AggregatorError(Exception):
 
 
 class ConfigError(AggregatorError):
-    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
-                 line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.file = file
         self.key = key
         self.line = line
@@ -39,8 +45,9 @@ class ConfigError(AggregatorError):
 class SourceError(AggregatorError):
     code = "error"
 
-    def __init__(self, message: str, *, url: str, source: str | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str, source: str | None = None, code: str | None = None
+    ) -> None:
         self.url = url
         self.source = source
         if code is not None:

@@ -39,12 +39,20 @@ class FetchSettings:
     timeout_total: float = setting(60.0, "Seconds a whole fetch may take, redirects included.")
     concurrency: int = setting(16, "Requests in flight at once, across all hosts.")
     per_host_concurrency: int = setting(2, "Requests in flight at once to one host.")
-    max_body_bytes: int = setting(15 * 1024 * 1024, "Largest feed body accepted, after decompression.")
+    max_body_bytes: int = setting(
+        15 * 1024 * 1024, "Largest feed body accepted, after decompression."
+    )
     max_redirects: int = setting(5, "Longest redirect chain followed.")
-    default_interval: float = setting(900.0, "Seconds between polls of a source without its own interval.")
+    default_interval: float = setting(
+        900.0, "Seconds between polls of a source without its own interval."
+    )
     min_interval: float = setting(300.0, "Shortest automatic interval between polls of one source.")
-    max_interval: float = setting(86400.0, "Longest interval between polls of one source, errors included.")
-    allow_private_networks: bool = setting(False, "Allow sources on loopback and private addresses.")
+    max_interval: float = setting(
+        86400.0, "Longest interval between polls of one source, errors included."
+    )
+    allow_private_networks: bool = setting(
+        False, "Allow sources on loopback and private addresses."
+    )
     user_agent: str = setting(
         f"aggregator/0.1 (+{PROJECT_URL})", "User-Agent header sent with every request."
     )
@@ -92,9 +100,7 @@ class WorkerSettings:
 class DemoSettings:
     enabled: bool = setting(False, "Serve the bundled demo outlets on 127.0.0.1 while running.")
     port: int = setting(8765, "Port of the demo outlets' server.")
-    seconds_per_day: float = setting(
-        20.0, "Real seconds for one simulated day of the demo's news."
-    )
+    seconds_per_day: float = setting(20.0, "Real seconds for one simulated day of the demo's news.")
 
 
 @dataclass(frozen=True)
@@ -137,3 +143,315 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir) / 'aggregator.db'}"
+
+
+_SECTIONS: dict[str, type] = {
+    "fetch": FetchSettings,
+    "cluster": ClusterSettings,
+    "publish": PublishSettings,
+    "server": ServerSettings,
+    "worker": WorkerSettings,
+    "demo": DemoSettings,
+}
+_TOP_LEVEL = ("database_url", "data_dir", "log_level")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_CLUSTER_METHODS = ("tfidf", "embedding")
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+_SOURCE_KEYS = {"name", "url", "interval", "language", "tags", "enabled"}
+_TIMELINE_KEYS = {"name", "title", "match", "description"}
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def documented_settings() -> list[tuple[str, Any, str]]:
+    """Every scalar setting as (dotted key, default, help): the README's reference table."""
+    rows: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(Settings):
+        if f.name in _TOP_LEVEL:
+            rows.append((f.name, f.default, f.metadata["help"]))
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{section}.{f.name}", f.default, f.metadata["help"]))
+    return rows
+
+
+class _Context:
+    """Where values came from, so every error can name the file, key and line."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.lines = text.splitlines()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, key=key, line=self.line_of(key))
+
+    def line_of(self, key: str) -> int | None:
+        # tomllib reports no positions for valid TOML, so find the key's last
+        # component as an assignment or a table header; good enough to point at.
+        leaf = re.escape(key.split(".")[-1].split("[")[0])
+        pattern = re.compile(rf"^\s*(\[+\s*)?(\"?){leaf}\2\s*(=|\])")
+        for number, line in enumerate(self.lines, start=1):
+            if pattern.match(line):
+                return number
+        return None
+
+
+def load_settings(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, override from the environment and validate; raise ConfigError on any fault."""
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get("AGGREGATOR_CONFIG") or DEFAULT_CONFIG)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found; pass the path of a settings file or create one "
+            "from config/aggregator.toml",
+            file=str(path),
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", file=str(path)) from exc
+    return parse_settings(text, file=str(path), environ=environ)
+
+
+def parse_settings(
+    text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None
+) -> Settings:
+    ctx = _Context(file, text)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            f"not valid TOML: {exc}", file=file, line=int(match.group(1)) if match else None
+        ) from exc
+    _apply_environment(raw, environ if environ is not None else {}, ctx)
+    return _build(raw, ctx)
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], ctx: _Context) -> None:
+    """AGGREGATOR_DATABASE_URL, AGGREGATOR_FETCH__CONCURRENCY... override the file."""
+    for name, value in environ.items():
+        if not name.startswith("AGGREGATOR_") or name == "AGGREGATOR_CONFIG":
+            continue
+        parts = name[len("AGGREGATOR_") :].lower().split("__")
+        if len(parts) == 1 and parts[0] in _TOP_LEVEL:
+            raw[parts[0]] = value
+        elif len(parts) == 2 and parts[0] in _SECTIONS:
+            raw.setdefault(parts[0], {})
+            if isinstance(raw[parts[0]], dict):
+                raw[parts[0]][parts[1]] = _from_env_text(value)
+        else:
+            raise ConfigError(
+                "unknown environment override; use AGGREGATOR_<KEY> for top-level keys "
+                "or AGGREGATOR_<SECTION>__<KEY> (for example AGGREGATOR_FETCH__CONCURRENCY)",
+                file="environment",
+                key=name,
+            )
+
+
+def _from_env_text(value: str) -> Any:
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _build(raw: dict[str, Any], ctx: _Context) -> Settings:
+    allowed = set(_TOP_LEVEL) | set(_SECTIONS) | {"sources", "timelines"}
+    for key in raw:
+        if key not in allowed:
+            raise ctx.error(key, f"unknown key; expected one of {', '.join(sorted(allowed))}")
+    top: dict[str, Any] = {}
+    for key in _TOP_LEVEL:
+        if key in raw:
+            top[key] = _check_type(raw[key], str, key, ctx)
+    sections = {
+        name: _build_section(raw.get(name, {}), cls, name, ctx) for name, cls in _SECTIONS.items()
+    }
+    settings = Settings(
+        **top,
+        **sections,
+        sources=_build_sources(raw.get("sources", []), ctx),
+        timelines=_build_timelines(raw.get("timelines", []), ctx),
+        path=ctx.file,
+    )
+    _validate(settings, ctx)
+    return settings
+
+
+def _build_section(raw: Any, cls: type, name: str, ctx: _Context) -> Any:
+    if not isinstance(raw, dict):
+        raise ctx.error(name, f"must be a table ([{name}])")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ctx.error(
+                f"{name}.{key}", f"unknown key; [{name}] takes {', '.join(sorted(fields))}"
+            )
+        values[key] = _check_type(value, fields[key].type, f"{name}.{key}", ctx)
+    return cls(**values)
+
+
+def _check_type(value: Any, kind: Any, key: str, ctx: _Context) -> Any:
+    kind = {"bool": bool, "int": int, "float": float, "str": str}.get(kind, kind)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) and kind is not bool:
+        raise ctx.error(key, f"expected {_TYPE_NAMES[kind]}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ctx.error(key, f"expected {_TYPE_NAMES[kind]}, got {value!r}")
+    return value
+
+
+def parse_duration(value: Any, key: str, ctx: _Context) -> float:
+    """Seconds from 900, 900.0, "15m", "2h", "1d" or "30s"."""
+    if isinstance(value, bool):
+        raise ctx.error(key, f'expected seconds or a duration like "15m", got {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (
+        m := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    ):
+        seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    else:
+        raise ctx.error(key, f'expected seconds or a duration like "15m", got {value!r}')
+    if seconds <= 0:
+        raise ctx.error(key, "must be more than zero")
+    return seconds
+
+
+def _array_of_tables(raw: Any, name: str, ctx: _Context) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ctx.error(name, f"must be written as [[{name}]] tables")
+    return raw
+
+
+def _build_sources(raw: Any, ctx: _Context) -> tuple[SourceConfig, ...]:
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(_array_of_tables(raw, "sources", ctx)):
+        where = f"sources[{index}]"
+        for key in item:
+            if key not in _SOURCE_KEYS:
+                raise ctx.error(
+                    f"{where}.{key}",
+                    f"unknown key; a source takes {', '.join(sorted(_SOURCE_KEYS))}",
+                )
+        for key in ("name", "url"):
+            if key not in item:
+                raise ctx.error(where, f"missing required key '{key}'")
+        name = _check_type(item["name"], str, f"{where}.name", ctx).strip()
+        if not name:
+            raise ctx.error(f"{where}.name", "must not be empty")
+        if name in seen:
+            raise ctx.error(
+                f"{where}.name", f"duplicate source name {name!r}; names must be unique"
+            )
+        seen.add(name)
+        url = _check_type(item["url"], str, f"{where}.url", ctx).strip()
+        check_feed_url(url, f"{where}.url", ctx)
+        tags = item.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ctx.error(f"{where}.tags", 'expected a list of strings, like ["ukraine"]')
+        sources.append(
+            SourceConfig(
+                name=name,
+                url=url,
+                interval=parse_duration(item["interval"], f"{where}.interval", ctx)
+                if "interval" in item
+                else None,
+                language=_check_type(item["language"], str, f"{where}.language", ctx)
+                if "language" in item
+                else None,
+                tags=tuple(tags),
+                enabled=_check_type(item.get("enabled", True), bool, f"{where}.enabled", ctx),
+            )
+        )
+    return tuple(sources)
+
+
+def check_feed_url(url: str, key: str, ctx: _Context) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ctx.error(key, f"{url!r} is not an http or https URL; write the feed's full address")
+
+
+def _build_timelines(raw: Any, ctx: _Context) -> tuple[TimelineConfig, ...]:
+    timelines: list[TimelineConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(_array_of_tables(raw, "timelines", ctx)):
+        where = f"timelines[{index}]"
+        for key in item:
+            if key not in _TIMELINE_KEYS:
+                raise ctx.error(
+                    f"{where}.{key}",
+                    f"unknown key; a timeline takes {', '.join(sorted(_TIMELINE_KEYS))}",
+                )
+        for key in ("name", "match"):
+            if key not in item:
+                raise ctx.error(where, f"missing required key '{key}'")
+        name = _check_type(item["name"], str, f"{where}.name", ctx)
+        if not _SLUG.match(name):
+            raise ctx.error(
+                f"{where}.name",
+                f"{name!r} cannot be used in a URL; use lower-case letters, digits and dashes",
+            )
+        if name in seen:
+            raise ctx.error(f"{where}.name", f"duplicate timeline name {name!r}")
+        seen.add(name)
+        match = item["match"]
+        if isinstance(match, str):
+            match = [match]
+        if (
+            not isinstance(match, list)
+            or not match
+            or not all(isinstance(m, str) and m.strip() for m in match)
+        ):
+            raise ctx.error(
+                f"{where}.match", 'expected a non-empty list of words, like ["Kursk", "Курськ"]'
+            )
+        timelines.append(
+            TimelineConfig(
+                name=name,
+                title=_check_type(item.get("title", name), str, f"{where}.title", ctx),
+                match=tuple(m.strip() for m in match),
+                description=_check_type(
+                    item.get("description", ""), str, f"{where}.description", ctx
+                ),
+            )
+        )
+    return tuple(timelines)
+
+
+def _validate(settings: Settings, ctx: _Context) -> None:
+    if settings.log_level.upper() not in _LOG_LEVELS:
+        raise ctx.error("log_level", f"expected one of {', '.join(_LOG_LEVELS)}")
+    if settings.cluster.method not in _CLUSTER_METHODS:
+        raise ctx.error("cluster.method", f"expected one of {', '.join(_CLUSTER_METHODS)}")
+    if not 0 < settings.cluster.threshold < 1:
+        raise ctx.error("cluster.threshold", "expected a number between 0 and 1")
+    for key in ("concurrency", "per_host_concurrency", "max_body_bytes"):
+        if getattr(settings.fetch, key) < 1:
+            raise ctx.error(f"fetch.{key}", "must be at least 1")
+    if settings.fetch.min_interval > settings.fetch.max_interval:
+        raise ctx.error("fetch.min_interval", "must not exceed fetch.max_interval")
+    if settings.publish.min_sources < 1:
+        raise ctx.error("publish.min_sources", "must be at least 1")
+    check_feed_url(settings.publish.base_url, "publish.base_url", ctx)
+    if not 0 < settings.server.port < 65536:
+        raise ctx.error("server.port", "expected a port number from 1 to 65535")
+    if settings.database_url and "://" not in settings.database_url:
+        raise ctx.error(
+            "database_url",
+            "expected an SQLAlchemy URL such as sqlite:///data/aggregator.db "
+            "or postgresql+psycopg://user@host/db",
+        )

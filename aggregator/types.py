@@ -139,3 +139,25 @@ class Document:
     body: bytes
     etag: str  # quoted strong validator, e.g. '"3f2a..."'
     updated: datetime  # Last-Modified
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """The fetch state to store after one poll, decided by the pipeline."""
+
+    checked_at: datetime
+    next_check_at: datetime
+    status: str  # ok | error | gone
+    http_status: int | None = None
+    error_code: str | None = None
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    ttl_s: float | None = None
+    feed_title: str | None = None
+    site_url: str | None = None
+    new_url: str | None = None  # adopt a permanent redirect
+    redirect_url: str | None = None
+    redirect_count: int = 0
+    keep_validators: bool = False  # a 304 or an error leaves the stored validators alone

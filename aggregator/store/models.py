@@ -1,0 +1,104 @@
+"""SQLModel tables: sources and their fetch state, entries, stories, published documents.
+
+Times are stored as naive UTC (SQLite keeps no zone); `aggregator.store` converts
+at its boundary so everything outside sees aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Source(SQLModel, table=True):
+    """A configured feed. Rows outlive their config line so stored entries keep their outlet."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    url: str
+    enabled: bool = True
+    in_config: bool = True  # False once removed from the config file
+    language: str | None = None
+    tags: str = ""  # comma-separated
+    interval_s: float | None = None  # the config's own interval, overriding the automatic one
+    title: str | None = None  # the feed's own title
+    site_url: str | None = None
+    created_at: datetime
+
+
+class FetchState(SQLModel, table=True):
+    """Per-source polling state; written in the same transaction as the entries it describes."""
+
+    source_id: int = Field(primary_key=True, foreign_key="source.id")
+    status: str = "new"  # new | ok | error | gone
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_http_status: int | None = None
+    last_error_code: str | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    error_count: int = 0
+    ttl_s: float | None = None
+    last_checked_at: datetime | None = None
+    last_success_at: datetime | None = None
+    next_check_at: datetime | None = Field(default=None, index=True)
+    redirect_url: str | None = None  # a permanent redirect seen on recent polls
+    redirect_count: int = 0
+
+
+class Entry(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("source_id", "key", name="uq_entry_source_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", index=True)
+    key: str  # identity within the source: guid, else link, else a content hash
+    url: str = ""
+    canonical_url: str = Field(default="", index=True)
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False))  # sanitised HTML
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))  # plain text
+    author: str | None = None
+    language: str | None = None
+    content_hash: str
+    published_at: datetime | None = None
+    updated_at: datetime | None = None
+    first_seen_at: datetime
+    changed_at: datetime
+    sort_at: datetime = Field(index=True)  # published, else first seen: the clustering order
+    story_id: int | None = Field(default=None, foreign_key="story.id", index=True)
+    duplicate_of: int | None = Field(default=None, index=True)
+    clustered: bool = Field(default=False, index=True)
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+
+class Story(SQLModel, table=True):
+    """One real-world event: the entries clustered together."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)  # the clusterer's id: the founding entry's id
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    first_at: datetime
+    last_at: datetime = Field(index=True)
+    entry_count: int = 0
+    source_count: int = 0
+    updated_at: datetime
+    dirty: bool = Field(default=True, index=True)  # changed since it was last published
+
+
+class TimelineStory(SQLModel, table=True):
+    """Stories a configured timeline has collected."""
+
+    timeline: str = Field(primary_key=True)
+    story_id: int = Field(primary_key=True, foreign_key="story.id")
+
+
+class PublishedDocument(SQLModel, table=True):
+    """A rendered feed, OPML or page, served as stored."""
+
+    path: str = Field(primary_key=True)
+    content_type: str
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    etag: str
+    updated_at: datetime

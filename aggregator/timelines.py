@@ -1,0 +1,189 @@
+"""What a timeline contains: pure functions from stored stories and entries to TimelineDocs.
+
+A story with reports from enough outlets is a timeline of its own; a configured
+timeline collects every story whose reports mention one of its words. Item and
+feed ids are tag: URIs derived from database ids, so they never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from html import escape
+from urllib.parse import urlsplit
+
+from aggregator.settings import PublishSettings, TimelineConfig
+from aggregator.store import EntryView
+from aggregator.store.database import StoryView
+from aggregator.types import TimelineDoc, TimelineItem
+
+ALL_STORIES = "all"
+_TAG_DATE = "2026"  # a fixed tagging date: changing it would change every id
+
+
+def authority(settings: PublishSettings) -> str:
+    return urlsplit(settings.base_url).hostname or "localhost"
+
+
+def tag(settings: PublishSettings, kind: str, ident: int | str) -> str:
+    return f"tag:{authority(settings)},{_TAG_DATE}:{kind}/{ident}"
+
+
+def story_slug(story_id: int) -> str:
+    return f"story-{story_id}"
+
+
+def page_url(settings: PublishSettings, slug: str) -> str:
+    return f"{settings.base_url}/timelines/{slug}.html"
+
+
+def build_items(
+    entries: Sequence[EntryView], settings: PublishSettings, limit: int
+) -> tuple[TimelineItem, ...]:
+    """One item per original report, newest first; later copies fold into `also`."""
+    copies: dict[int, list[EntryView]] = {}
+    originals: list[EntryView] = []
+    for entry in entries:
+        if entry.duplicate_of is None:
+            originals.append(entry)
+        else:
+            copies.setdefault(entry.duplicate_of, []).append(entry)
+    items = [_item(entry, copies.get(entry.id, []), settings) for entry in originals]
+    items.sort(key=lambda item: (item.published, item.id), reverse=True)
+    return tuple(items[:limit])
+
+
+def _item(entry: EntryView, copies: list[EntryView], settings: PublishSettings) -> TimelineItem:
+    updated = max([entry.changed, entry.published] + [c.first_seen for c in copies])
+    return TimelineItem(
+        id=tag(settings, "entry", entry.id),
+        title=entry.title or "(untitled)",
+        link=entry.url or entry.outlet_site or entry.outlet_url,
+        summary_html=entry.summary,
+        outlet=entry.outlet,
+        outlet_url=entry.outlet_url,
+        outlet_site=entry.outlet_site,
+        published=entry.published,
+        updated=updated,
+        language=entry.language,
+        also=tuple((c.outlet, c.url or c.outlet_url) for c in copies),
+    )
+
+
+def describe(title: str, entries: Sequence[EntryView]) -> str:
+    outlets = sorted({e.outlet for e in entries})
+    if not entries:
+        return f"{title}: no reports yet."
+    first = min(e.published for e in entries)
+    latest = max(e.published for e in entries)
+    return (
+        f"{title}: {len(entries)} reports from {len(outlets)} outlets "
+        f"({', '.join(outlets)}); first reported {_when(first)}, latest {_when(latest)}."
+    )
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _doc(
+    slug: str,
+    title: str,
+    description: str,
+    feed_id: str,
+    entries: Sequence[EntryView],
+    settings: PublishSettings,
+    updated_floor: datetime,
+) -> TimelineDoc:
+    items = build_items(entries, settings, settings.max_items)
+    updated = max([updated_floor] + [item.updated for item in items])
+    return TimelineDoc(
+        slug=slug,
+        title=title,
+        description=description,
+        id=feed_id,
+        updated=updated,
+        items=items,
+        sources=tuple(sorted({e.outlet for e in entries})),
+        first_report=min((e.published for e in entries), default=None),
+        latest_report=max((e.published for e in entries), default=None),
+    )
+
+
+def story_timeline(
+    story: StoryView, entries: Sequence[EntryView], settings: PublishSettings
+) -> TimelineDoc:
+    return _doc(
+        story_slug(story.id),
+        story.title,
+        describe(story.title, entries),
+        tag(settings, "story", story.id),
+        entries,
+        settings,
+        story.first_at,
+    )
+
+
+def configured_timeline(
+    config: TimelineConfig,
+    entries: Sequence[EntryView],
+    settings: PublishSettings,
+    updated_floor: datetime,
+) -> TimelineDoc:
+    summary = describe(config.title, entries)
+    description = f"{config.description} {summary}".strip() if config.description else summary
+    return _doc(
+        config.name,
+        config.title,
+        description,
+        tag(settings, "timeline", config.name),
+        entries,
+        settings,
+        updated_floor,
+    )
+
+
+def matches(config: TimelineConfig, entries: Iterable[EntryView]) -> bool:
+    """True when any report of the story mentions one of the timeline's words."""
+    words = [w.casefold() for w in config.match]
+    for entry in entries:
+        haystack = f"{entry.title}\n{entry.text}".casefold()
+        if any(word in haystack for word in words):
+            return True
+    return False
+
+
+def all_stories(
+    stories: Sequence[tuple[StoryView, Sequence[EntryView]]],
+    settings: PublishSettings,
+    updated_floor: datetime,
+) -> TimelineDoc:
+    """The all-stories feed: one item per story timeline, linking to its page."""
+    items = []
+    for story, entries in stories:
+        first = entries[0] if entries else None
+        slug = story_slug(story.id)
+        items.append(
+            TimelineItem(
+                id=tag(settings, "story", story.id),
+                title=story.title or "(untitled)",
+                link=page_url(settings, slug),
+                summary_html=f"<p>{escape(describe(story.title, entries))}</p>",
+                outlet=first.outlet if first else settings.title,
+                outlet_url=first.outlet_url if first else settings.base_url,
+                outlet_site=first.outlet_site if first else None,
+                published=story.first_at,
+                updated=max(story.updated_at, story.first_at),
+                language=first.language if first else None,
+            )
+        )
+    items.sort(key=lambda item: (item.updated, item.id), reverse=True)
+    return TimelineDoc(
+        slug=ALL_STORIES,
+        title=settings.title,
+        description=f"Every story reported by at least {settings.min_sources} outlets.",
+        id=tag(settings, "timeline", ALL_STORIES),
+        updated=max([updated_floor] + [item.updated for item in items]),
+        items=tuple(items[: settings.max_stories]),
+        sources=tuple(sorted({item.outlet for item in items})),
+    )
