@@ -100,7 +100,8 @@ class WorkerSettings:
 class DemoSettings:
     enabled: bool = setting(False, "Serve the bundled demo outlets on 127.0.0.1 while running.")
     port: int = setting(8765, "Port of the demo outlets' server.")
-    seconds_per_day: float = setting(20.0, "Real seconds for one simulated day of the demo's news.")
+    seconds_per_day: float = setting(
+        10.0, "Real seconds for one simulated day of the demo's news.")
 
 
 @dataclass(frozen=True)
