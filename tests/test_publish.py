@@ -1,0 +1,312 @@
+"""Publishing: a timeline built from hostile source text renders as valid, inert feeds and pages."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import feedparser
+import lxml.html
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from aggregator.publish import MAX_TITLE_CHARS, timeline_links
+from aggregator.publish.feeds import JSON_FEED_VERSION, render_atom, render_json, render_rss
+from aggregator.publish.pages import render_index, render_timeline_page
+from aggregator.settings import PublishSettings
+from aggregator.types import TimelineDoc, TimelineItem
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+SETTINGS = PublishSettings(base_url="https://feeds.example")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+STRICT_XML = etree.XMLParser(resolve_entities=False, no_network=True, recover=False)
+
+
+def item(n: int, published: datetime, **fields: Any) -> TimelineItem:
+    values: dict[str, Any] = {
+        "id": f"tag:feeds.example,2026:entry/{n}",
+        "title": f"Report {n}",
+        "link": f"https://outlet{n}.example/news/{n}?a=1&b=2",
+        "summary_html": f"<p>Report number {n}.</p>",
+        "outlet": f"Outlet {n}",
+        "outlet_url": f"https://outlet{n}.example/feed.xml",
+        "outlet_site": f"https://outlet{n}.example/",
+        "published": published,
+        "updated": published,
+    }
+    values.update(fields)
+    return TimelineItem(**values)
+
+
+# Each row: what a hostile outlet could send, as it reaches the publisher.
+HOSTILE_ITEMS = [
+    item(
+        1,
+        T0 + timedelta(hours=5),
+        title="Взрыв\x00 в <script>alert(1)</script> центре\x0b\x1b",
+        summary_html=(
+            '<p onclick="steal()">Текст<script>alert(1)</script></p>'
+            '<img src="/photo.jpg" onerror="alert(1)">'
+            '<a href="javascript:alert(1)">link</a><a href="JaVaScRiPt:alert(2)">x</a>'
+        ),
+        outlet="Новости\x1b 24",
+        language="ru",
+        also=(("שלום News", "https://b.example/story"), ("Evil", "javascript:alert(3)")),
+    ),
+    item(
+        2,
+        T0 + timedelta(hours=5),  # the same instant as the first: order must hold
+        title="انفجار في وسط المدينة " + "ب" * 10_000,
+        summary_html='<div dir="rtl">نص عربي<iframe src="https://evil.example/"></iframe></div>',
+        outlet="الجزيرة",
+        link="javascript:alert(4)",
+        language="ar",
+    ),
+    item(
+        3,
+        T0 + timedelta(hours=5),
+        title="פיצוץ במרכז העיר\ud83d\ufffe",  # a lone surrogate and a non-character
+        summary_html='<svg onload="alert(5)"><style>*{x:y}</style></svg><p>עברית</p>',
+        outlet="הארץ",
+        language="he",
+    ),
+    item(
+        4,
+        T0 - timedelta(days=1),
+        title="T" * 10_000,
+        summary_html='<a href=" javascript:alert(6)" onmouseover="x()">hover</a>\x00\x08',
+        outlet="Outlet <b>Four</b>",
+        outlet_site="javascript:alert(7)",
+        language="not a language tag\x00",
+    ),
+]
+
+
+def hostile_doc(items: tuple[TimelineItem, ...] = tuple(HOSTILE_ITEMS)) -> TimelineDoc:
+    return TimelineDoc(
+        slug="city-blast",
+        title="City blast\x00 <script>x</script>",
+        description="Reports on the blast\x1b in the centre.",
+        id="tag:feeds.example,2026:timeline/city-blast",
+        updated=T0 + timedelta(hours=6),
+        items=items,
+        sources=tuple(i.outlet for i in items),
+        first_report=T0 - timedelta(days=1),
+        latest_report=T0 + timedelta(hours=5),
+    )
+
+
+RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, bytes]:
+    doc = hostile_doc()
+    out = {name: render(doc, SETTINGS) for name, render in RENDERERS.items()}
+    out["page"] = render_timeline_page(doc, SETTINGS)
+    out["index"] = render_index([doc], SETTINGS)
+    return out
+
+
+def html_trees(rendered: dict[str, bytes], kind: str) -> list[Any]:
+    """Every piece of HTML a reader would render from one published document, parsed."""
+    if kind == "json":
+        fragments = [i["content_html"] for i in json.loads(rendered["json"])["items"]]
+    elif kind in ("atom", "rss"):
+        fragments = [e.summary for e in feedparser.parse(rendered[kind]).entries]
+    else:
+        return [lxml.html.fromstring(rendered[kind]).body]
+    return [lxml.html.fromstring(f"<div>{fragment}</div>") for fragment in fragments]
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss"])
+def test_xml_feeds_are_well_formed_and_parse_cleanly(rendered: dict[str, bytes], kind: str) -> None:
+    etree.fromstring(rendered[kind], STRICT_XML)
+    parsed = feedparser.parse(rendered[kind])
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    assert len(parsed.entries) == len(HOSTILE_ITEMS)
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss", "json", "page", "index"])
+def test_no_control_characters_survive(rendered: dict[str, bytes], kind: str) -> None:
+    text = rendered[kind].decode("utf-8")
+    if kind == "json":
+        text = json.dumps(json.loads(text), ensure_ascii=False)
+    assert not CONTROL.search(text)
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss", "json", "page"])
+def test_no_active_content(rendered: dict[str, bytes], kind: str) -> None:
+    assert b"<script" not in rendered[kind].lower()
+    assert b"javascript:" not in rendered[kind].lower()
+    for tree in html_trees(rendered, kind):
+        assert not tree.xpath(".//script|.//iframe|.//style|.//svg")
+        for element in tree.iter():
+            attributes = getattr(element, "attrib", {})
+            assert not [name for name in attributes if name.lower().startswith("on")]
+            for name in ("href", "src"):
+                url = attributes.get(name, "")
+                assert not url or url.startswith(("https://", "http://", "#")), url
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss"])
+def test_xml_items_keep_ids_and_order(rendered: dict[str, bytes], kind: str) -> None:
+    entries = feedparser.parse(rendered[kind]).entries
+    assert [e.id for e in entries] == [i.id for i in HOSTILE_ITEMS]
+
+
+def test_json_items_keep_ids_and_order(rendered: dict[str, bytes]) -> None:
+    feed = json.loads(rendered["json"])
+    assert [i["id"] for i in feed["items"]] == [i.id for i in HOSTILE_ITEMS]
+
+
+def test_atom_entries_meet_rfc_4287(rendered: dict[str, bytes]) -> None:
+    root = etree.fromstring(rendered["atom"], STRICT_XML)
+    assert root.findtext(f"{ATOM}id") == "tag:feeds.example,2026:timeline/city-blast"
+    assert root.findtext(f"{ATOM}updated").startswith("2026-03-01T18:00:00")
+    self_links = root.findall(f"{ATOM}link[@rel='self']")
+    assert [link.get("href") for link in self_links] == [
+        timeline_links("city-blast", SETTINGS).atom
+    ]
+    for entry in root.iter(f"{ATOM}entry"):
+        assert entry.findtext(f"{ATOM}author/{ATOM}name").strip()
+        source = entry.find(f"{ATOM}source")
+        assert source is not None
+        assert source.findtext(f"{ATOM}id", "").startswith("https://")
+        assert source.findtext(f"{ATOM}title")
+        assert source.findtext(f"{ATOM}updated")
+        assert entry.findtext(f"{ATOM}published") and entry.findtext(f"{ATOM}updated")
+        # RFC 4287 4.1.1: at most one alternate link per (type, hreflang)
+        alternates = [
+            (link.get("type"), link.get("hreflang"))
+            for link in entry.findall(f"{ATOM}link")
+            if link.get("rel", "alternate") == "alternate"
+        ]
+        assert len(alternates) == 1
+
+
+def test_atom_names_merged_duplicates_as_related_links(rendered: dict[str, bytes]) -> None:
+    first = feedparser.parse(rendered["atom"]).entries[0]
+    assert first.link == HOSTILE_ITEMS[0].link
+    assert [(link.rel, link.href) for link in first.links if link.rel == "related"] == [
+        ("related", "https://b.example/story")
+    ]
+    assert 'Also reported by: <a href="https://b.example/story"' in first.summary
+    assert "Evil" in first.summary  # named even though its link was refused
+
+
+def test_atom_entry_metadata(rendered: dict[str, bytes]) -> None:
+    entries = feedparser.parse(rendered["atom"]).entries
+    assert [e.author for e in entries] == ["Новости 24", "الجزيرة", "הארץ", "Outlet <b>Four</b>"]
+    assert entries[0].source.title == "Новости 24"
+    assert entries[0].published_parsed == entries[1].published_parsed
+    assert entries[0].title == "Взрыв в <script>alert(1)</script> центре"
+    assert all(len(e.title) <= MAX_TITLE_CHARS for e in entries)
+    # a javascript: article link falls back to the item on our own page
+    assert entries[1].link.startswith(timeline_links("city-blast", SETTINGS).html + "#r-")
+
+
+def test_rss_items_name_their_outlet(rendered: dict[str, bytes]) -> None:
+    root = etree.fromstring(rendered["rss"], STRICT_XML)
+    channel = root.find("channel")
+    self_link = channel.find(f"{ATOM}link[@rel='self']")
+    assert self_link.get("href") == timeline_links("city-blast", SETTINGS).rss
+    assert channel.findtext("description").startswith("Reports on the blast in the centre.")
+    items = channel.findall("item")
+    for source_item, element in zip(HOSTILE_ITEMS, items, strict=True):
+        guid = element.find("guid")
+        assert (guid.text, guid.get("isPermaLink")) == (source_item.id, "false")
+        assert element.find("source").get("url") == source_item.outlet_url
+        assert element.findtext("{http://purl.org/dc/elements/1.1/}creator")
+        assert element.find("author") is None  # RSS <author> must be an e-mail address
+        assert element.findtext("pubDate")
+
+
+def test_json_feed_1_1(rendered: dict[str, bytes]) -> None:
+    feed = json.loads(rendered["json"])
+    links = timeline_links("city-blast", SETTINGS)
+    assert feed["version"] == JSON_FEED_VERSION == "https://jsonfeed.org/version/1.1"
+    assert (feed["feed_url"], feed["home_page_url"]) == (links.json, links.html)
+    assert feed["title"] and feed["description"]
+    first = feed["items"][0]
+    assert first["authors"] == [{"name": "Новости 24", "url": "https://outlet1.example/"}]
+    assert first["date_published"] == "2026-03-01T17:00:00Z"
+    assert first["language"] == "ru"
+    assert first["_aggregator"]["outlet"] == "Новости 24"
+    assert first["_aggregator"]["also_reported_by"] == [
+        {"outlet": "שלום News", "url": "https://b.example/story"},
+        {"outlet": "Evil", "url": None},
+    ]
+    assert "language" not in feed["items"][3]  # not a language tag: left out, not passed on
+
+
+def test_max_items_limits_every_feed() -> None:
+    few = PublishSettings(base_url=SETTINGS.base_url, max_items=2)
+    doc = hostile_doc()
+    assert len(feedparser.parse(render_atom(doc, few)).entries) == 2
+    assert len(feedparser.parse(render_rss(doc, few)).entries) == 2
+    assert len(json.loads(render_json(doc, few))["items"]) == 2
+
+
+def test_empty_timeline_still_renders_valid_feeds() -> None:
+    doc = hostile_doc(items=())
+    for render in (render_atom, render_rss):
+        assert feedparser.parse(render(doc, SETTINGS)).bozo == 0
+    assert json.loads(render_json(doc, SETTINGS))["items"] == []
+
+
+def test_timeline_page(rendered: dict[str, bytes]) -> None:
+    page = lxml.html.fromstring(rendered["page"])
+    links = timeline_links("city-blast", SETTINGS)
+    alternates = {
+        link.get("type"): link.get("href") for link in page.xpath("//head/link[@rel='alternate']")
+    }
+    assert alternates == {
+        "application/atom+xml": links.atom,
+        "application/rss+xml": links.rss,
+        "application/feed+json": links.json,
+    }
+    days = page.xpath("//section[@class='day']/h2/time/@datetime")
+    assert days == ["2026-03-01", "2026-02-28"]  # newest day first
+    entries = page.xpath("//li[@class='entry']")
+    assert len(entries) == len(HOSTILE_ITEMS)
+    assert entries[0].xpath("string(.//h3)") == "Взрыв в <script>alert(1)</script> центре"
+    assert entries[1].xpath(".//h3/@lang") == ["ar"]
+    assert "Also reported by" in entries[0].xpath("string(.//p[@class='also'])")
+    assert page.xpath("//meta[@charset='utf-8']")
+
+
+def test_index_page_lists_timelines_and_their_feeds(rendered: dict[str, bytes]) -> None:
+    page = lxml.html.fromstring(rendered["index"])
+    hrefs = set(page.xpath("//a/@href"))
+    assert set(timeline_links("city-blast", SETTINGS)) <= hrefs
+    alternates = page.xpath("//head/link[@rel='alternate']")
+    types = {link.get("type"): link.get("href") for link in alternates}
+    assert types["application/atom+xml"] == timeline_links("all", SETTINGS).atom
+    assert types["text/x-opml"] == "https://feeds.example/timelines.opml"
+    meta = page.xpath("string(//li//p[@class='meta'])")
+    assert "4 reports from 4 outlets" in meta
+    assert "first report 2026-02-28 12:00 UTC" in meta
+
+
+def test_index_without_timelines() -> None:
+    page = lxml.html.fromstring(render_index([], SETTINGS))
+    assert "No timelines yet" in page.text_content()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(min_size=0, max_size=200), html=st.text(max_size=200))
+def test_any_text_renders_well_formed_feeds(text: str, html: str) -> None:
+    doc = hostile_doc(
+        (item(1, T0, title=text, outlet=text, summary_html=html, also=((text, text),)),)
+    )
+    for render in (render_atom, render_rss):
+        body = render(doc, SETTINGS)
+        etree.fromstring(body, STRICT_XML)
+        assert feedparser.parse(body).bozo == 0
+    assert json.loads(render_json(doc, SETTINGS))["items"][0]["id"] == doc.items[0].id
