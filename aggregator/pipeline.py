@@ -28,6 +28,7 @@ from aggregator.errors import ParseError, PublishError
 from aggregator.fetch import fetch_all
 from aggregator.opml import timelines_to_opml
 from aggregator.parse import parse_feed
+from aggregator.publish import INDEX_PATH, OPML_PATH
 from aggregator.publish.feeds import render_atom, render_json, render_rss
 from aggregator.publish.pages import render_index, render_timeline_page
 from aggregator.schedule import poll_outcome
@@ -44,8 +45,6 @@ FEED_TYPES = {
     "json": "application/feed+json; charset=utf-8",
     "html": "text/html; charset=utf-8",
 }
-OPML_PATH = "/timelines.opml"
-INDEX_PATH = "/index.html"
 
 
 def utc_now() -> datetime:
@@ -131,9 +130,7 @@ class Pipeline:
         outcome = poll_outcome(
             result, state, self.settings.fetch, feed=feed, parse_error=parse_error
         )
-        counts = self.store.record_poll(
-            request.source_id, outcome, feed.entries if feed else ()
-        )
+        counts = self.store.record_poll(request.source_id, outcome, feed.entries if feed else ())
         report.polled += 1
         report.not_modified += result.not_modified
         report.new_entries += counts.new
@@ -221,9 +218,7 @@ class Publisher:
             ids = self.store.timeline_story_ids(config.name)
             all_entries = self.store.story_entries(ids) if ids else []
             docs.append(
-                timelines.configured_timeline(
-                    config, all_entries, self.publish_settings, _epoch()
-                )
+                timelines.configured_timeline(config, all_entries, self.publish_settings, _epoch())
             )
         return docs
 
@@ -252,7 +247,9 @@ class Publisher:
         listed = configured + story_docs
         updated = max([overview.updated] + [d.updated for d in listed])
         return self.render(overview) + [
-            _document(INDEX_PATH, FEED_TYPES["html"], render_index(listed, self.publish_settings), updated),
+            _document(
+                INDEX_PATH, FEED_TYPES["html"], render_index(listed, self.publish_settings), updated
+            ),
             _document(
                 OPML_PATH,
                 "text/x-opml; charset=utf-8",

@@ -12,12 +12,12 @@ from datetime import datetime
 from html import escape
 from urllib.parse import urlsplit
 
+from aggregator.publish import ALL_STORIES_SLUG, timeline_links
 from aggregator.settings import PublishSettings, TimelineConfig
 from aggregator.store import EntryView
 from aggregator.store.database import StoryView
 from aggregator.types import TimelineDoc, TimelineItem
 
-ALL_STORIES = "all"
 _TAG_DATE = "2026"  # a fixed tagging date: changing it would change every id
 
 
@@ -31,10 +31,6 @@ def tag(settings: PublishSettings, kind: str, ident: int | str) -> str:
 
 def story_slug(story_id: int) -> str:
     return f"story-{story_id}"
-
-
-def page_url(settings: PublishSettings, slug: str) -> str:
-    return f"{settings.base_url}/timelines/{slug}.html"
 
 
 def build_items(
@@ -167,7 +163,7 @@ def all_stories(
             TimelineItem(
                 id=tag(settings, "story", story.id),
                 title=story.title or "(untitled)",
-                link=page_url(settings, slug),
+                link=timeline_links(slug, settings).html,
                 summary_html=f"<p>{escape(describe(story.title, entries))}</p>",
                 outlet=first.outlet if first else settings.title,
                 outlet_url=first.outlet_url if first else settings.base_url,
@@ -179,10 +175,10 @@ def all_stories(
         )
     items.sort(key=lambda item: (item.updated, item.id), reverse=True)
     return TimelineDoc(
-        slug=ALL_STORIES,
+        slug=ALL_STORIES_SLUG,
         title=settings.title,
         description=f"Every story reported by at least {settings.min_sources} outlets.",
-        id=tag(settings, "timeline", ALL_STORIES),
+        id=tag(settings, "timeline", ALL_STORIES_SLUG),
         updated=max([updated_floor] + [item.updated for item in items]),
         items=tuple(items[: settings.max_stories]),
         sources=tuple(sorted({item.outlet for item in items})),

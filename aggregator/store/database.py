@@ -40,8 +40,8 @@ from aggregator.types import (
 
 
 def to_db(moment: datetime) -> datetime:
-    """Aware -> naive UTC, the form every table stores."""
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    """Aware UTC, the form every table stores (a naive time is taken as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def from_db(moment: datetime) -> datetime:

@@ -1,7 +1,7 @@
 """SQLModel tables: sources and their fetch state, entries, stories, published documents.
 
-Times are stored as naive UTC (SQLite keeps no zone); `aggregator.store` converts
-at its boundary so everything outside sees aware UTC datetimes.
+Times are aware UTC datetimes; SQLModel's UTC column type stores them portably
+(SQLite keeps no zone) and gives them back aware.
 """
 
 from __future__ import annotations
