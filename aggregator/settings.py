@@ -100,8 +100,7 @@ class WorkerSettings:
 class DemoSettings:
     enabled: bool = setting(False, "Serve the bundled demo outlets on 127.0.0.1 while running.")
     port: int = setting(8765, "Port of the demo outlets' server.")
-    seconds_per_day: float = setting(
-        10.0, "Real seconds for one simulated day of the demo's news.")
+    seconds_per_day: float = setting(10.0, "Real seconds for one simulated day of the demo's news.")
 
 
 @dataclass(frozen=True)
@@ -155,6 +154,7 @@ _SECTIONS: dict[str, type] = {
     "demo": DemoSettings,
 }
 _TOP_LEVEL = ("database_url", "data_dir", "log_level")
+_NOT_SETTINGS = ("AGGREGATOR_CONFIG", "AGGREGATOR_TEST_")  # the file's path; the test suite's own
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _CLUSTER_METHODS = ("tfidf", "embedding")
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
@@ -233,7 +233,7 @@ def parse_settings(
 def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], ctx: _Context) -> None:
     """AGGREGATOR_DATABASE_URL, AGGREGATOR_FETCH__CONCURRENCY... override the file."""
     for name, value in environ.items():
-        if not name.startswith("AGGREGATOR_") or name == "AGGREGATOR_CONFIG":
+        if not name.startswith("AGGREGATOR_") or name.startswith(_NOT_SETTINGS):
             continue
         parts = name[len("AGGREGATOR_") :].lower().split("__")
         if len(parts) == 1 and parts[0] in _TOP_LEVEL:

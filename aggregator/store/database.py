@@ -598,7 +598,7 @@ def _entry_view(entry: Entry, source: Source) -> EntryView:
         summary=entry.summary,
         text=entry.text,
         language=entry.language or source.language,
-        outlet=source.title or source.name,
+        outlet=source.name,
         outlet_url=source.url,
         outlet_site=source.site_url,
         published=from_db(entry.sort_at),

@@ -1,0 +1,250 @@
+"""End to end: outlets on a real HTTP server, two worker cycles, the published timelines.
+
+The outlets are synthetic feeds served on 127.0.0.1; the store is a SQLite file
+(and PostgreSQL when configured); our own feeds are fetched through the ASGI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import feedparser
+import httpx
+import pytest
+from httpserver import FeedServer
+from lxml import etree
+
+from aggregator.pipeline import Pipeline
+from aggregator.serve import create_app
+from aggregator.settings import Settings, SourceConfig, TimelineConfig, parse_settings
+from aggregator.store import Store
+
+T0 = datetime(2024, 8, 6, 6, 0, tzinfo=UTC)
+
+INCURSION = [
+    (
+        "wire",
+        "Ukrainian troops cross into Russia's Kursk region near Sudzha",
+        "Ukrainian troops crossed the border into Russia's Kursk region on Tuesday, "
+        "fighting near the town of Sudzha, Russian officials said.",
+        T0 + timedelta(hours=1),
+    ),
+    (
+        "border",
+        "Russia says Ukrainian troops attacked Kursk region border near Sudzha",
+        "Russia's defence ministry said Ukrainian troops attacked across the Kursk region "
+        "border and fighting continued near Sudzha.",
+        T0 + timedelta(hours=2),
+    ),
+    (
+        "ledger",
+        "Fighting near Sudzha as Ukrainian troops push into Kursk region",
+        "Fighting went on near Sudzha after Ukrainian troops pushed into the Kursk region "
+        "of Russia, the regional governor said.",
+        T0 + timedelta(hours=3),
+    ),
+]
+RATES = [
+    (
+        "ledger",
+        "Central bank holds interest rate at 4.35 percent",
+        "The central bank kept its cash rate at 4.35 percent and warned inflation stays high.",
+        T0 + timedelta(hours=2, minutes=30),
+    ),
+    (
+        "money",
+        "Central bank keeps interest rate on hold at 4.35 percent, warns on inflation",
+        "The central bank held the interest rate at 4.35 percent, saying inflation stays high.",
+        T0 + timedelta(hours=4),
+    ),
+]
+FOLLOW_UP = (
+    "ledger",
+    "Kursk region governor says fighting near Sudzha continues as Ukrainian troops advance",
+    "The Kursk region governor said Ukrainian troops advanced and fighting near Sudzha "
+    "continued for a second day.",
+    T0 + timedelta(hours=26),
+)
+
+
+def rss(outlet: str, items: list[tuple[str, str, str, datetime, str]]) -> bytes:
+    """An RSS 2.0 feed; items are (guid, title, text, published, link)."""
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>',
+        f"<title>{outlet}</title><link>http://{outlet}.test/</link><description>news</description>",
+    ]
+    for guid, title, text, published, link in items:
+        parts.append(
+            f"<item><guid>{guid}</guid><title>{title}</title><link>{link}</link>"
+            f"<description>{text}</description>"
+            f"<pubDate>{format_datetime(published, usegmt=True)}</pubDate></item>"
+        )
+    parts.append("</channel></rss>")
+    return "".join(parts).encode()
+
+
+def outlet_items(outlet: str, extra: tuple[tuple[str, str, str, datetime], ...] = ()) -> list:
+    items = []
+    for n, (who, title, text, published) in enumerate([*INCURSION, *RATES, *extra]):
+        if who == outlet:
+            link = f"http://{outlet}.test/2024/08/{n}"
+            items.append((f"{outlet}-{n}", title, text, published, link))
+    if outlet == "repost":
+        # a syndicated copy of the wire story, with tracking parameters on its own link
+        _, title, text, published = INCURSION[0]
+        items.append(
+            (
+                "repost-1",
+                title,
+                text,
+                published + timedelta(hours=2),
+                "http://repost.test/wire/ukrainian-troops?utm_source=wire&utm_medium=syndication",
+            )
+        )
+    return items
+
+
+OUTLETS = ["wire", "border", "ledger", "money", "repost"]
+
+
+@pytest.fixture
+def outlets() -> Iterator[FeedServer]:
+    with FeedServer() as server:
+        for outlet in OUTLETS:
+            server.serve_feed(f"/{outlet}.xml", rss(outlet, outlet_items(outlet)), last_modified=T0)
+        yield server
+
+
+def settings_for(server: FeedServer) -> Settings:
+    base = parse_settings("", environ={})
+    return dataclasses.replace(
+        base,
+        sources=tuple(
+            SourceConfig(name=name.title(), url=server.url(f"/{name}.xml"), interval=600)
+            for name in OUTLETS
+        ),
+        timelines=(TimelineConfig(name="kursk", title="Kursk", match=("Kursk", "Курськ")),),
+        fetch=dataclasses.replace(base.fetch, allow_private_networks=True),
+        publish=dataclasses.replace(base.publish, base_url="http://feeds.test"),
+    )
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_two_cycles_cluster_merge_and_publish(outlets: FeedServer, store: Store) -> None:
+    clock = Clock(T0 + timedelta(hours=5))
+    pipeline = Pipeline(settings_for(outlets), store, clock=clock)
+
+    first = asyncio.run(pipeline.run_cycle())
+    assert (first.polled, first.errors, first.new_entries) == (5, 0, 6)
+    assert first.duplicates == 1  # the repost folds into the wire story
+
+    # second cycle an hour later: one outlet has a follow-up, the others answer 304
+    outlets.serve_feed(
+        "/ledger.xml", rss("ledger", outlet_items("ledger", (FOLLOW_UP,))), last_modified=clock.now
+    )
+    clock.now += timedelta(minutes=20)
+    second = asyncio.run(pipeline.run_cycle())
+    assert (second.polled, second.not_modified, second.new_entries) == (5, 4, 1)
+    for name in ("wire", "border", "money", "repost"):
+        conditional = outlets.requests_to(f"/{name}.xml")[-1].headers
+        assert conditional.get("if-none-match") or conditional.get("if-modified-since")
+
+    # a restarted worker rebuilds its clusterer from the store and stays consistent
+    assert asyncio.run(Pipeline(settings_for(outlets), store, clock=clock).run_cycle()).polled == 0
+
+    documents = {doc.path: doc for doc in store.documents()}
+    incursion = _timeline_with(documents, "Sudzha")
+    titles = [entry.title for entry in incursion.entries]
+    assert titles[0] == FOLLOW_UP[1], "newest first"
+    published = [entry.published_parsed for entry in incursion.entries]
+    assert published == sorted(published, reverse=True)
+    outlets_named = {entry.source.title for entry in incursion.entries}
+    assert {"Wire", "Border", "Ledger"} <= outlets_named
+    assert "Repost" not in outlets_named, "the syndicated copy is not a second item"
+    wire_item = next(e for e in incursion.entries if e.title == INCURSION[0][1])
+    assert "Also reported by" in wire_item.summary and "Repost" in wire_item.summary
+    assert not any("interest rate" in t for t in titles), "a different event stays apart"
+
+    rates = _timeline_with(documents, "interest rate")
+    assert len(rates.entries) == 2
+
+    kursk = feedparser.parse(documents["/timelines/kursk.atom"].body)
+    assert kursk.bozo == 0 and len(kursk.entries) == 4
+    for path in ("/timelines/kursk.rss", "/timelines/all.atom", "/timelines/all.rss"):
+        assert feedparser.parse(documents[path].body).bozo == 0, path
+    etree.fromstring(documents["/timelines.opml"].body)
+    assert b"kursk.atom" in documents["/index.html"].body
+
+
+def _timeline_with(documents: dict, word: str) -> feedparser.FeedParserDict:
+    for path, doc in documents.items():
+        if path.startswith("/timelines/story-") and path.endswith(".atom"):
+            feed = feedparser.parse(doc.body)
+            assert feed.bozo == 0, path
+            if any(word in entry.title for entry in feed.entries):
+                return feed
+    raise AssertionError(f"no story timeline mentions {word!r}; have {sorted(documents)}")
+
+
+def test_our_feeds_answer_304_to_conditional_requests(
+    outlets: FeedServer, sqlite_store: Store
+) -> None:
+    pipeline = Pipeline(settings_for(outlets), sqlite_store, clock=Clock(T0 + timedelta(hours=5)))
+    asyncio.run(pipeline.run_cycle())
+
+    async def exchange() -> None:
+        transport = httpx.ASGITransport(app=create_app(sqlite_store.document))
+        async with httpx.AsyncClient(transport=transport, base_url="http://feeds.test") as client:
+            first = await client.get("/timelines/kursk.atom")
+            assert first.status_code == 200
+            assert first.headers["content-type"].startswith("application/atom+xml")
+            again = await client.get(
+                "/timelines/kursk.atom", headers={"If-None-Match": first.headers["etag"]}
+            )
+            assert again.status_code == 304 and again.content == b""
+            since = await client.get(
+                "/timelines/kursk.rss",
+                headers={"If-Modified-Since": first.headers["last-modified"]},
+            )
+            assert since.status_code == 304
+            index = await client.get("/")
+            assert index.status_code == 200 and b"kursk" in index.content
+
+    asyncio.run(exchange())
+
+
+def test_a_failing_source_is_recorded_and_the_others_still_arrive(
+    outlets: FeedServer, sqlite_store: Store
+) -> None:
+    outlets.route(
+        "/broken.xml",
+        lambda request: (
+            200,
+            {"Content-Type": "text/html"},
+            b"<html><body>Not a feed</body></html>",
+        ),
+    )
+    settings = settings_for(outlets)
+    settings = dataclasses.replace(
+        settings,
+        sources=(*settings.sources, SourceConfig(name="Broken", url=outlets.url("/broken.xml"))),
+    )
+    report = asyncio.run(
+        Pipeline(settings, sqlite_store, clock=Clock(T0 + timedelta(hours=5))).run_cycle()
+    )
+    assert report.errors == 1 and report.new_entries == 6
+    broken = next(s for s in sqlite_store.source_statuses() if s.name == "Broken")
+    assert broken.status == "error" and broken.error_count == 1
+    assert broken.last_error_code == "not_a_feed" and broken.last_error
+    assert broken.next_check_at is not None and broken.next_check_at > T0 + timedelta(hours=5)
