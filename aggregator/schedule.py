@@ -8,6 +8,7 @@ never stop polling for good. A little jitter keeps sources added together apart.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from aggregator.errors import SourceError
@@ -59,35 +60,35 @@ def poll_outcome(
     now, key = result.fetched_at, result.request.name
     redirect_url, redirect_count = _redirect_streak(result, state)
     adopt = redirect_url if redirect_count >= REDIRECT_ADOPT_AFTER else None
-    common = {
-        "checked_at": now,
-        "http_status": result.status,
-        "redirect_url": None if adopt else redirect_url,
-        "redirect_count": 0 if adopt else redirect_count,
-        "new_url": adopt,
-    }
+    base = PollOutcome(
+        checked_at=now,
+        next_check_at=now,
+        status="ok",
+        http_status=result.status,
+        redirect_url=None if adopt else redirect_url,
+        redirect_count=0 if adopt else redirect_count,
+        new_url=adopt,
+    )
     error_code, error = result.error_code, result.error
     if parse_error is not None:
         error_code, error = parse_error.code, parse_error.reason
     if error_code is not None:
-        gone = result.status == 410
         interval = error_interval(
             settings, configured=state.interval_s, error_count=state.error_count + 1
         )
-        return PollOutcome(
-            **common,
+        return replace(
+            base,
             next_check_at=next_check(now, interval, key=key),
-            status="gone" if gone else "error",
+            status="gone" if result.status == 410 else "error",
             error_code=error_code,
             error=error,
             keep_validators=parse_error is None,
         )
     ttl_s = feed.ttl_minutes * 60.0 if feed and feed.ttl_minutes else None
     interval = success_interval(settings, configured=state.interval_s, ttl_s=ttl_s or state.ttl_s)
-    return PollOutcome(
-        **common,
+    return replace(
+        base,
         next_check_at=next_check(now, interval, key=key),
-        status="ok",
         etag=result.etag,
         last_modified=result.last_modified,
         body_hash=result.body_hash,

@@ -79,7 +79,7 @@ class Worker:
             await self._finish_cycle()
 
     async def _serve(self) -> None:
-        server = uvicorn.Server(
+        server = _QuietServer(
             uvicorn.Config(
                 create_app(self.store.document, ready=self.ready),
                 host=self.settings.server.host,
@@ -88,7 +88,6 @@ class Worker:
                 lifespan="off",
             )
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         log.info(
             "serving timelines at http://%s:%d/",
             self.settings.server.host,
@@ -111,6 +110,14 @@ class Worker:
                 await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
             except TimeoutError:
                 task.cancel()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the worker owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @contextlib.contextmanager

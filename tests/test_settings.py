@@ -130,3 +130,13 @@ def test_readme_quick_start_has_the_two_commands() -> None:
     assert re.search(r"^scripts/run$", readme, re.M)
     assert re.search(r"^scripts/test$", readme, re.M)
     assert "scripts/test" in ci
+
+
+def test_a_misspelt_environment_override_is_an_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(GOOD, environ={"AGGREGATOR_FETCH__CONCURENCY": "3"})
+    assert caught.value.key == "AGGREGATOR_FETCH__CONCURENCY"
+    with pytest.raises(ConfigError):
+        parse_settings(GOOD, environ={"AGGREGATOR_DATABSE_URL": "sqlite://"})
+    # the test suite's own variables are not settings
+    parse_settings(GOOD, environ={"AGGREGATOR_TEST_POSTGRES_URL": "postgresql://x"})

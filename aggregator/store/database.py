@@ -274,7 +274,7 @@ class Store:
                     error_count=state.error_count,
                     last_checked_at=_maybe(state.last_checked_at),
                     next_check_at=_maybe(state.next_check_at),
-                    entries=counts.get(source.id, 0),
+                    entries=counts.get(source.id or 0, 0),
                 )
                 for source, state in rows
             ]
