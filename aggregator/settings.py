@@ -80,6 +80,9 @@ class PublishSettings:
     max_stories: int = setting(100, "Most stories in the all-stories feed and the index page.")
     out_dir: str = setting("", "Also write every published document into this folder ('' = off).")
     title: str = setting("Aggregator timelines", "Title of the index page and all-stories feed.")
+    websub_hub: str = setting(
+        "", "WebSub hub to advertise in feeds and notify on changes ('' = off)."
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,15 @@ class WorkerSettings:
     cycle_seconds: float = setting(
         30.0, "Seconds between worker cycles (each polls due sources, clusters, publishes)."
     )
+    lease_seconds: float = setting(
+        300.0, "How long a worker's claim on a due source lasts if the worker dies."
+    )
+    migrate_on_start: bool = setting(True, "Upgrade the database schema when the worker starts.")
+    reload_config: bool = setting(True, "Apply edits of the settings file while running.")
+    retention_days: float = setting(
+        90.0, "Entries older than this leave the database (their identity is kept)."
+    )
+    log_format: str = setting("text", "Log lines as 'text' or 'json'.")
 
 
 @dataclass(frozen=True)
@@ -436,6 +448,12 @@ def _build_timelines(raw: Any, ctx: _Context) -> tuple[TimelineConfig, ...]:
 def _validate(settings: Settings, ctx: _Context) -> None:
     if settings.log_level.upper() not in _LOG_LEVELS:
         raise ctx.error("log_level", f"expected one of {', '.join(_LOG_LEVELS)}")
+    if settings.worker.log_format not in ("text", "json"):
+        raise ctx.error("worker.log_format", "expected 'text' or 'json'")
+    if not 0 <= settings.fetch.jitter <= 1:
+        raise ctx.error("fetch.jitter", "expected a number from 0 to 1")
+    if settings.publish.websub_hub:
+        check_feed_url(settings.publish.websub_hub, "publish.websub_hub", ctx)
     if settings.cluster.method not in _CLUSTER_METHODS:
         raise ctx.error("cluster.method", f"expected one of {', '.join(_CLUSTER_METHODS)}")
     if not 0 < settings.cluster.threshold < 1:

@@ -39,7 +39,9 @@ def _table(source: SourceConfig) -> Table:
     table["name"] = source.name
     table["url"] = source.url
     if source.interval is not None:
-        table["interval"] = int(source.interval) if source.interval.is_integer() else source.interval
+        table["interval"] = (
+            int(source.interval) if source.interval.is_integer() else source.interval
+        )
     if source.language:
         table["language"] = source.language
     if source.tags:
