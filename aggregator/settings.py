@@ -50,6 +50,9 @@ class FetchSettings:
     max_interval: float = setting(
         86400.0, "Longest interval between polls of one source, errors included."
     )
+    jitter: float = setting(
+        0.1, "Fraction of a source's interval added at random, spreading polls."
+    )
     allow_private_networks: bool = setting(
         False, "Allow sources on loopback and private addresses."
     )
@@ -250,7 +253,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], ctx: _Co
         parts = name[len("AGGREGATOR_") :].lower().split("__")
         if len(parts) == 1 and parts[0] in _TOP_LEVEL:
             raw[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in _SECTIONS:
+        elif len(parts) == 2 and parts[1] in _field_names(_SECTIONS.get(parts[0])):
             raw.setdefault(parts[0], {})
             if isinstance(raw[parts[0]], dict):
                 raw[parts[0]][parts[1]] = _from_env_text(value)
@@ -261,6 +264,10 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], ctx: _Co
                 file="environment",
                 key=name,
             )
+
+
+def _field_names(cls: type | None) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
 
 
 def _from_env_text(value: str) -> Any:
