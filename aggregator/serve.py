@@ -42,8 +42,19 @@ _ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def create_app(lookup: Lookup, *, ready: Callable[[], bool] | None = None) -> Starlette:
-    """The app; `lookup(path)` is blocking (it may query the database) and runs in a thread."""
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def create_app(
+    lookup: Lookup,
+    *,
+    ready: Callable[[], bool] | None = None,
+    metrics: Callable[[], bytes] | None = None,
+) -> Starlette:
+    """The app; `lookup(path)` is blocking (it may query the database) and runs in a thread.
+
+    `metrics()` renders the Prometheus text exposition served at /metrics.
+    """
     compressed = _GzipCache(GZIP_CACHE_ENTRIES)
 
     async def document(request: Request) -> Response:
@@ -79,8 +90,15 @@ def create_app(lookup: Lookup, *, ready: Callable[[], bool] | None = None) -> St
             return _plain(request, 200, "ready", _NO_STORE)
         return _plain(request, 503, "not ready", _NO_STORE)
 
+    async def metrics_page(request: Request) -> Response:
+        if metrics is None:
+            return _plain(request, 404, "metrics are not enabled", _NO_STORE)
+        body = await run_in_threadpool(metrics)
+        return Response(body, headers={**_NO_STORE, "Content-Type": PROMETHEUS_TYPE})
+
     routes = [
         Route("/healthz", healthz),
+        Route("/metrics", metrics_page),
         Route("/readyz", readyz),
         Route("/{path:path}", document),
     ]
