@@ -1,0 +1,508 @@
+"""Parse stage: turn a fetched body and its headers into a ParsedFeed of EntryData.
+
+Second stage (fetch -> parse -> store). RSS and Atom go through feedparser, handed
+bytes only so that it never fetches anything; JSON Feed is read here. HTML that
+leaves this module is sanitised, and every string is free of XML-illegal characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import html
+import io
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+import nh3
+
+from aggregator.errors import ParseError
+from aggregator.types import EntryData, ParsedFeed
+
+MAX_TEXT_CHARS = 5000
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+# Characters XML 1.0 forbids; feeds we republish must not carry them.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# The same C0 controls as bytes, ESC excepted because ISO-2022 encodings need it.
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+_DOCTYPE_WITH_SUBSET = re.compile(rb"<!DOCTYPE\s[^\[>]*\[", re.IGNORECASE)
+_SUBSET_END = re.compile(rb"\]\s*>")
+_ROOT_ELEMENT = re.compile(rb"<[A-Za-z_]")
+_CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
+_SINGLE_BYTE_CHARSETS = frozenset(
+    {"iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii", "windows-1252", "cp1252"}
+)
+_EMAIL_WITH_NAME = re.compile(r"^\s*\S+@\S+\s*\((.+)\)\s*$")
+_HTML_START = re.compile(rb"<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
+
+# Bozo reasons that say nothing about the feed's structure.
+_HARMLESS_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
+@dataclass(frozen=True)
+class _RawEntry:
+    """An entry as read from the document, before links, HTML and text are settled."""
+
+    id: str | None
+    title: str  # plain text
+    link: str | None  # possibly relative
+    html: str  # the richest body, as HTML, not yet sanitised
+    author: str | None
+    published: datetime | None
+    updated: datetime | None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class _RawFeed:
+    title: str | None
+    link: str | None
+    language: str | None
+    ttl_minutes: int | None
+    entries: tuple[_RawEntry, ...]
+
+
+def parse_feed(
+    body: bytes, headers: Mapping[str, str], *, url: str, source: str | None = None
+) -> ParsedFeed:
+    """Read RSS 0.9x/1.0/2.0, Atom 0.3/1.0 or JSON Feed 1.x into a ParsedFeed.
+
+    Raises ParseError with code "empty", "not_a_feed" or "malformed" when the body
+    cannot be used. A feed that is a little broken but still yields entries is kept.
+    Entries with the same key appear once, the first occurrence winning.
+    """
+    if not body.strip():
+        raise _error("empty", "the server sent an empty body; check the source's url", url, source)
+    if _looks_like_json(body):
+        raw = _read_json_feed(body, url, source)
+    else:
+        raw = _read_xml_feed(body, headers, url, source)
+    return _assemble(raw, url)
+
+
+# --- RSS and Atom, through feedparser -------------------------------------------------
+
+
+def _read_xml_feed(
+    body: bytes, headers: Mapping[str, str], url: str, source: str | None
+) -> _RawFeed:
+    # No Content-Location: feedparser would resolve relative guids against it, and an
+    # entry's identity must not change when the same feed is served from another URL.
+    # Relative links are resolved later, against the entry link or the feed URL.
+    response_headers = {
+        name.lower(): value for name, value in headers.items() if name.lower() != "content-location"
+    }
+    _drop_misleading_charset(response_headers, body)
+    parsed = feedparser.parse(
+        io.BytesIO(_defused(body)),
+        response_headers=response_headers,
+        sanitize_html=False,  # nh3 sanitises each entry later, once, with our own rules
+        resolve_relative_uris=True,
+    )
+    _check_parsed(parsed, body, response_headers.get("content-type", ""), url, source)
+    feed = parsed.get("feed", {})
+    return _RawFeed(
+        title=_detail_text(feed.get("title"), feed.get("title_detail")) or None,
+        link=feed.get("link"),
+        language=_language(feed.get("language")),
+        ttl_minutes=_ttl(feed.get("ttl")),
+        entries=tuple(_xml_entry(entry) for entry in parsed.get("entries", [])),
+    )
+
+
+def _drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
+    """Ignore a single-byte charset in Content-Type when the body is plainly UTF-8.
+
+    Many servers label every text/* response latin-1; feedparser trusts the header
+    over the document, which would turn a UTF-8 feed into mojibake.
+    """
+    content_type = headers.get("content-type", "")
+    declared = _CHARSET_PARAM.search(content_type)
+    if declared is None or declared.group(1).lower() not in _SINGLE_BYTE_CHARSETS:
+        return
+    if body.isascii():
+        return
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    headers["content-type"] = content_type[: declared.start()] + content_type[declared.end() :]
+
+
+def _defused(body: bytes) -> bytes:
+    """Prepare bytes for the XML parser: no stray control bytes, no internal DTD subset.
+
+    The subset is where entity bombs and external entities live; feedparser and expat
+    already refuse the worst, but dropping it means nothing is expanded at all.
+    """
+    # A NUL among the first bytes means UTF-16 or UTF-32, where zero bytes are text.
+    if b"\x00" not in body[:4]:
+        body = body.translate(None, _CONTROL_BYTES)
+    doctype = _DOCTYPE_WITH_SUBSET.search(body)
+    if doctype is None or _ROOT_ELEMENT.search(body, 0, doctype.start()):
+        return body
+    end = _SUBSET_END.search(body, doctype.end())
+    if end is None:
+        return body
+    return body[: doctype.end() - 1] + b">" + body[end.end() :]
+
+
+def _check_parsed(
+    parsed: Any, body: bytes, content_type: str, url: str, source: str | None
+) -> None:
+    if any(_has_substance(entry) for entry in parsed.get("entries", [])):
+        return  # entries were found, so whatever made it bozo did not hide them
+    if parsed.get("version"):
+        problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
+        if problem is None or isinstance(problem, _HARMLESS_BOZO):
+            return  # a well-formed feed that has no entries yet
+        message = (
+            f"the feed is broken and no entries could be read ({problem}); "
+            "tell the publisher, or wait for the feed to be fixed"
+        )
+        raise _error("malformed", message, url, source)
+    raise _not_a_feed(body, content_type, url, source)
+
+
+def _has_substance(entry: Any) -> bool:
+    return any(entry.get(name) for name in ("id", "title", "link", "summary", "content"))
+
+
+def _xml_entry(entry: Any) -> _RawEntry:
+    author = (entry.get("author_detail") or {}).get("name") or entry.get("author")
+    if author and (named := _EMAIL_WITH_NAME.match(author)):
+        author = named.group(1)  # RSS writes "mail@example.com (Name)"; keep the name
+    bodies = [(content.get("value"), content.get("type")) for content in entry.get("content", [])]
+    summary_type = (entry.get("summary_detail") or {}).get("type")
+    bodies.append((entry.get("summary"), summary_type))
+    return _RawEntry(
+        id=entry.get("id"),
+        title=_detail_text(entry.get("title"), entry.get("title_detail")),
+        link=entry.get("link"),
+        html=_richest((value, "plain" not in (kind or "html")) for value, kind in bodies),
+        author=author,
+        published=_struct_utc(entry.get("published_parsed")),
+        # dict.get: FeedParserDict.get would quietly answer with the published date.
+        updated=_struct_utc(dict.get(entry, "updated_parsed")),
+    )
+
+
+def _detail_text(value: str | None, detail: Mapping[str, Any] | None) -> str:
+    if not value:
+        return ""
+    kind = (detail or {}).get("type") or "text/plain"
+    return _html_text(value) if "html" in kind else _collapse(value)
+
+
+def _struct_utc(value: Any) -> datetime | None:
+    # feedparser gives time.struct_time already converted to UTC.
+    if value is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = value[:6]
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ttl(value: Any) -> int | None:
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+# --- JSON Feed -----------------------------------------------------------------------
+
+
+def _looks_like_json(body: bytes) -> bool:
+    if body.startswith(codecs.BOM_UTF8):
+        body = body[len(codecs.BOM_UTF8) :]
+    return body.lstrip()[:1] == b"{"
+
+
+def _read_json_feed(body: bytes, url: str, source: str | None) -> _RawFeed:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        message = f"the body starts like JSON but is not valid JSON ({exc}); tell the publisher"
+        raise _error("malformed", message, url, source) from exc
+    if not isinstance(document, dict) or not _is_json_feed(document):
+        message = (
+            "the body is JSON but not a JSON Feed (it needs a jsonfeed.org version and a list "
+            "of items); check the source's url"
+        )
+        raise _error("not_a_feed", message, url, source)
+    feed_author = _json_author(document)
+    return _RawFeed(
+        title=_collapse(_text(document.get("title"))) or None,
+        link=_text(document.get("home_page_url")) or None,
+        language=_language(document.get("language")),
+        ttl_minutes=None,
+        entries=tuple(
+            _json_entry(item, feed_author) for item in document["items"] if isinstance(item, dict)
+        ),
+    )
+
+
+def _is_json_feed(document: Mapping[str, Any]) -> bool:
+    version = _text(document.get("version"))
+    # The spec requires the version; a document with items but none is still given a chance.
+    known = version == "" or "jsonfeed.org/version/" in version
+    return known and isinstance(document.get("items"), list)
+
+
+def _json_entry(item: dict[str, Any], feed_author: str | None) -> _RawEntry:
+    raw_id = item.get("id")
+    # The spec wants a string, but numbers are common in the wild.
+    entry_id = (
+        str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
+    )
+    bodies = [
+        (_text(item.get("content_html")), True),
+        (_text(item.get("content_text")), False),
+        (_text(item.get("summary")), False),
+    ]
+    return _RawEntry(
+        id=entry_id,
+        title=_collapse(_text(item.get("title"))),
+        link=_text(item.get("url")) or _text(item.get("external_url")) or None,
+        html=_richest(bodies),
+        author=_json_author(item) or feed_author,
+        published=_iso_utc(item.get("date_published")),
+        updated=_iso_utc(item.get("date_modified")),
+        language=_language(item.get("language")),
+    )
+
+
+def _json_author(document: Mapping[str, Any]) -> str | None:
+    # JSON Feed 1.1 has a list of authors, 1.0 a single author.
+    authors = document.get("authors")
+    candidates = authors if isinstance(authors, list) else [document.get("author")]
+    for author in candidates:
+        if isinstance(author, dict) and _text(author.get("name")).strip():
+            return _collapse(_text(author["name"]))
+    return None
+
+
+def _iso_utc(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# --- From raw entries to EntryData ---------------------------------------------------
+
+
+def _assemble(raw: _RawFeed, url: str) -> ParsedFeed:
+    entries: dict[str, EntryData] = {}
+    for raw_entry in raw.entries:
+        entry = _entry(raw_entry, url, raw.language)
+        if entry is not None and entry.key not in entries:
+            entries[entry.key] = entry
+    return ParsedFeed(
+        title=_clean(raw.title or "") or None,
+        link=_http_link(raw.link, url),
+        language=raw.language,
+        ttl_minutes=raw.ttl_minutes,
+        entries=tuple(entries.values()),
+    )
+
+
+def _entry(raw: _RawEntry, feed_url: str, feed_language: str | None) -> EntryData | None:
+    """Settle one entry's identity, links, HTML and text; None when it carries nothing."""
+    link = _http_link(raw.link, feed_url)
+    title = _clean(raw.title)
+    summary_html = _sanitised(_clean(raw.html), base=link or _http_link(feed_url, feed_url))
+    text = _html_text(summary_html)
+    entry_id = _clean(raw.id or "").strip()
+    if not (entry_id or title or link or text):
+        return None
+    content_hash = _content_hash(title, text)
+    return EntryData(
+        key=entry_id or link or f"sha256:{content_hash}",
+        title=title,
+        link=link,
+        summary_html=summary_html,
+        text=_capped(text, MAX_TEXT_CHARS),
+        author=_clean(_collapse(raw.author or "")) or None,
+        published=raw.published or raw.updated,
+        updated=raw.updated,
+        content_hash=content_hash,
+        language=raw.language or feed_language,
+    )
+
+
+def _richest(bodies: Iterable[tuple[str | None, bool]]) -> str:
+    """The longest of an entry's bodies, as HTML; `True` marks a body that already is."""
+    best, best_is_html = "", True
+    for value, is_html in bodies:
+        if value and len(value) > len(best):
+            best, best_is_html = value, is_html
+    return best if best_is_html else html.escape(best)
+
+
+def _sanitised(fragment: str, *, base: str | None) -> str:
+    if not fragment:
+        return ""
+    # Relative links are useless once republished: resolve them, or drop them without a base.
+    if base:
+        try:
+            return nh3.clean(
+                fragment, url_schemes=set(URL_SCHEMES), url_relative=("rewrite_with_base", base)
+            )
+        except ValueError:
+            pass  # a base Python accepts but the sanitiser does not: treat as no base
+    return nh3.clean(fragment, url_schemes=set(URL_SCHEMES), url_relative="deny")
+
+
+def _http_link(link: str | None, base: str) -> str | None:
+    """`link` made absolute against `base`, if it is a usable http(s) URL; else None."""
+    if not link or not link.strip():
+        return None
+    try:
+        absolute = urljoin(base, _clean(link).strip())
+        parts = urlsplit(absolute)
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError:
+        return None
+    usable = parts.scheme in ("http", "https") and parts.hostname
+    return absolute if usable and not any(c.isspace() for c in parts.netloc) else None
+
+
+def _content_hash(title: str, text: str) -> str:
+    normal = unicodedata.normalize("NFC", f"{_collapse(title)}\n{_collapse(text)}")
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def _language(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return _clean(value).strip() or None
+
+
+def _clean(value: str) -> str:
+    return _XML_ILLEGAL.sub("", value)
+
+
+def _collapse(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _capped(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ", limit - 200)  # end on a word when one ends near the limit
+    return (cut[:space] if space > 0 else cut).rstrip()
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the text of an HTML fragment, a space at block edges, scripts skipped."""
+
+    _BLOCKS = frozenset(
+        "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 "  # noqa: SIM905
+        "h4 h5 h6 header hr li main nav ol p pre section table td th tr ul".split()
+    )
+    _SKIPPED = frozenset({"script", "style", "template", "noscript"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIPPED:
+            self._skipping += 1
+        elif tag in self._BLOCKS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIPPED:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCKS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def _html_text(fragment: str) -> str:
+    extractor = _TextExtractor()
+    extractor.feed(fragment)
+    extractor.close()
+    return _clean(_collapse("".join(extractor.parts)))
+
+
+# --- Telling the operator what the body was instead ----------------------------------
+
+
+def _not_a_feed(body: bytes, content_type: str, url: str, source: str | None) -> ParseError:
+    declared = f" ({content_type})" if content_type else ""
+    if "html" in content_type.lower() or _HTML_START.search(body[:4096]):
+        feed_link = _alternate_feed_link(body, url)
+        hint = (
+            f"the page names its feed at {feed_link}: use that as the source's url"
+            if feed_link
+            else "find the page's RSS or Atom link and use that as the source's url"
+        )
+        return _error(
+            "not_a_feed", f"this is an HTML page{declared}, not a feed; {hint}", url, source
+        )
+    if _looks_binary(body):
+        message = f"the body is binary data{declared}, not a feed; check the source's url"
+        return _error("not_a_feed", message, url, source)
+    message = f"the body{declared} has no RSS, Atom or JSON Feed structure; check the source's url"
+    return _error("not_a_feed", message, url, source)
+
+
+def _looks_binary(body: bytes) -> bool:
+    sample = body[:512]
+    controls = sum(1 for byte in sample if byte < 0x20 and byte not in b"\t\n\r\f\x1b")
+    return b"\x00" in sample or controls > len(sample) // 20
+
+
+class _FeedLinkFinder(HTMLParser):
+    """Finds the first <link rel="alternate"> to a feed in an HTML page."""
+
+    _FEED_TYPES = frozenset(
+        {"application/rss+xml", "application/atom+xml", "application/feed+json", "application/json"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "link" or self.href is not None:
+            return
+        found = {name: (value or "") for name, value in attrs}
+        rels = found.get("rel", "").lower().split()
+        if "alternate" in rels and found.get("type", "").lower() in self._FEED_TYPES:
+            self.href = found.get("href") or None
+
+
+def _alternate_feed_link(body: bytes, url: str) -> str | None:
+    finder = _FeedLinkFinder()
+    finder.feed(body[:262_144].decode("utf-8", "replace"))
+    return _http_link(finder.href, url)
+
+
+def _error(code: str, message: str, url: str, source: str | None) -> ParseError:
+    return ParseError(message, url=url, source=source, code=code)
