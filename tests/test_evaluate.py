@@ -1,0 +1,245 @@
+"""Evaluation: metric values on tiny examples, file reading, and a whole small run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator.cluster import RECOMMENDED_THRESHOLDS
+from aggregator.errors import EvalError
+from aggregator.evaluate import (
+    bcubed_scores,
+    evaluate_file,
+    evaluate_pairs,
+    load_documents,
+    load_labelled,
+    pairwise_scores,
+)
+from aggregator.settings import ClusterSettings
+
+SETTINGS = ClusterSettings(threshold=RECOMMENDED_THRESHOLDS["tfidf"])
+
+
+def approx(*values: float) -> Any:
+    return pytest.approx(values, abs=1e-9)
+
+
+def test_pairwise_perfect_clustering() -> None:
+    assert pairwise_scores(["a", "a", "b"], [1, 1, 2]) == approx(1.0, 1.0, 1.0)
+
+
+def test_pairwise_known_answer() -> None:
+    # Gold {0,1,2} {3,4}; predicted {0,1} {2,3,4}.
+    # Predicted pairs: 01, 23, 24, 34 (4); gold pairs: 01, 02, 12, 34 (4); both: 01, 34.
+    gold = ["x", "x", "x", "y", "y"]
+    pred = ["p", "p", "q", "q", "q"]
+    assert pairwise_scores(gold, pred) == approx(0.5, 0.5, 0.5)
+
+
+def test_pairwise_all_singletons_claims_nothing() -> None:
+    # No predicted pair: nothing wrongly merged (precision 1) and nothing found.
+    assert pairwise_scores(["a", "a"], [1, 2]) == approx(1.0, 0.0, 0.0)
+
+
+def test_pairwise_one_big_cluster() -> None:
+    # Gold {0,1} {2,3}; all in one: 6 predicted pairs, 2 of them right.
+    assert pairwise_scores(["a", "a", "b", "b"], [1, 1, 1, 1]) == approx(1 / 3, 1.0, 0.5)
+
+
+def test_bcubed_known_answer() -> None:
+    gold = ["x", "x", "x", "y", "y"]
+    pred = ["p", "p", "q", "q", "q"]
+    # precision per doc: 2/2, 2/2, 1/3, 2/3, 2/3 -> 3.6667 / 5
+    # recall per doc:    2/3, 2/3, 1/3, 2/2, 2/2 -> 3.6667 / 5
+    p = (1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5
+    assert bcubed_scores(gold, pred) == approx(p, p, p)
+
+
+def test_bcubed_singletons() -> None:
+    assert bcubed_scores(["a", "a"], [1, 2]) == approx(1.0, 0.5, 2 / 3)
+
+
+def test_metrics_refuse_unequal_lengths() -> None:
+    with pytest.raises(ValueError, match="2 gold labels but 1"):
+        pairwise_scores(["a", "b"], [1])
+
+
+def test_empty_input_scores_perfect() -> None:
+    assert bcubed_scores([], []) == approx(1.0, 1.0, 1.0)
+    assert pairwise_scores([], []) == approx(1.0, 1.0, 1.0)
+
+
+def row(id: str, title: str, minutes: int, cluster: str, **extra: str) -> dict[str, str]:
+    return {
+        "id": id,
+        "title": title,
+        "text": "",
+        "url": "",
+        "published": f"2024-08-06T09:{minutes:02d}:00Z",
+        "source": "",
+        "host": "",
+        "lang": "en",
+        "cluster": cluster,
+        **extra,
+    }
+
+
+ROWS = [
+    row("1", "Ukrainian troops cross border into Kursk region near Sudzha", 0, "kursk"),
+    row("2", "Central bank cuts key interest rate as inflation slows", 1, "rate"),
+    row("3", "Kursk region: Ukrainian troops push on near Sudzha", 2, "kursk"),
+    row("4", "Central bank lowers key interest rate, inflation slowing", 3, "rate"),
+    row(
+        "5",
+        "Ukrainian troops cross border into Kursk region near Sudzha",
+        4,
+        "kursk",
+        source="copycat",
+    ),
+    row("6", "Drone strike sets oil depot ablaze", 5, "depot"),
+]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_load_documents_reads_every_field(tmp_path: Path) -> None:
+    docs, gold = load_labelled(write_jsonl(tmp_path / "d.jsonl", ROWS))
+    assert [d.id for d in docs] == ["1", "2", "3", "4", "5", "6"]
+    assert gold[:2] == ["kursk", "rate"]
+    assert docs[4].source == "copycat"
+    assert docs[0].published.utcoffset() is not None
+    assert load_documents(tmp_path / "d.jsonl") == docs
+
+
+def test_numeric_ids_and_missing_optional_fields_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"id": 7, "title": "t", "published": "2024-08-06T09:00:00", "cluster": "c"}\n\n'
+    )
+    (only,) = load_documents(path)
+    assert only.id == "7" and only.text == "" and only.published.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"id": "1", "title": "t", "cluster": "c"}', "published is missing"),
+        ('{"id": "1", "title": "t", "published": "yesterday", "cluster": "c"}', "yesterday"),
+        ('{"id": "1", "title": "t", "published": "2024-08-06T09:00:00Z"}', "cluster is missing"),
+        (
+            '{"id": "1", "title": ["t"], "published": "2024-08-06T09:00:00Z", "cluster": "c"}',
+            "title should be a string",
+        ),
+    ],
+)
+def test_bad_line_raises_eval_error_naming_file_and_line(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(EvalError, match=reason) as caught:
+        load_documents(path)
+    assert caught.value.file == str(path)
+    assert caught.value.line == 2
+    assert f"{path}:2" in str(caught.value)
+
+
+def test_missing_file_raises_eval_error(tmp_path: Path) -> None:
+    with pytest.raises(EvalError, match="cannot read"):
+        load_documents(tmp_path / "absent.jsonl")
+
+
+def test_evaluate_file_reports_every_figure(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    result = evaluate_file(path, SETTINGS)
+    assert result["docs"] == 6
+    assert result["gold_clusters"] == 3
+    assert result["predicted_clusters"] == 3
+    assert result["duplicates"] == 1
+    assert result["pairwise_precision"] == 1.0
+    assert result["pairwise_f1"] == 1.0
+    assert result["bcubed_f1"] == 1.0
+    assert result["docs_per_s"] > 0
+
+
+def test_shuffled_order_is_repeatable(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    once = evaluate_file(path, SETTINGS, shuffle_seed=1)
+    again = evaluate_file(path, SETTINGS, shuffle_seed=1)
+    for figure in ("predicted_clusters", "pairwise_f1", "bcubed_f1", "duplicates"):
+        assert once[figure] == again[figure]
+    assert once["order"] == "shuffled(seed=1)"
+
+
+def pair(
+    a: str, b: str, same: bool, a_date: str | None = "2024-08-06", b_date: str | None = "2024-08-06"
+) -> dict[str, Any]:
+    return {
+        "a_title": a,
+        "a_text": "",
+        "a_lang": "en",
+        "a_published": a_date,
+        "b_title": b,
+        "b_text": "",
+        "b_lang": "en",
+        "b_published": b_date,
+        "same": same,
+    }
+
+
+def test_evaluate_pairs_counts_decisions(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            pair(
+                "Ukrainian troops cross into Kursk region near Sudzha",
+                "Kursk region: Ukrainian troops push on near Sudzha",
+                True,
+            ),
+            pair(
+                "Central bank cuts key interest rate", "Drone strike sets oil depot ablaze", False
+            ),
+            pair(
+                "Ukrainian troops cross into Kursk region near Sudzha",
+                "Drone strike sets oil depot ablaze near Sudzha",
+                False,
+                None,
+                None,
+            ),
+            pair(
+                "Central bank cuts key interest rate as inflation slows",
+                "Central bank lowers key interest rate, inflation slowing",
+                True,
+                None,
+            ),
+        ],
+    )
+    result = evaluate_pairs(path, SETTINGS)
+    assert result["pairs"] == 4
+    assert (result["tp"], result["fp"], result["fn"]) == (2, 0, 0)
+    assert result["precision"] == result["recall"] == result["f1"] == 1.0
+
+
+def test_pairs_far_apart_in_time_are_not_one_event(tmp_path: Path) -> None:
+    title = "Ukrainian troops cross into Kursk region near Sudzha"
+    path = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [pair(title, title + " again", True, "2024-08-06", "2024-10-06")],
+    )
+    assert evaluate_pairs(path, SETTINGS)["fn"] == 1
+
+
+def test_bad_pair_line_raises_eval_error(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(pair("a", "b", True)) + "\n" + '{"a_title": "x", "same": "yes"}\n')
+    with pytest.raises(EvalError, match="same should be true or false") as caught:
+        evaluate_pairs(path, SETTINGS)
+    assert caught.value.line == 2
