@@ -10,6 +10,7 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from html import escape
+from html import unescape as html_unescape
 from typing import NamedTuple
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -33,6 +34,33 @@ _UNSAFE_CHARS = re.compile("[^\t\n\r\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _LINK_REL = "noopener noreferrer nofollow"  # on links into outlets' sites
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
+# nh3's output quotes every attribute value with " and escapes < > & " inside it,
+# so these patterns read its <img> tags exactly.
+_IMG_TAG = re.compile(r"<img\b[^>]*>")
+_ATTRIBUTE = re.compile(r'([a-z][a-z0-9-]*)="([^"]*)"')
+# Hosts (and their subdomains) whose images are beacons for analytics or ads.
+TRACKER_HOSTS = frozenset(
+    {
+        "doubleclick.net",
+        "google-analytics.com",
+        "googletagmanager.com",
+        "scorecardresearch.com",
+        "quantserve.com",
+        "chartbeat.net",
+        "mathtag.com",
+        "pixel.wp.com",
+        "stats.wordpress.com",
+        "feeds.feedburner.com",
+        "feedsportal.com",
+        "bat.bing.com",
+        "analytics.twitter.com",
+        "pixel.facebook.com",
+        "mc.yandex.ru",
+        "counter.yadro.ru",
+        "top-fwz1.mail.ru",
+        "tns-counter.ru",
+    }
+)
 
 
 class TimelineLinks(NamedTuple):
@@ -108,12 +136,40 @@ def clean_html(html: str, base_url: str | None = None) -> str:
     def resolve(url: str) -> str | None:
         return urljoin(base_url, url) if base_url else None
 
-    return nh3.clean(
+    cleaned = nh3.clean(
         clean_text(html),
         url_schemes={"http", "https", "mailto"},
         url_relative=resolve,
         link_rel=_LINK_REL,
     )
+    return _IMG_TAG.sub(_keep_image, cleaned)
+
+
+def _keep_image(match: re.Match[str]) -> str:
+    """The <img> tag as it was, or nothing when it is a tracking pixel."""
+    attributes = dict(_ATTRIBUTE.findall(match.group(0)))
+    return "" if is_tracking_pixel(attributes) else match.group(0)
+
+
+def is_tracking_pixel(attributes: dict[str, str]) -> bool:
+    """An image nobody is meant to see: 1x1 (or 0-sized), or served by a tracker.
+
+    Such images only tell the outlet's analytics that someone opened the item;
+    a reader of our timeline never agreed to that.
+    """
+    width, height = _pixels(attributes.get("width")), _pixels(attributes.get("height"))
+    if width == 0 or height == 0:
+        return True
+    if width is not None and height is not None and width <= 1 and height <= 1:
+        return True
+    host = (urlsplit(html_unescape(attributes.get("src", ""))).hostname or "").lower()
+    labels = host.split(".")
+    return any(".".join(labels[i:]) in TRACKER_HOSTS for i in range(len(labels) - 1))
+
+
+def _pixels(value: str | None) -> int | None:
+    match = re.match(r"\s*(\d+)", value or "")
+    return int(match.group(1)) if match else None
 
 
 def entry_anchor(item: TimelineItem) -> str:
@@ -156,12 +212,74 @@ def _also_link(outlet: str, url: str | None) -> str:
 
 
 def feed_description(doc: TimelineDoc) -> str:
-    """doc.description, then the outlets; RSS requires a description, so never empty."""
+    """What the event is, then how many outlets reported it and when; never empty (RSS)."""
     title = one_line(doc.title) or "one story"
-    text = one_line(doc.description, 1000) or f"A timeline of reports on {title}."
-    outlets = [name for name in (one_line(s) for s in doc.sources) if name]
+    text = event_description(doc) or f"A timeline of reports on {title}."
+    return f"{text} {timeline_facts(doc)}"
+
+
+def event_description(doc: TimelineDoc) -> str:
+    """The description without the counts the timeline stage may have appended.
+
+    `timelines.describe` writes "<title>: N reports from M outlets (...); first
+    reported ..., latest ...". The publisher states those facts itself, from the
+    items it publishes, so they appear once and agree with the feed.
+    """
+    text = one_line(doc.description, 1000)
+    title = one_line(doc.title)
+    if title:
+        stats = re.compile(
+            r"(?:^|\s)" + re.escape(title) + r": \d+ reports? from \d+ outlets?\b.*$"
+        )
+        text = stats.sub("", text).strip()
+    return text
+
+
+def timeline_facts(doc: TimelineDoc) -> str:
+    """ "25 reports from 7 outlets (A, B, ...); first report …, latest report …." """
+    outlets = outlet_names(doc)
+    text = f"{counted_items(doc)} from {plural(len(outlets), 'outlet')}"
     if outlets:
         named = ", ".join(outlets[:_DESCRIPTION_OUTLETS])
         more = len(outlets) - _DESCRIPTION_OUTLETS
-        text += f" Reported by {named}" + (f" and {more} more." if more > 0 else ".")
-    return text
+        text += f" ({named}" + (f" and {more} more)" if more > 0 else ")")
+    first, latest = report_span(doc)
+    if first is not None and latest is not None:
+        text += f"; first report {human_time(first)}, latest report {human_time(latest)}"
+    return text + "."
+
+
+def counted_items(doc: TimelineDoc) -> str:
+    """ "25 reports": each item and each merged copy is one outlet's report.
+
+    The all-stories feed's items are stories, and are counted as such.
+    """
+    if doc.slug == ALL_STORIES_SLUG:
+        count = len(doc.items)
+        return f"{count} {'story' if count == 1 else 'stories'}"
+    return plural(sum(1 + len(item.also) for item in doc.items), "report")
+
+
+def outlet_names(doc: TimelineDoc) -> list[str]:
+    """The distinct outlets of a timeline, merged duplicates' outlets included, sorted."""
+    names = list(doc.sources)
+    if not names:
+        names = [item.outlet for item in doc.items]
+        names += [outlet for item in doc.items for outlet, _ in item.also]
+    return sorted({name for name in (one_line(n) for n in names) if name}, key=str.casefold)
+
+
+def report_span(doc: TimelineDoc) -> tuple[datetime | None, datetime | None]:
+    """(first, latest) report time: the timeline stage's, else the items' own."""
+    published = [utc(item.published) for item in doc.items]
+    first = doc.first_report or min(published, default=None)
+    latest = doc.latest_report or max(published, default=None)
+    return first, latest
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def human_time(moment: datetime) -> str:
+    return f"{utc(moment):%Y-%m-%d %H:%M} UTC"

@@ -37,6 +37,7 @@ from aggregator.types import TimelineDoc, TimelineItem
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
 def render_atom(doc: TimelineDoc, settings: PublishSettings) -> bytes:
@@ -59,6 +60,7 @@ def render_json(doc: TimelineDoc, settings: PublishSettings) -> bytes:
         "home_page_url": links.html,
         "feed_url": links.json,
         "description": feed_description(doc),
+        **_json_hubs(settings),
         "_aggregator": {
             "about": PROJECT_URL,
             "id": clean_text(doc.id),
@@ -71,6 +73,11 @@ def render_json(doc: TimelineDoc, settings: PublishSettings) -> bytes:
     # a body sniffed or embedded as HTML can never open a tag.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e")
     return text.encode("utf-8")
+
+
+def _json_hubs(settings: PublishSettings) -> dict[str, Any]:
+    hub = safe_url(settings.websub_hub)
+    return {"hubs": [{"type": "WebSub", "url": hub}]} if hub else {}
 
 
 def _items(doc: TimelineDoc, settings: PublishSettings) -> tuple[TimelineItem, ...]:
@@ -97,7 +104,8 @@ def _feed(
     links = timeline_links(doc.slug, settings)
     feed = FeedGenerator()
     feed.load_extension("dc", atom=False, rss=True)  # dc:creator: RSS <author> wants an email
-    feed.register_extension("outlet", BaseExtension, OutletExtension, atom=True, rss=True)
+    feed.register_extension("outlet", HubExtension, OutletExtension, atom=True, rss=True)
+    feed.outlet.hub = safe_url(settings.websub_hub)
     feed.id(clean_text(doc.id))
     feed.title(_title(doc.title))
     feed.subtitle(feed_description(doc))
@@ -124,6 +132,37 @@ def _add_entry(entry: FeedEntry, item: TimelineItem, links: TimelineLinks) -> No
     entry.author(author)
     entry.dc.dc_creator(outlet)
     entry.outlet.item = item
+
+
+class HubExtension(BaseExtension):
+    """Advertises the WebSub hub: <link rel="hub"> in Atom, <atom:link rel="hub"> in RSS.
+
+    Written here rather than through feedgen's link(): feedgen takes the RSS <link>
+    from the last link added and writes only the self link as <atom:link>.
+    """
+
+    hub: str | None = None
+
+    def extend_atom(self, feed: Any) -> Any:
+        if self.hub:
+            _insert_before_items(feed, xml_elem("link", None, rel="hub", href=self.hub), "entry")
+        return feed
+
+    def extend_rss(self, rss: Any) -> Any:
+        channel = rss.find("channel")
+        if self.hub and channel is not None:
+            link = xml_elem(f"{{{_ATOM_NS}}}link", None, rel="hub", href=self.hub)
+            _insert_before_items(channel, link, "item")
+        return rss
+
+
+def _insert_before_items(parent: Any, element: Any, item_tag: str) -> None:
+    # Atom's grammar puts every feed-level element before the first entry.
+    for index, child in enumerate(parent):
+        if child.tag in (item_tag, f"{{{_ATOM_NS}}}{item_tag}"):
+            parent.insert(index, element)
+            return
+    parent.append(element)
 
 
 class OutletExtension:
