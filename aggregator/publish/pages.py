@@ -6,6 +6,7 @@ passes through `clean_html`. Each page announces its feeds with <link rel="alter
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from html import escape
@@ -19,33 +20,68 @@ from aggregator.publish import (
     also_reported,
     clean_html,
     clean_text,
+    counted_items,
     entry_anchor,
+    event_description,
     item_link,
     language_tag,
     one_line,
     outlet_name,
+    outlet_names,
+    plural,
+    report_span,
     rfc3339,
     safe_url,
     site_url,
     timeline_links,
     utc,
 )
+from aggregator.publish.chart import bar_chart, count_reports, daily_counts, sparkline
 from aggregator.settings import PublishSettings
 from aggregator.types import TimelineDoc, TimelineItem
 
 # A vertical line down the left edge is the time axis; each report hangs off it.
 _STYLE = """
 body{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:0 auto;padding:1rem;color:#222;background:#fff}
-a{color:#0645ad}header p,.meta,.outlet,.also{color:#555;font-size:.9rem}
-ol{list-style:none;padding:0}h2{font-size:1.1rem;margin:2rem 0 .5rem}
+a{color:#0645ad}header p,.meta,.outlet,.also,.day-meta{color:#555;font-size:.9rem}
+ol{list-style:none;padding:0}h1{line-height:1.2}h2{font-size:1.1rem;margin:2rem 0 .25rem}
+.feeds a{display:inline-block;padding:.1rem .5rem;border:1px solid #ccd;border-radius:.3rem;text-decoration:none;margin:0 .2rem .2rem 0}
+figure{margin:1rem 0}figcaption{color:#555;font-size:.85rem}
+.chart rect,.spark rect{fill:#5b7db1}.chart .axis{stroke:#99a}.chart text{font-size:11px;fill:currentColor}
+.day-meta{margin:0 0 .75rem}
 .entries{border-left:3px solid #ccd;margin-left:.4rem;padding-left:1rem}
 .entry{margin:0 0 1.25rem;position:relative}
 .entry::before{content:"";position:absolute;left:-1.45rem;top:.45rem;width:.6rem;height:.6rem;border-radius:50%;background:#889}
 .entry h3{font-size:1rem;margin:0}.entry time{font-variant-numeric:tabular-nums;color:#555;font-size:.9rem}
 .summary{overflow-wrap:anywhere}.summary img{max-width:100%;height:auto}
 .timelines article{border-bottom:1px solid #eee;padding:.5rem 0}
-@media (prefers-color-scheme:dark){body{color:#ddd;background:#161616}a{color:#8ab4f8}header p,.meta,.outlet,.also,.entry time{color:#aaa}}
+.timelines h2{margin:.5rem 0 .25rem}.timelines .meta{display:flex;align-items:center;gap:.75rem}
+.spark{flex:none}.spark line{stroke:#99a}
+@media (prefers-color-scheme:dark){body{color:#ddd;background:#161616}a{color:#8ab4f8}
+header p,.meta,.outlet,.also,.day-meta,.entry time,figcaption{color:#aaa}.chart rect,.spark rect{fill:#8ab4f8}}
 """
+
+# Names for the languages outlets most often declare; other tags are shown as they are.
+_LANGUAGE_NAMES = {
+    "ar": "Arabic",
+    "be": "Belarusian",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fa": "Persian",
+    "fr": "French",
+    "he": "Hebrew",
+    "it": "Italian",
+    "ja": "Japanese",
+    "kk": "Kazakh",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "zh": "Chinese",
+}
 
 
 def render_index(timelines: Sequence[TimelineDoc], settings: PublishSettings) -> bytes:
@@ -59,13 +95,20 @@ def render_index(timelines: Sequence[TimelineDoc], settings: PublishSettings) ->
     shown = list(timelines)[: max(settings.max_stories, 0)]
     body = [
         f"<header><h1>{_e(title)}</h1>",
-        f"<p>{len(shown)} timeline{'s' if len(shown) != 1 else ''}. All stories: "
-        f'{_feed_links(everything)} · <a href="{_e(opml)}" type="text/x-opml">OPML</a></p>',
+        f"<p>{plural(len(shown), 'timeline')}, each a feed you can follow in any reader.</p>",
+        f'<p class="feeds">All stories: {_feed_links(everything)}'
+        f'<a href="{_e(opml)}" type="text/x-opml">OPML (every timeline)</a></p>',
         "</header><main>",
     ]
     if shown:
+        # Every sparkline ends on the same day, so the index shows which stories are live.
+        end = (
+            max(utc(item.published) for doc in shown for item in doc.items)
+            if any(doc.items for doc in shown)
+            else None
+        )
         body.append('<ol class="timelines">')
-        body.extend(_index_entry(doc, settings) for doc in shown)
+        body.extend(_index_entry(doc, settings, end) for doc in shown)
         body.append("</ol>")
     else:
         body.append("<p>No timelines yet: a story needs reports from several outlets first.</p>")
@@ -76,17 +119,20 @@ def render_index(timelines: Sequence[TimelineDoc], settings: PublishSettings) ->
 def render_timeline_page(doc: TimelineDoc, settings: PublishSettings) -> bytes:
     links = timeline_links(doc.slug, settings)
     title = one_line(doc.title) or "(untitled)"
-    description = one_line(doc.description, 1000)
+    description = event_description(doc)
     items = _newest_first(doc.items)[: max(settings.max_items, 0)]
     body = [
         f'<header><p><a href="{_e(site_url(INDEX_PATH, settings))}">All timelines</a></p>',
         f'<h1 dir="auto">{_e(title)}</h1>',
         f'<p dir="auto">{_e(description)}</p>' if description else "",
         f'<p class="meta">{_summary_line(doc)}</p>',
-        f"<p>Follow this timeline: {_feed_links(links)}</p></header><main>",
+        _languages_line(items),
+        f'<p class="feeds">Follow this timeline: {_feed_links(links)}</p>',
+        _chart_figure(items),
+        "</header><main>",
     ]
     for day, day_items in groupby(items, key=lambda item: utc(item.published).date()):
-        body.append(_day_section(day, day_items, links))
+        body.append(_day_section(doc.slug, day, list(day_items), links))
     if not items:
         body.append("<p>No reports yet.</p>")
     body.append("</main>")
@@ -98,28 +144,23 @@ def _newest_first(items: Iterable[TimelineItem]) -> list[TimelineItem]:
     return sorted(items, key=lambda item: utc(item.published), reverse=True)
 
 
-def _index_entry(doc: TimelineDoc, settings: PublishSettings) -> str:
+def _index_entry(doc: TimelineDoc, settings: PublishSettings, end: datetime | None) -> str:
     links = timeline_links(doc.slug, settings)
-    description = one_line(doc.description, 1000)
+    spark = sparkline(daily_counts(_report_times(doc.items), end=end))
+    description = event_description(doc)
     return (
         f'<li><article><h2 dir="auto"><a href="{_e(links.html)}">'
         f"{_e(one_line(doc.title) or '(untitled)')}</a></h2>"
         + (f'<p dir="auto">{_e(description)}</p>' if description else "")
-        + f'<p class="meta">{_summary_line(doc)}</p>'
-        f'<p class="meta">{_feed_links(links)}</p></article></li>'
+        + f'<p class="meta">{spark}<span>{_summary_line(doc)}</span></p>'
+        f'<p class="feeds">{_feed_links(links)}</p></article></li>'
     )
 
 
 def _summary_line(doc: TimelineDoc) -> str:
     """ "12 reports from 5 outlets · first report … · latest report …", escaped."""
-    outlets = _outlet_count(doc)
-    parts = [
-        f"{len(doc.items)} report{'s' if len(doc.items) != 1 else ''} from "
-        f"{outlets} outlet{'s' if outlets != 1 else ''}"
-    ]
-    published = [item.published for item in doc.items]
-    first = doc.first_report or min(published, key=utc, default=None)
-    latest = doc.latest_report or max(published, key=utc, default=None)
+    parts = [f"{counted_items(doc)} from {plural(len(outlet_names(doc)), 'outlet')}"]
+    first, latest = report_span(doc)
     if first is not None:
         parts.append(f"first report {_time(first)}")
     if latest is not None:
@@ -127,20 +168,45 @@ def _summary_line(doc: TimelineDoc) -> str:
     return " · ".join(parts)
 
 
-def _outlet_count(doc: TimelineDoc) -> int:
-    if doc.sources:
-        return len(set(doc.sources))
-    names = {item.outlet for item in doc.items}
-    names.update(outlet for item in doc.items for outlet, _ in item.also)
-    return len(names)
+def _report_times(items: Iterable[TimelineItem]) -> list[datetime]:
+    # A merged copy is another outlet's report of the same article, counted at its time.
+    return [item.published for item in items for _ in range(1 + len(item.also))]
 
 
-def _day_section(day: date, items: Iterable[TimelineItem], links: TimelineLinks) -> str:
+def _languages_line(items: Sequence[TimelineItem]) -> str:
+    languages = _languages(items)
+    if not languages:
+        return ""
+    return f'<p class="meta">Languages: {_e(", ".join(languages))}</p>'
+
+
+def _chart_figure(items: Sequence[TimelineItem]) -> str:
+    buckets = count_reports(_report_times(items))
+    if buckets is None:
+        return ""
+    unit = "hour" if buckets.step.total_seconds() == 3600 else "day"
+    return f"<figure>{bar_chart(buckets)}<figcaption>Reports per {unit} (UTC)</figcaption></figure>"
+
+
+def _day_section(slug: str, day: date, items: Sequence[TimelineItem], links: TimelineLinks) -> str:
     heading = (
         f'<h2><time datetime="{day.isoformat()}">{day:%A} {day.day} {day:%B} {day.year}</time></h2>'
     )
+    day_doc = TimelineDoc(slug, "", "", "", utc(items[0].published), tuple(items))
+    outlets = outlet_names(day_doc)
+    named = ", ".join(f"<bdi>{_e(name)}</bdi>" for name in outlets)
+    meta = f"{counted_items(day_doc)} from {plural(len(outlets), 'outlet')} ({named})"
+    if languages := _languages(items):
+        meta += f" · in {_e(', '.join(languages))}"
+    day_meta = f'<p class="day-meta">{meta}</p>'
     entries = "".join(_entry(item, links) for item in items)
-    return f'<section class="day">{heading}<ol class="entries">{entries}</ol></section>'
+    return f'<section class="day">{heading}{day_meta}<ol class="entries">{entries}</ol></section>'
+
+
+def _languages(items: Iterable[TimelineItem]) -> list[str]:
+    """Language names of the items, most reports first."""
+    counts = Counter(tag for item in items if (tag := language_tag(item.language)))
+    return [_LANGUAGE_NAMES.get(tag.split("-")[0].lower(), tag) for tag, _ in counts.most_common()]
 
 
 def _entry(item: TimelineItem, links: TimelineLinks) -> str:
@@ -185,7 +251,7 @@ def _feed_alternates(links: TimelineLinks, title: str) -> list[tuple[str, str, s
 
 
 def _feed_links(links: TimelineLinks) -> str:
-    return " · ".join(
+    return "".join(
         f'<a href="{_e(url)}" type="{kind}">{label}</a>'
         for kind, label, url in (
             ("application/atom+xml", "Atom", links.atom),
