@@ -1,10 +1,17 @@
-"""Publishing: a timeline built from hostile source text renders as valid, inert feeds and pages."""
+"""Publishing: a timeline built from hostile source text renders as valid, inert feeds and pages.
+
+Also: ids and dates stay put when a timeline is republished, descriptions state the
+event's outlets and dates, pages chart the reports, and golden files pin the output.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import feedparser
@@ -14,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from aggregator.publish import MAX_TITLE_CHARS, timeline_links
+from aggregator.opml import timelines_to_opml
+from aggregator.publish import (
+    MAX_TITLE_CHARS,
+    event_description,
+    feed_description,
+    is_tracking_pixel,
+    timeline_links,
+)
+from aggregator.publish.chart import count_reports, daily_counts
 from aggregator.publish.feeds import JSON_FEED_VERSION, render_atom, render_json, render_rss
 from aggregator.publish.pages import render_index, render_timeline_page
 from aggregator.settings import PublishSettings
@@ -53,6 +68,11 @@ HOSTILE_ITEMS = [
             '<p onclick="steal()">Текст<script>alert(1)</script></p>'
             '<img src="/photo.jpg" onerror="alert(1)">'
             '<a href="javascript:alert(1)">link</a><a href="JaVaScRiPt:alert(2)">x</a>'
+            # tracking pixels: a 1x1 beacon, a zero-sized one, a known tracker's image
+            '<img src="https://cdn.outlet1.example/t.gif?u=42" width="1" height="1">'
+            '<img src="https://cdn.outlet1.example/b.gif" width="0">'
+            '<img src="https://stats.wordpress.com/b.gif?v=1" alt="">'
+            '<IMG SRC="https://www.google-analytics.com/collect?tid=UA-1&amp;t=pageview">'
         ),
         outlet="Новости\x1b 24",
         language="ru",
@@ -145,7 +165,11 @@ def test_no_active_content(rendered: dict[str, bytes], kind: str) -> None:
     assert b"<script" not in rendered[kind].lower()
     assert b"javascript:" not in rendered[kind].lower()
     for tree in html_trees(rendered, kind):
-        assert not tree.xpath(".//script|.//iframe|.//style|.//svg")
+        assert not tree.xpath(".//script|.//iframe|.//style|.//foreignObject")
+        # the only SVG is the page's own chart, made of shapes and text
+        for svg in tree.xpath(".//svg"):
+            assert svg.get("class") in ("chart", "spark")
+            assert {e.tag for e in svg.iterdescendants()} <= {"rect", "line", "text", "title"}
         for element in tree.iter():
             attributes = getattr(element, "attrib", {})
             assert not [name for name in attributes if name.lower().startswith("on")]
@@ -290,7 +314,7 @@ def test_index_page_lists_timelines_and_their_feeds(rendered: dict[str, bytes]) 
     assert types["application/atom+xml"] == timeline_links("all", SETTINGS).atom
     assert types["text/x-opml"] == "https://feeds.example/timelines.opml"
     meta = page.xpath("string(//li//p[@class='meta'])")
-    assert "4 reports from 4 outlets" in meta
+    assert "6 reports from 4 outlets" in meta
     assert "first report 2026-02-28 12:00 UTC" in meta
 
 
@@ -310,3 +334,248 @@ def test_any_text_renders_well_formed_feeds(text: str, html: str) -> None:
         etree.fromstring(body, STRICT_XML)
         assert feedparser.parse(body).bozo == 0
     assert json.loads(render_json(doc, SETTINGS))["items"][0]["id"] == doc.items[0].id
+
+
+TRACKERS = ("t.gif", "b.gif", "stats.wordpress.com", "google-analytics.com")
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss", "json", "page"])
+def test_tracking_pixels_are_removed(rendered: dict[str, bytes], kind: str) -> None:
+    sources = [
+        img.get("src", "") for tree in html_trees(rendered, kind) for img in tree.iter("img")
+    ]
+    assert "https://outlet1.example/photo.jpg" in sources  # a real picture stays
+    assert not [src for src in sources if any(tracker in src for tracker in TRACKERS)]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "tracking"),
+    [
+        ({"src": "https://a.example/p.gif", "width": "1", "height": "1"}, True),
+        ({"src": "https://a.example/p.gif", "width": "1px", "height": "0"}, True),
+        ({"src": "https://a.example/p.gif", "height": "0"}, True),
+        ({"src": "https://pixel.wp.com/g.gif"}, True),
+        ({"src": "https://ad.doubleclick.net/x"}, True),  # a subdomain of a tracker
+        ({"src": "https://mc.yandex.ru/watch/1"}, True),
+        ({"src": "https://a.example/photo.jpg", "width": "1", "height": "300"}, False),
+        ({"src": "https://a.example/photo.jpg", "width": "640"}, False),
+        ({"src": "https://notdoubleclick.net/photo.jpg"}, False),
+        ({"src": "https://a.example/photo.jpg", "width": "wide"}, False),
+    ],
+)
+def test_is_tracking_pixel(attributes: dict[str, str], tracking: bool) -> None:
+    assert is_tracking_pixel(attributes) is tracking
+
+
+FACTS = (
+    "6 reports from 4 outlets",
+    "first report 2026-02-28 12:00 UTC",
+    "latest report 2026-03-01 17:00 UTC",
+)
+
+
+def test_every_format_describes_the_event_with_its_outlets_and_dates(
+    rendered: dict[str, bytes],
+) -> None:
+    atom = etree.fromstring(rendered["atom"], STRICT_XML).findtext(f"{ATOM}subtitle")
+    rss = etree.fromstring(rendered["rss"], STRICT_XML).findtext("channel/description")
+    feed = json.loads(rendered["json"])["description"]
+    opml = etree.fromstring(timelines_to_opml([hostile_doc()], SETTINGS))
+    for text in (atom, rss, feed, opml.find("body/outline").get("description")):
+        assert text.startswith("Reports on the blast in the centre. 6 reports from 4 outlets (")
+        assert all(fact in text for fact in FACTS), text
+        assert "Новости 24" in text
+    page = lxml.html.fromstring(rendered["page"]).xpath("string(//header)")
+    assert all(fact in page for fact in FACTS)
+
+
+def test_counts_are_stated_once_when_the_timeline_stage_already_did() -> None:
+    # timelines.describe appends its own counts of stored entries; the feed states the
+    # counts of what it publishes, once.
+    stage = (
+        "The blast. City blast: 9 reports from 4 outlets (A, B, C, D); "
+        "first reported 2026-02-28 12:00 UTC, latest 2026-03-01 17:00 UTC."
+    )
+    doc = dataclasses.replace(hostile_doc(), title="City blast", description=stage)
+    assert event_description(doc) == "The blast."
+    text = feed_description(doc)
+    assert text.startswith("The blast. 6 reports from 4 outlets")
+    assert text.count("reports from") == 1
+
+
+def test_a_timeline_without_description_still_says_what_it_is() -> None:
+    doc = dataclasses.replace(hostile_doc(), description="", title="Quake")
+    assert feed_description(doc).startswith("A timeline of reports on Quake. 6 reports")
+
+
+def updated_timeline(doc: TimelineDoc) -> TimelineDoc:
+    """The same timeline one cycle later: a better title, an edited report, two new ones."""
+    edited = dataclasses.replace(
+        doc.items[1], title="Corrected headline", updated=doc.items[1].updated + timedelta(hours=2)
+    )
+    new = (
+        item(10, T0 + timedelta(hours=9), outlet="Late Wire"),
+        item(11, T0 + timedelta(hours=8), outlet="Later Wire"),
+    )
+    return dataclasses.replace(
+        doc,
+        title="City centre blast: dozens hurt",
+        updated=doc.updated + timedelta(hours=3),
+        items=(*new, doc.items[0], edited, *doc.items[2:]),
+    )
+
+
+def identities(kind: str, body: bytes) -> dict[str, str]:
+    """Item id -> published date as the format states it."""
+    if kind == "json":
+        return {i["id"]: i["date_published"] for i in json.loads(body)["items"]}
+    root = etree.fromstring(body, STRICT_XML)
+    if kind == "rss":
+        return {i.findtext("guid"): i.findtext("pubDate") for i in root.iter("item")}
+    return {
+        e.findtext(f"{ATOM}id"): e.findtext(f"{ATOM}published") for e in root.iter(f"{ATOM}entry")
+    }
+
+
+def feed_updated(kind: str, body: bytes) -> str:
+    if kind == "json":
+        return str(json.loads(body)["_aggregator"]["updated"])
+    root = etree.fromstring(body, STRICT_XML)
+    if kind == "rss":
+        return str(root.findtext("channel/lastBuildDate"))
+    return str(root.findtext(f"{ATOM}updated"))
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss", "json"])
+def test_republishing_keeps_ids_and_dates_and_moves_updated(kind: str) -> None:
+    before_doc = hostile_doc()
+    after_doc = updated_timeline(before_doc)
+    render = RENDERERS[kind]
+    before, after = render(before_doc, SETTINGS), render(after_doc, SETTINGS)
+    old, new = identities(kind, before), identities(kind, after)
+    assert len(old) == len(before_doc.items) and len(new) == len(after_doc.items)
+    assert {i: new[i] for i in old} == old  # no id or published date changed
+    assert len(set(new) - set(old)) == 2
+    assert feed_updated(kind, before) != feed_updated(kind, after)
+    if kind != "json":
+        parsed = feedparser.parse(after)
+        assert parsed.feed.title == "City centre blast: dozens hurt"
+        assert "Corrected headline" in [e.title for e in parsed.entries]
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> tuple[TimelineDoc, TimelineDoc]:
+    """A timeline and its republished successor: reports added, some retitled."""
+    count = draw(st.integers(min_value=0, max_value=8))
+    hours = draw(st.lists(st.integers(-500, 500), min_size=count + 3, max_size=count + 3))
+    titles = st.text(max_size=40)
+    first = [item(n, T0 + timedelta(hours=hours[n]), title=draw(titles)) for n in range(count)]
+    later = [dataclasses.replace(i, title=draw(titles)) for i in first]
+    later += [item(n, T0 + timedelta(hours=hours[n])) for n in range(count, count + 3)]
+    before = dataclasses.replace(hostile_doc(), items=tuple(first))
+    after = dataclasses.replace(
+        before, items=tuple(draw(st.permutations(later))), updated=T0 + timedelta(days=30)
+    )
+    return before, after
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pair=timelines())
+def test_ids_and_dates_are_stable_across_republishing(
+    pair: tuple[TimelineDoc, TimelineDoc],
+) -> None:
+    before, after = pair
+    for kind in ("atom", "rss", "json"):
+        render = RENDERERS[kind]
+        old = identities(kind, render(before, SETTINGS))
+        new = identities(kind, render(after, SETTINGS))
+        assert len(new) == len(after.items)  # ids unique, every item present
+        assert {i: new[i] for i in old} == old
+
+
+def test_timeline_page_charts_reports_per_hour(rendered: dict[str, bytes]) -> None:
+    page = lxml.html.fromstring(rendered["page"])
+    (chart,) = page.xpath("//header//figure/svg[@class='chart']")
+    assert chart.get("role") == "img" and "6 reports" in chart.get("aria-label")
+    bars = chart.xpath("./rect/title/text()")
+    assert len(bars) == 30  # 28 Feb 12:00 to 1 Mar 17:00, one bar an hour
+    assert sum(int(re.search(r"(\d+) reports?$", b).group(1)) for b in bars) == 6
+    assert "Reports per hour" in page.xpath("string(//figcaption)")
+
+
+def test_day_sections_name_outlets_and_languages(rendered: dict[str, bytes]) -> None:
+    page = lxml.html.fromstring(rendered["page"])
+    first_day = page.xpath("string(//section[@class='day'][1]/p[@class='day-meta'])")
+    assert first_day.startswith("5 reports from 5 outlets (")
+    assert all(name in first_day for name in ("Новости 24", "הארץ", "الجزيرة"))
+    assert "in Russian, Arabic, Hebrew" in first_day
+    assert "Languages: Russian, Arabic, Hebrew" in page.xpath("string(//header)")
+
+
+def test_index_shows_a_sparkline_per_timeline(rendered: dict[str, bytes]) -> None:
+    page = lxml.html.fromstring(rendered["index"])
+    (spark,) = page.xpath("//ol[@class='timelines']//svg[@class='spark']")
+    assert len(spark.xpath("./rect")) == 2  # two days with reports in the last fourteen
+    assert "6 reports in the last 14 days" in spark.get("aria-label")
+
+
+def test_pages_work_without_javascript(rendered: dict[str, bytes]) -> None:
+    for kind in ("page", "index"):
+        page = lxml.html.fromstring(rendered[kind])
+        assert not page.xpath("//script|//*[@onload]|//noscript")
+
+
+def test_report_counts_per_hour_and_per_day() -> None:
+    hourly = count_reports([T0, T0 + timedelta(minutes=59), T0 + timedelta(hours=3)])
+    assert hourly is not None and hourly.step == timedelta(hours=1)
+    assert hourly.counts == (2, 0, 0, 1)
+    daily = count_reports([T0, T0 + timedelta(days=5)])
+    assert daily is not None and daily.counts == (1, 0, 0, 0, 0, 1)
+    capped = count_reports([T0 + timedelta(days=d) for d in range(100)], max_buckets=10)
+    assert capped is not None and capped.counts == (1,) * 10
+    assert count_reports([]) is None
+    assert daily_counts([T0, T0 - timedelta(days=1)], end=T0 + timedelta(days=1), days=3) == (
+        1,
+        1,
+        0,
+    )
+
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+REGENERATE = os.environ.get("AGGREGATOR_TEST_REGENERATE_GOLDEN") == "1"
+
+
+def golden_doc() -> TimelineDoc:
+    items = (
+        item(2, T0 + timedelta(hours=3), language="uk", title="Вибух у центрі"),
+        item(1, T0, also=(("Outlet 9", "https://outlet9.example/copy"),)),
+    )
+    return TimelineDoc(
+        slug="quake",
+        title="Quake in the north",
+        description="An earthquake of magnitude 6 in the north.",
+        id="tag:feeds.example,2026:timeline/quake",
+        updated=T0 + timedelta(hours=4),
+        items=items,
+        sources=("Outlet 1", "Outlet 2", "Outlet 9"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "render"),
+    [
+        ("quake.atom", render_atom),
+        ("quake.rss", render_rss),
+        ("quake.json", render_json),
+        ("quake.html", render_timeline_page),
+    ],
+)
+def test_golden_output(name: str, render: Any) -> None:
+    """The exact bytes readers get; regenerate deliberately with
+    AGGREGATOR_TEST_REGENERATE_GOLDEN=1 pytest tests/test_publish.py, then review the diff."""
+    body = render(golden_doc(), dataclasses.replace(SETTINGS, websub_hub="https://hub.example/"))
+    path = GOLDEN / name
+    if REGENERATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    assert body == path.read_bytes(), f"{name} changed; see the docstring to regenerate"
