@@ -1,13 +1,17 @@
 """Serve stage: the ASGI app answering for published documents, plus health checks.
 
 The worker renders documents when a timeline changes and stores them; this app only
-looks them up by path and answers with validators, 304s, HEAD and gzip.
+looks them up by path and answers with validators, 304s, HEAD and gzip. Looked-up
+documents are kept in memory for a second or so, so a feed polled by thousands of
+readers costs one database query per second, not one per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
@@ -26,9 +30,12 @@ from aggregator.types import Document
 
 Lookup = Callable[[str], Document | None]
 
-CACHE_CONTROL = "public, max-age=300"
+DEFAULT_MAX_AGE = 300
 GZIP_MIN_BYTES = 512  # below this the gzip framing costs more than it saves
 GZIP_CACHE_ENTRIES = 256
+DOCUMENT_CACHE_ENTRIES = 1024
+FRESH_FOR_SECONDS = 1.0  # how stale a served document may be after the worker replaced it
+FEED_TYPES = ("application/atom+xml", "application/rss+xml", "application/feed+json")
 # Pages carry no script; the policy makes sure no published summary can add one.
 HTML_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src http: https: data:; "
@@ -50,26 +57,38 @@ def create_app(
     *,
     ready: Callable[[], bool] | None = None,
     metrics: Callable[[], bytes] | None = None,
+    max_age: int = DEFAULT_MAX_AGE,
+    fresh_for: float = FRESH_FOR_SECONDS,
+    hub: str = "",
+    base_url: str = "",
 ) -> Starlette:
     """The app; `lookup(path)` is blocking (it may query the database) and runs in a thread.
 
-    `metrics()` renders the Prometheus text exposition served at /metrics.
+    `metrics()` renders the Prometheus text exposition served at /metrics. `max_age`
+    is the Cache-Control lifetime readers may reuse a document for (the worker's cycle
+    is a good value); `fresh_for` how many seconds a looked-up document is reused
+    here (0 = look up every request). With `hub`, feeds carry WebSub's Link headers
+    (rel="hub", and rel="self" under `base_url`).
     """
+    documents = DocumentCache(lookup, fresh_for=fresh_for)
     compressed = _GzipCache(GZIP_CACHE_ENTRIES)
+    cache_control = f"public, max-age={max(int(max_age), 0)}"
 
     async def document(request: Request) -> Response:
         path = request.url.path
         if path == "/":
             path = INDEX_PATH
         try:
-            doc = await run_in_threadpool(lookup, path)
+            doc = await documents.get(path)
         except StoreError:
             return _plain(request, 503, "store unavailable", {"Retry-After": "30", **_NO_STORE})
         if doc is None:
             headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
             return _send(request, 404, NOT_FOUND_PAGE, "text/html; charset=utf-8", headers)
         use_gzip = len(doc.body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers)
-        headers = _validators(doc, weak=use_gzip)
+        headers = _validators(doc, weak=use_gzip, cache_control=cache_control)
+        if hub and doc.content_type.startswith(FEED_TYPES):
+            headers["Link"] = _websub_links(hub, (base_url.rstrip("/") or _origin(request)) + path)
         if not_modified(request.headers, doc):
             return Response(status_code=304, headers=headers)
         body = doc.body
@@ -136,20 +155,29 @@ def not_modified(headers: Headers, doc: Document) -> bool:
     return since is not None and utc(doc.updated).replace(microsecond=0) <= since
 
 
-def _validators(doc: Document, *, weak: bool) -> dict[str, str]:
+def _validators(doc: Document, *, weak: bool, cache_control: str) -> dict[str, str]:
     # A gzipped body is a different representation: its tag turns weak, as nginx does,
     # and weak comparison still matches it against the strong tag.
     etag = f'"{_opaque_tag(doc.etag)}"'
     headers = {
         "ETag": f"W/{etag}" if weak else etag,
         "Last-Modified": format_datetime(utc(doc.updated), usegmt=True),
-        "Cache-Control": CACHE_CONTROL,
+        "Cache-Control": cache_control,
         "Vary": "Accept-Encoding",
         "X-Content-Type-Options": "nosniff",
     }
     if doc.content_type.startswith("text/html"):
         headers["Content-Security-Policy"] = HTML_POLICY
     return headers
+
+
+def _websub_links(hub: str, topic: str) -> str:
+    # WebSub 4: a publisher advertises the hub and the topic's canonical URL.
+    return f'<{hub}>; rel="hub", <{topic}>; rel="self"'
+
+
+def _origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _opaque_tag(etag: str) -> str:
@@ -198,3 +226,57 @@ class _GzipCache:
         else:
             self._bodies.move_to_end(key)
         return body
+
+
+class DocumentCache:
+    """Documents (and misses) by path, each looked up at most once per `fresh_for` seconds.
+
+    Concurrent requests for a path whose entry has expired share one lookup, so a
+    burst of readers never turns into a burst of database queries. Lookup errors
+    are not kept: the next request tries again.
+    """
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        *,
+        fresh_for: float,
+        entries: int = DOCUMENT_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup = lookup
+        self._fresh_for = fresh_for
+        self._entries = entries
+        self._clock = clock
+        self._found: OrderedDict[str, tuple[float, Document | None]] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[Document | None]] = {}
+
+    async def get(self, path: str) -> Document | None:
+        found = self._found.get(path)
+        if found is not None and self._clock() - found[0] < self._fresh_for:
+            return found[1]
+        pending = self._pending.get(path)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Document | None] = asyncio.get_running_loop().create_future()
+        self._pending[path] = future
+        try:
+            doc = await run_in_threadpool(self._lookup, path)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # marks it retrieved when no other request waits on it
+            raise
+        finally:
+            del self._pending[path]
+        future.set_result(doc)
+        if self._fresh_for > 0:
+            self._remember(path, doc)
+        return doc
+
+    def _remember(self, path: str, doc: Document | None) -> None:
+        self._found[path] = (self._clock(), doc)
+        self._found.move_to_end(path)
+        # Unknown paths are remembered too (a 404 flood stays off the database),
+        # so the size is bounded.
+        while len(self._found) > self._entries:
+            self._found.popitem(last=False)

@@ -1,16 +1,20 @@
-"""The feed server, in process: headers, conditional requests, HEAD, gzip, 404 and probes."""
+"""The feed server, in process: headers, conditional requests, HEAD, gzip, 404, probes,
+the in-memory document cache and WebSub Link headers."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from aggregator.errors import StoreError
-from aggregator.serve import create_app
+from aggregator.serve import DocumentCache, create_app
 from aggregator.types import Document
 
 UPDATED = datetime(2026, 3, 1, 12, 0, 30, 500_000, tzinfo=UTC)
@@ -53,7 +57,10 @@ def anyio_backend() -> str:
 def client_for(
     lookup: Callable[[str], Document | None], ready: Callable[[], bool] | None = None
 ) -> httpx.AsyncClient:
-    app = create_app(lookup, ready=ready)
+    return client_for_app(create_app(lookup, ready=ready))
+
+
+def client_for_app(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
@@ -197,3 +204,106 @@ async def test_readyz_failing_probe_is_not_ready() -> None:
     async with client_for(DOCUMENTS.get, ready=probe) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
+
+
+async def test_cache_control_follows_max_age() -> None:
+    app = create_app(DOCUMENTS.get, max_age=30)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/timelines/quake.rss")
+        again = await client.get("/timelines/quake.rss", headers={"If-None-Match": '"r1"'})
+    assert response.headers["cache-control"] == "public, max-age=30"
+    assert again.status_code == 304 and again.headers["cache-control"] == "public, max-age=30"
+
+
+class CountingLookup:
+    """A lookup that counts its calls and can be switched to a new version of a document."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.documents = dict(DOCUMENTS)
+
+    def __call__(self, path: str) -> Document | None:
+        self.calls += 1
+        return self.documents.get(path)
+
+
+async def test_documents_are_looked_up_once_per_freshness_window() -> None:
+    lookup = CountingLookup()
+    async with client_for_app(create_app(lookup, fresh_for=60)) as client:
+        for _ in range(5):
+            assert (await client.get("/timelines/quake.json")).status_code == 200
+        for _ in range(3):
+            assert (await client.get("/missing")).status_code == 404
+    assert lookup.calls == 2  # one per path, the 404 included
+
+
+async def test_concurrent_requests_share_one_lookup() -> None:
+    lookup = CountingLookup()
+    async with client_for_app(create_app(lookup, fresh_for=60)) as client:
+        responses = await asyncio.gather(*(client.get("/timelines/quake.rss") for _ in range(20)))
+    assert {r.status_code for r in responses} == {200}
+    assert lookup.calls == 1
+
+
+async def test_a_replaced_document_is_served_once_the_window_passes() -> None:
+    now = [0.0]
+    lookup = CountingLookup()
+    cache = DocumentCache(lookup, fresh_for=1.0, clock=lambda: now[0])
+    assert (await cache.get("/timelines/quake.rss")) == DOCUMENTS["/timelines/quake.rss"]
+    newer = dataclasses.replace(DOCUMENTS["/timelines/quake.rss"], body=b"<rss/>2", etag='"r2"')
+    lookup.documents[newer.path] = newer
+    now[0] = 0.5
+    assert (await cache.get(newer.path)).etag == '"r1"'  # still fresh
+    now[0] = 1.5
+    assert (await cache.get(newer.path)).etag == '"r2"'
+
+
+async def test_no_cache_when_fresh_for_is_zero() -> None:
+    lookup = CountingLookup()
+    async with client_for_app(create_app(lookup, fresh_for=0)) as client:
+        await client.get("/timelines/quake.rss")
+        await client.get("/timelines/quake.rss")
+    assert lookup.calls == 2
+
+
+async def test_the_cache_is_bounded() -> None:
+    lookup = CountingLookup()
+    cache = DocumentCache(lookup, fresh_for=60, entries=3)
+    for n in range(10):
+        await cache.get(f"/nothing/{n}")
+    await cache.get("/nothing/0")
+    assert lookup.calls == 11  # the first path was evicted and looked up again
+
+
+async def test_lookup_errors_are_not_cached() -> None:
+    failures = [StoreError("database is down")]
+
+    def lookup(path: str) -> Document | None:
+        if failures:
+            raise failures.pop()
+        return DOCUMENTS.get(path)
+
+    async with client_for_app(create_app(lookup, fresh_for=60)) as client:
+        assert (await client.get("/timelines/quake.rss")).status_code == 503
+        assert (await client.get("/timelines/quake.rss")).status_code == 200
+
+
+async def test_feeds_carry_websub_link_headers() -> None:
+    app = create_app(DOCUMENTS.get, hub="https://hub.example/", base_url="https://feeds.example/")
+    async with client_for_app(app) as client:
+        feed = await client.get("/timelines/quake.atom")
+        page = await client.get("/")
+        not_modified = await client.get("/timelines/quake.atom", headers={"If-None-Match": "*"})
+    expected = (
+        '<https://hub.example/>; rel="hub", '
+        '<https://feeds.example/timelines/quake.atom>; rel="self"'
+    )
+    assert feed.headers["link"] == expected
+    assert not_modified.headers["link"] == expected
+    assert "link" not in page.headers  # pages are not WebSub topics
+
+
+async def test_no_websub_headers_without_a_hub(client: httpx.AsyncClient) -> None:
+    response = await client.get("/timelines/quake.atom")
+    assert "link" not in response.headers
