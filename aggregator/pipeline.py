@@ -1,12 +1,16 @@
 """The worker cycle, stage by stage, over one store.
 
-    1. sync      the config's sources into the store (new ones are due at once)
-    2. poll      every due source concurrently (fetch)
-    3. ingest    parse each body and store its entries with the fetch state, per source
-    4. cluster   new entries in arrival order: duplicates fold, the rest join or found stories
-    5. publish   render the timelines whose stories changed, and the index, all-stories feed, OPML
+    1. sync      the config's sources into the store (at start and after each reload)
+    2. claim     due sources, leased to this worker so no other worker polls them too
+    3. poll      the claimed sources concurrently (fetch)
+    4. ingest    parse each body and store its entries with the fetch state, per source
+    5. cluster   new entries in arrival order: duplicates fold, the rest join or found stories
+    6. publish   render the timelines whose stories changed, and the index, all-stories feed, OPML
+    7. retain    entries older than worker.retention_days leave, keeping tombstones
 
-Nothing here knows about APScheduler, the CLI or the web server.
+Steps 1-4 run in every worker; 5-7 must see entries in order, so only the worker
+holding the leader lease runs them. Nothing here knows about APScheduler, the CLI
+or the web server; the worker schedules these steps, `run_cycle` runs them once.
 """
 
 from __future__ import annotations
@@ -14,27 +18,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import secrets
+import socket
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from aggregator import timelines
 from aggregator.cluster import StoryAssigner
 from aggregator.errors import ParseError, PublishError
-from aggregator.fetch import fetch_all
+from aggregator.fetch import DEFERRED, fetch_all
 from aggregator.opml import timelines_to_opml
 from aggregator.parse import parse_feed
 from aggregator.publish import INDEX_PATH, OPML_PATH
 from aggregator.publish.feeds import render_atom, render_json, render_rss
 from aggregator.publish.pages import render_index, render_timeline_page
-from aggregator.schedule import poll_outcome
+from aggregator.schedule import host_pauses, poll_outcome
 from aggregator.settings import Settings
-from aggregator.store import EntryView, IngestCounts, Store
-from aggregator.store.database import StoryView
+from aggregator.store import EntryView, IngestCounts, Store, StoryView, Term
 from aggregator.types import Document, FetchResult, ParsedFeed, TimelineDoc
 
 log = logging.getLogger(__name__)
@@ -45,10 +54,37 @@ FEED_TYPES = {
     "json": "application/feed+json; charset=utf-8",
     "html": "text/html; charset=utf-8",
 }
+CLUSTER_BATCH = 5000
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def worker_identity() -> str:
+    """Names this process in leases: host and pid for people, a random tail for uniqueness."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Events(Protocol):
+    """What the pipeline reports as it goes; the worker's metrics implement it."""
+
+    def polled(self, result: FetchResult, status: str, counts: IngestCounts) -> None: ...
+
+    def clustered(self, entries: int, duplicates: int) -> None: ...
+
+    def published(self, timelines: int, seconds: float) -> None: ...
+
+
+class NoEvents:
+    def polled(self, result: FetchResult, status: str, counts: IngestCounts) -> None:
+        pass
+
+    def clustered(self, entries: int, duplicates: int) -> None:
+        pass
+
+    def published(self, timelines: int, seconds: float) -> None:
+        pass
 
 
 @dataclass
@@ -72,7 +108,12 @@ class CycleReport:
 
 
 class Pipeline:
-    """One worker's view of the pipeline; keeps the clusterer's state between cycles."""
+    """One worker's view of the pipeline; keeps the clusterer's state between cycles.
+
+    Steps take an optional `deadline` (time.monotonic()) after which they start no
+    new batch; `stop()` has the same effect at once. A batch in progress always
+    finishes: each is one transaction, small enough to end within seconds.
+    """
 
     def __init__(
         self,
@@ -81,40 +122,124 @@ class Pipeline:
         *,
         clock: Callable[[], datetime] = utc_now,
         transport: httpx.AsyncBaseTransport | None = None,
+        owner: str | None = None,
+        events: Events | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.transport = transport
+        self.owner = owner or worker_identity()
+        self.events: Events = events or NoEvents()
         self.assigner = StoryAssigner(settings.cluster)
+        self.term: Term | None = None  # the leader lease, while this worker holds it
         self._restored = False
-        self._published_once = False
+        self._refresh_due = True  # re-render open stories and overviews on the next publish
+        self._synced = False
+        self._stopping = threading.Event()
+
+    # -- control ----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start no new batch; the worker calls it on SIGTERM."""
+        self._stopping.set()
+
+    def close(self) -> None:
+        """Hand back unrecorded claims and the leader lease, so others take over at once."""
+        released = self.store.release_claims(self.owner)
+        if released:
+            log.info("released %d claimed sources", released)
+        if self.term is not None:
+            self.store.resign_leadership(self.owner)
+            self.term = None
+
+    def apply_settings(self, new: Settings) -> None:
+        """Take a reloaded configuration; each step picks up what concerns it."""
+        old, self.settings = self.settings, new
+        if new.sources != old.sources:
+            self._synced = False
+        if new.cluster != old.cluster:
+            self._reset_clusterer()
+        if new.timelines != old.timelines or new.publish != old.publish:
+            self._refresh_due = True
+            kept = {t.name for t in new.timelines}
+            gone = [t.name for t in old.timelines if t.name not in kept]
+            self.store.delete_documents(_paths(gone))
+
+    def _past(self, deadline: float | None) -> bool:
+        return self._stopping.is_set() or (deadline is not None and time.monotonic() > deadline)
+
+    # -- one whole cycle (`aggregator poll --once`, the demo, tests) -------------
 
     async def run_cycle(self) -> CycleReport:
         report = CycleReport()
-        now = self.clock()
-        await asyncio.to_thread(self.store.sync_sources, self.settings.sources, now)
-        results = await self.poll(now)
-        await asyncio.to_thread(self._after_poll, results, report)
+        await self.dispatch(report)
+        await asyncio.to_thread(self._in_order_work, report)
         log.info("cycle done: %s", report.summary())
         return report
 
-    def _after_poll(self, results: Sequence[FetchResult], report: CycleReport) -> None:
+    def _in_order_work(self, report: CycleReport) -> None:
+        try:
+            if self.lead():
+                self.cluster(report)
+                report.published = self.publish()
+        finally:
+            # A one-off cycle lets go at once; this worker keeps its term if nobody
+            # takes over, so its next cycle need not rebuild the clusterer.
+            if self.term is not None:
+                self.store.resign_leadership(self.owner)
+
+    # -- steps 1-4: every worker ------------------------------------------
+
+    async def dispatch(
+        self, report: CycleReport | None = None, *, deadline: float | None = None
+    ) -> CycleReport:
+        """Sync the sources if needed, then claim, poll and ingest due sources in batches."""
+        report = report if report is not None else CycleReport()
+        if not self._synced:
+            await asyncio.to_thread(self.store.sync_sources, self.settings.sources, self.clock())
+            self._synced = True
+        while not self._past(deadline):
+            requests = await asyncio.to_thread(
+                self.store.claim_due,
+                self.clock(),
+                self.owner,
+                lease_s=self.settings.worker.lease_seconds,
+                limit=2 * self.settings.fetch.concurrency,
+            )
+            if not requests:
+                break
+            try:
+                results = await fetch_all(
+                    requests, self.settings.fetch, transport=self.transport, now=self.clock
+                )
+            except BaseException:
+                # Cancelled (a timeout, shutting down) or failed: give the sources back
+                # now rather than when their leases run out.
+                ids = [r.source_id for r in requests]
+                await asyncio.shield(asyncio.to_thread(self.store.release_claims, self.owner, ids))
+                raise
+            await asyncio.to_thread(self._ingest_all, results, report)
+        return report
+
+    def _ingest_all(self, results: Sequence[FetchResult], report: CycleReport) -> None:
+        # Fetched bodies are stored even when stopping: the polls are done already.
         for result in results:
-            self.ingest(result, report)
-        self.cluster(report)
-        report.published = self.publish()
+            if result.error_code != DEFERRED:  # never requested: its host asked for a pause
+                self.ingest(result, report, owner=self.owner)
+        # Before the next claim, so the held-back sources are no longer due.
+        self.pause_hosts(results)
+        deferred = [r.request.source_id for r in results if r.error_code == DEFERRED]
+        if deferred:
+            self.store.release_claims(self.owner, deferred)
 
-    async def poll(self, now: datetime) -> list[FetchResult]:
-        requests = await asyncio.to_thread(self.store.due_requests, now)
-        if not requests:
-            return []
-        return await fetch_all(
-            requests, self.settings.fetch, transport=self.transport, now=self.clock
-        )
+    def ingest(
+        self, result: FetchResult, report: CycleReport | None = None, *, owner: str | None = None
+    ) -> IngestCounts:
+        """Parse one poll's body and store its entries and fetch state together.
 
-    def ingest(self, result: FetchResult, report: CycleReport | None = None) -> IngestCounts:
-        """Parse one poll's body and store its entries and fetch state together."""
+        With `owner`, the fetch state is written only while that owner's lease holds.
+        """
         report = report if report is not None else CycleReport()
         request = result.request
         state = self.store.fetch_state(request.source_id)
@@ -128,19 +253,99 @@ class Pipeline:
             except ParseError as exc:
                 parse_error = exc
         outcome = poll_outcome(
-            result, state, self.settings.fetch, feed=feed, parse_error=parse_error
+            result,
+            state,
+            self.settings.fetch,
+            feed=feed,
+            parse_error=parse_error,
+            entry_times=self.store.recent_entry_times(request.source_id),
         )
-        counts = self.store.record_poll(request.source_id, outcome, feed.entries if feed else ())
+        counts = self.store.record_poll(
+            request.source_id, outcome, feed.entries if feed else (), owner=owner
+        )
         report.polled += 1
         report.not_modified += result.not_modified
         report.new_entries += counts.new
         report.updated_entries += counts.updated
+        status = (
+            "not_modified" if result.not_modified and outcome.status == "ok" else outcome.status
+        )
+        self.events.polled(result, status, counts)
+        context = {"source_id": request.source_id, "source": request.name, "event": "poll"}
         if outcome.status != "ok":
             report.errors += 1
             log.warning(
-                "source %r failed: %s (%s)", request.name, outcome.error, outcome.error_code
+                "source %r failed: %s (%s)",
+                request.name,
+                outcome.error,
+                outcome.error_code,
+                extra={**context, "error_code": outcome.error_code},
+            )
+        else:
+            log.info(
+                "polled %r: %s, %d new, %d updated in %.2f s",
+                request.name,
+                status,
+                counts.new,
+                counts.updated,
+                result.duration_s,
+                extra={**context, "status": status, "new": counts.new, "updated": counts.updated},
+            )
+        if not counts.recorded:
+            log.warning(
+                "the lease on %r ran out before its poll was stored; its entries are kept "
+                "but the newer poll's state stands (raise worker.lease_seconds)",
+                request.name,
+                extra=context,
             )
         return counts
+
+    def pause_hosts(self, results: Sequence[FetchResult]) -> None:
+        """Hold every source of a host whose answers showed a host-wide rate limit."""
+        for host, until in host_pauses(results, self.settings.fetch).items():
+            moved = self.store.delay_host(host, until)
+            log.warning("%s rate-limits us host-wide: %d sources wait until %s", host, moved, until)
+
+    # -- steps 5-7: the leader only ----------------------------------------
+
+    def lead(self) -> bool:
+        """Take or renew the leader lease; a new term means rebuilding the clusterer."""
+        known = None if self.term is None else self.term.term
+        term = self.store.acquire_leadership(
+            self.owner, known, self.clock(), lease_s=self.settings.worker.lease_seconds
+        )
+        if term is None:
+            if self.term is not None:
+                log.info("another worker leads now; this one only polls")
+                self._reset_clusterer()
+            self.term = None
+            return False
+        if term.term != known:
+            # Someone else may have clustered since this worker last did.
+            log.info("leading clustering, publishing and retention (term %d)", term.term)
+            self._reset_clusterer()
+            self._refresh_due = True
+        self.term = term
+        return True
+
+    def cluster_step(self, deadline: float | None = None) -> int:
+        """The worker's cluster job: lead (or renew), then cluster until done or the deadline."""
+        return self.cluster(deadline=deadline) if self.lead() else 0
+
+    def publish_step(self, deadline: float | None = None) -> list[str]:
+        return self.publish() if self.lead() else []
+
+    def retain_step(self, deadline: float | None = None) -> int:
+        return self.retain() if self.lead() else 0
+
+    def _lost_lead(self) -> None:
+        log.warning("lost the leader lease mid-step; its writes were refused and are redone")
+        self.term = None
+        self._reset_clusterer()
+
+    def _reset_clusterer(self) -> None:
+        self.assigner = StoryAssigner(self.settings.cluster)
+        self._restored = False
 
     def restore(self) -> None:
         """Rebuild the clusterer from the decisions stored inside the window."""
@@ -151,35 +356,100 @@ class Pipeline:
                 self.assigner.restore(doc, assignment)
         self._restored = True
 
-    def cluster(self, report: CycleReport | None = None) -> int:
+    def cluster(self, report: CycleReport | None = None, *, deadline: float | None = None) -> int:
         """Assign every pending entry, oldest first, and save the decisions."""
+        if self.term is None and not self.lead():
+            return 0
         if not self._restored:
             self.restore()
         total = 0
-        while docs := self.store.pending_docs():
-            assignments = [self.assigner.add(doc) for doc in docs]
-            self.store.save_assignments(assignments, self.clock())
-            total += len(assignments)
-            if report is not None:
-                report.clustered += len(assignments)
-                report.duplicates += sum(a.duplicate_of is not None for a in assignments)
+        try:
+            while not self._past(deadline) and (docs := self.store.pending_docs(CLUSTER_BATCH)):
+                assignments = [self.assigner.add(doc) for doc in docs]
+                saved = self.store.save_assignments(assignments, self.clock(), self.term)
+                if saved is None:
+                    self._lost_lead()
+                    break
+                duplicates = sum(a.duplicate_of is not None for a in assignments)
+                total += len(assignments)
+                self.events.clustered(len(assignments), duplicates)
+                if report is not None:
+                    report.clustered += len(assignments)
+                    report.duplicates += duplicates
+        except BaseException:
+            # The clusterer has taken decisions the store may not have: start afresh.
+            self._reset_clusterer()
+            raise
         return total
 
     def publish(self, *, full: bool = False) -> list[str]:
-        """Render what changed; the first publish of a process renders everything."""
-        full = full or not self._published_once
-        dirty = self.store.stories(min_sources=1) if full else self.store.dirty_stories()
-        if not dirty and self._published_once:
+        """Render what changed; `full` renders every story there is.
+
+        A new leader (and a reload of timelines or publish settings) also refreshes
+        the stories still open and every overview, in case settings changed meanwhile.
+        """
+        if self.term is None and not self.lead():
+            return []
+        started = time.perf_counter()
+        refresh = full or self._refresh_due
+        changed = self._to_render(full=full, refresh=refresh)
+        if not changed and not refresh:
             return []
         publisher = Publisher(self.settings, self.store)
-        slugs = publisher.publish(dirty, full=full)
-        self.store.mark_published(s.id for s in dirty)
-        self._published_once = True
+        documents, slugs = publisher.render_changes(changed, full=refresh)
+        if not self.store.put_documents(documents, self.clock(), self.term):
+            self._lost_lead()
+            return []
+        publisher.write_out(documents)
+        self.store.mark_published(changed, self.clock(), self.term)
+        self._refresh_due = False
+        seconds = time.perf_counter() - started
+        self.events.published(len(slugs), seconds)
+        for slug in slugs:
+            log.info("published timeline %s", slug, extra={"timeline": slug, "event": "publish"})
         return slugs
+
+    def _to_render(self, *, full: bool, refresh: bool) -> list[StoryView]:
+        if full:
+            return self.store.stories(min_sources=1)
+        dirty = self.store.dirty_stories()
+        if not refresh:
+            return dirty
+        window = timedelta(hours=self.settings.cluster.window_hours)
+        recent = self.store.stories(min_sources=1, active_since=self.clock() - window)
+        listed = self.store.stories(
+            min_sources=self.settings.publish.min_sources,
+            limit=self.settings.publish.max_stories,
+        )
+        chosen = {s.id: s for s in [*listed, *recent, *dirty]}
+        return list(chosen.values())
+
+    def retain(self) -> int:
+        """Remove entries older than worker.retention_days; how many were removed."""
+        if self.term is None and not self.lead():
+            return 0
+        now = self.clock()
+        cutoff = now - timedelta(days=self.settings.worker.retention_days)
+        report = self.store.expire_entries(cutoff, now, self.term)
+        if report is None:
+            self._lost_lead()
+            return 0
+        if report.stories:
+            self.store.delete_documents(_paths(timelines.story_slug(i) for i in report.stories))
+            self._refresh_due = True
+        if report.entries:
+            log.info(
+                "retention removed %d entries older than %s and %d emptied stories",
+                report.entries,
+                cutoff.isoformat(timespec="seconds"),
+                len(report.stories),
+                extra={"event": "retention"},
+            )
+        return report.entries
 
 
 class Publisher:
-    """Turns changed stories into rendered documents in the store (and the output folder)."""
+    """Turns changed stories into rendered documents."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -187,6 +457,15 @@ class Publisher:
         self.store = store
 
     def publish(self, changed: Sequence[StoryView], *, full: bool) -> list[str]:
+        """Render, store and write out in one go (no leader lease: single-process use)."""
+        documents, slugs = self.render_changes(changed, full=full)
+        self.store.put_documents(documents)
+        self.write_out(documents)
+        return slugs
+
+    def render_changes(
+        self, changed: Sequence[StoryView], *, full: bool
+    ) -> tuple[list[Document], list[str]]:
         min_sources = self.publish_settings.min_sources
         entries = _by_story(self.store.story_entries(s.id for s in changed))
         documents: list[Document] = []
@@ -202,9 +481,7 @@ class Publisher:
             slugs.append(doc.slug)
         if slugs or full:
             documents += self._overview()
-        self.store.put_documents(documents)
-        self._write_out(documents)
-        return slugs
+        return documents, slugs
 
     def _configured(
         self, changed: Sequence[StoryView], entries: dict[int, list[EntryView]], *, full: bool
@@ -270,7 +547,7 @@ class Publisher:
             ),
         ]
 
-    def _write_out(self, documents: Iterable[Document]) -> None:
+    def write_out(self, documents: Iterable[Document]) -> None:
         if self.publish_settings.out_dir:
             write_documents(documents, Path(self.publish_settings.out_dir))
 
@@ -292,6 +569,11 @@ def write_documents(documents: Iterable[Document], out_dir: Path) -> list[Path]:
             ) from exc
         written.append(target)
     return written
+
+
+def _paths(slugs: Iterable[str]) -> list[str]:
+    """Every document path a timeline's slug is published under."""
+    return [f"/timelines/{slug}.{kind}" for slug in slugs for kind in FEED_TYPES]
 
 
 def _document(path: str, content_type: str, body: bytes, updated: datetime) -> Document:

@@ -1,7 +1,8 @@
 """SQLModel tables: sources and their fetch state, entries, stories, published documents.
 
 Times are aware UTC datetimes; SQLModel's UTC column type stores them portably
-(SQLite keeps no zone) and gives them back aware.
+(SQLite keeps no zone) and gives them back aware. The schema changes only through
+the Alembic revisions in `migrations/versions/`; a change here needs one there.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class FetchState(SQLModel, table=True):
     next_check_at: datetime | None = Field(default=None, index=True)
     redirect_url: str | None = None  # a permanent redirect seen on recent polls
     redirect_count: int = 0
+    # The worker polling this source now, and until when its claim holds: a worker
+    # that dies leaves a claim that simply runs out.
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
 
 
 class Entry(SQLModel, table=True):
@@ -85,6 +90,9 @@ class Story(SQLModel, table=True):
     source_count: int = 0
     updated_at: datetime
     dirty: bool = Field(default=True, index=True)  # changed since it was last published
+    # Bumped whenever the story changes, so a publisher that rendered an older
+    # revision cannot mark a newer change as published.
+    revision: int = 0
 
 
 class TimelineStory(SQLModel, table=True):
@@ -102,3 +110,24 @@ class PublishedDocument(SQLModel, table=True):
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     etag: str
     updated_at: datetime
+
+
+class Tombstone(SQLModel, table=True):
+    """The identity of an entry retention removed, so a feed still listing it adds nothing."""
+
+    source_id: int = Field(primary_key=True, foreign_key="source.id")
+    key: str = Field(primary_key=True)
+    removed_at: datetime
+
+
+class Leader(SQLModel, table=True):
+    """Who runs the in-order work (clustering, publishing, retention), and until when.
+
+    `term` grows whenever another worker takes over, so a former leader's late
+    writes can be recognised and refused.
+    """
+
+    name: str = Field(primary_key=True)
+    owner: str | None = None
+    term: int = 0
+    until: datetime | None = None

@@ -1,0 +1,158 @@
+"""Queries of the cluster step: pending entries, the window's decisions, saving new ones.
+
+Entries are read as plain column rows through the session's connection, and the
+window's decisions a batch at a time, so that rebuilding the clusterer after a
+restart holds no ORM objects for the whole window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func
+from sqlalchemy import select as select_columns
+from sqlmodel import Session, col, select
+
+from aggregator.store.models import Entry, Source, Story
+from aggregator.store.views import from_db, to_db
+from aggregator.types import Assignment, ClusterDoc
+
+RESTORE_BATCH = 2000
+
+_DOC_COLUMNS = (
+    col(Entry.id),
+    col(Entry.title),
+    col(Entry.text),
+    col(Entry.url),
+    col(Entry.sort_at),
+    col(Entry.language),
+    col(Source.name),
+    col(Source.language),
+)
+
+
+def pending_docs(session: Session, limit: int) -> list[ClusterDoc]:
+    """Entries not yet clustered, in the order the clusterer must see them."""
+    rows = (
+        session.connection()
+        .execute(
+            select_columns(*_DOC_COLUMNS)
+            .join(Source, col(Source.id) == col(Entry.source_id))
+            .where(col(Entry.clustered).is_(False))
+            .order_by(col(Entry.sort_at), col(Entry.id))
+            .limit(limit)
+        )
+        .all()
+    )
+    return [_doc(row) for row in rows]
+
+
+def latest_clustered_at(session: Session) -> datetime | None:
+    latest = session.exec(select(func.max(Entry.sort_at)).where(col(Entry.clustered))).one()
+    return None if latest is None else from_db(latest)
+
+
+def clustered_since(session: Session, since: datetime) -> Iterator[tuple[ClusterDoc, Assignment]]:
+    """Stored decisions inside the window, oldest first, streamed in batches."""
+    query = (
+        select_columns(*_DOC_COLUMNS, col(Story.key), col(Entry.duplicate_of))
+        .join(Source, col(Source.id) == col(Entry.source_id))
+        .join(Story, col(Story.id) == col(Entry.story_id))
+        .where(col(Entry.clustered), col(Entry.sort_at) >= to_db(since))
+        .order_by(col(Entry.sort_at), col(Entry.id))
+        .execution_options(yield_per=RESTORE_BATCH)
+    )
+    for row in session.connection().execute(query):
+        doc = _doc(row)
+        story_key, duplicate_of = row[8], row[9]
+        yield (
+            doc,
+            Assignment(
+                doc_id=doc.id,
+                story_id=str(story_key),
+                duplicate_of=None if duplicate_of is None else str(duplicate_of),
+            ),
+        )
+
+
+def save_assignments(
+    session: Session, assignments: Sequence[Assignment], now: datetime
+) -> set[int]:
+    """Attach entries to stories (creating new ones); returns the story ids touched.
+
+    The caller commits, after fencing the transaction with its leader term.
+    """
+    touched: set[int] = set()
+    story_ids = _story_ids_for(session, {a.story_id for a in assignments}, now)
+    for assignment in assignments:
+        entry = session.get(Entry, int(assignment.doc_id))
+        if entry is None or entry.clustered:
+            continue  # removed by retention meanwhile, or saved already
+        entry.story_id = story_ids[assignment.story_id]
+        entry.duplicate_of = (
+            None if assignment.duplicate_of is None else int(assignment.duplicate_of)
+        )
+        entry.clustered = True
+        touched.add(entry.story_id)
+    session.flush()
+    for story_id in touched:
+        refresh_story(session, story_id, now)
+    return touched
+
+
+def refresh_story(session: Session, story_id: int, now: datetime) -> bool:
+    """Recount a story from its entries; False when it has none left."""
+    story = session.get(Story, story_id)
+    if story is None:
+        return False
+    rows = session.exec(
+        select(Entry.title, Entry.sort_at, Entry.source_id)
+        .where(Entry.story_id == story_id)
+        .order_by(col(Entry.sort_at), col(Entry.id))
+    ).all()
+    if not rows:
+        return False
+    story.title = rows[0][0]
+    story.first_at, story.last_at = rows[0][1], max(row[1] for row in rows)
+    story.entry_count = len(rows)
+    story.source_count = len({row[2] for row in rows})
+    story.updated_at = to_db(now)
+    story.dirty = True
+    story.revision += 1
+    return True
+
+
+def open_stories(session: Session, since: datetime) -> int:
+    """Stories that took a report since `since`: those still open to new reports."""
+    return int(
+        session.exec(
+            select(func.count()).select_from(Story).where(col(Story.last_at) >= to_db(since))
+        ).one()
+    )
+
+
+def _story_ids_for(session: Session, keys: set[str], now: datetime) -> dict[str, int]:
+    found = {s.key: s.id for s in session.exec(select(Story).where(col(Story.key).in_(list(keys))))}
+    for key in keys - set(found):
+        story = Story(key=key, first_at=to_db(now), last_at=to_db(now), updated_at=to_db(now))
+        session.add(story)
+        session.flush()
+        found[key] = story.id
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _doc(row: Any) -> ClusterDoc:
+    entry_id, title, text, url, sort_at, language, source_name, source_language = row[:8]
+    return ClusterDoc(
+        id=str(entry_id),
+        title=title,
+        text=text,
+        url=url,
+        published=from_db(sort_at),
+        source=source_name,
+        lang=language or source_language or "",
+        host=(urlsplit(url).hostname or "") if url else "",
+    )

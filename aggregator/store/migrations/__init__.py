@@ -1,0 +1,1 @@
+"""Alembic revisions of the store's schema; `aggregator.store.migrate` runs them."""

@@ -1,0 +1,330 @@
+"""Sources and their polls: syncing the config, claiming due sources, recording a poll.
+
+A worker claims due sources by writing a lease (owner, until) on their fetch
+state; PostgreSQL skips rows another worker is claiming (FOR UPDATE SKIP
+LOCKED) and the UPDATE re-checks the lease, so two workers never hold one source.
+A poll's entries, its fetch state and the lease's release are one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, update
+from sqlmodel import Session, col, select
+
+from aggregator.dedupe import canonical_url
+from aggregator.errors import StoreError
+from aggregator.settings import SourceConfig
+from aggregator.store.models import Entry, FetchState, Source, Story, Tombstone
+from aggregator.store.views import (
+    FetchStateView,
+    IngestCounts,
+    SourceStatus,
+    maybe_from_db,
+    to_db,
+)
+from aggregator.types import EntryData, FetchRequest, PollOutcome
+
+
+def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetime) -> None:
+    """Make the source rows match the config; new sources are due at once."""
+    wanted = {c.name: c for c in configs}
+    rows = {s.name: s for s in session.exec(select(Source)).all()}
+    for name, config in wanted.items():
+        row = rows.get(name)
+        if row is None:
+            row = Source(name=name, url=config.url, created_at=to_db(now))
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            session.add(FetchState(source_id=row.id, next_check_at=to_db(now)))
+        elif row.url != config.url:
+            row.url = config.url
+            state = session.get(FetchState, row.id)
+            if state is not None:  # a new address starts afresh
+                state.etag = state.last_modified = state.body_hash = None
+                state.next_check_at = to_db(now)
+                state.status, state.error_count = "new", 0
+        _update_if_changed(row, config)
+    for name, row in rows.items():
+        if name not in wanted and row.in_config:
+            row.in_config = False
+    session.commit()
+
+
+def _update_if_changed(row: Source, config: SourceConfig) -> None:
+    # Workers sync at start and on every reload: an unchanged config must write
+    # nothing, or several workers starting together would queue on row locks.
+    values = {
+        "enabled": config.enabled,
+        "in_config": True,
+        "language": config.language,
+        "tags": ",".join(config.tags),
+        "interval_s": config.interval,
+    }
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+
+
+def claim_due(
+    session: Session, now: datetime, owner: str, lease_s: float, limit: int
+) -> list[FetchRequest]:
+    """Lease up to `limit` due sources to `owner`, oldest due first."""
+    moment = to_db(now)
+    free = or_(col(FetchState.lease_until).is_(None), col(FetchState.lease_until) < moment)
+    due = col(FetchState.next_check_at) <= moment
+    candidates = session.exec(
+        select(FetchState.source_id)
+        .join(Source, col(Source.id) == col(FetchState.source_id))
+        .where(col(Source.enabled), col(Source.in_config), col(FetchState.status) != "gone")
+        .where(due, free)
+        .order_by(col(FetchState.next_check_at), col(FetchState.source_id))
+        .limit(limit)
+        .with_for_update(of=FetchState, skip_locked=True)  # SQLite: one writer anyway
+    ).all()
+    if not candidates:
+        session.commit()
+        return []
+    claimed = session.exec(
+        update(FetchState)
+        .where(col(FetchState.source_id).in_(list(candidates)), due, free)
+        .values(lease_owner=owner, lease_until=to_db(now + timedelta(seconds=lease_s)))
+        .returning(col(FetchState.source_id))
+    ).all()
+    rows = session.exec(
+        select(Source, FetchState)
+        .join(FetchState, col(FetchState.source_id) == col(Source.id))
+        .where(col(Source.id).in_([row[0] for row in claimed]))
+        .order_by(col(FetchState.next_check_at), col(Source.id))
+    ).all()
+    session.commit()
+    return [_request(source, state) for source, state in rows]
+
+
+def _request(source: Source, state: FetchState) -> FetchRequest:
+    return FetchRequest(
+        source_id=source.id or 0,
+        name=source.name,
+        url=source.url,
+        etag=state.etag,
+        last_modified=state.last_modified,
+        body_hash=state.body_hash,
+    )
+
+
+def release_claims(session: Session, owner: str, source_ids: Sequence[int] | None) -> int:
+    """Give back leases not recorded yet (all of the owner's when `source_ids` is None)."""
+    query = update(FetchState).where(col(FetchState.lease_owner) == owner)
+    if source_ids is not None:
+        query = query.where(col(FetchState.source_id).in_(list(source_ids)))
+    result = session.exec(query.values(lease_owner=None, lease_until=None))
+    session.commit()
+    return int(result.rowcount or 0)
+
+
+def due_requests(session: Session, now: datetime, limit: int | None) -> list[FetchRequest]:
+    """Due sources without claiming them (for listing; workers use claim_due)."""
+    query = (
+        select(Source, FetchState)
+        .join(FetchState, col(FetchState.source_id) == col(Source.id))
+        .where(col(Source.enabled), col(Source.in_config))
+        .where(col(FetchState.status) != "gone")
+        .where(col(FetchState.next_check_at) <= to_db(now))
+        .order_by(col(FetchState.next_check_at), col(Source.id))
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [_request(source, state) for source, state in session.exec(query).all()]
+
+
+def fetch_state(session: Session, source_id: int) -> FetchStateView:
+    source = session.get(Source, source_id)
+    state = session.get(FetchState, source_id)
+    if source is None or state is None:
+        raise StoreError(f"source {source_id} does not exist")
+    return FetchStateView(
+        interval_s=source.interval_s,
+        error_count=state.error_count,
+        ttl_s=state.ttl_s,
+        redirect_url=state.redirect_url,
+        redirect_count=state.redirect_count,
+    )
+
+
+def record_poll(
+    session: Session,
+    source_id: int,
+    outcome: PollOutcome,
+    entries: Sequence[EntryData],
+    owner: str | None,
+) -> IngestCounts:
+    """Store a poll's entries, its fetch state and the lease's release in one transaction.
+
+    With an `owner`, the fetch state is only written while that owner still holds
+    the lease: a worker that lost it (it ran out and another claimed the source)
+    must not overwrite the newer poll's state. Its entries are stored either way;
+    storing them is idempotent.
+    """
+    source = session.get(Source, source_id)
+    state = session.get(FetchState, source_id)
+    if source is None or state is None:
+        raise StoreError(f"source {source_id} does not exist")
+    counts = _upsert_entries(session, source_id, entries, outcome.checked_at)
+    holds = owner is None or state.lease_owner == owner
+    if holds:
+        _apply_outcome(source, state, outcome)
+        state.lease_owner = state.lease_until = None
+    session.commit()
+    return counts if holds else _not_recorded(counts)
+
+
+def _not_recorded(counts: IngestCounts) -> IngestCounts:
+    return IngestCounts(
+        new=counts.new,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        tombstoned=counts.tombstoned,
+        recorded=False,
+    )
+
+
+def source_statuses(session: Session) -> list[SourceStatus]:
+    counts = dict(
+        session.exec(select(Entry.source_id, func.count()).group_by(col(Entry.source_id))).all()
+    )
+    rows = session.exec(
+        select(Source, FetchState)
+        .join(FetchState, col(FetchState.source_id) == col(Source.id))
+        .order_by(col(Source.name))
+    ).all()
+    return [
+        SourceStatus(
+            id=source.id or 0,
+            name=source.name,
+            url=source.url,
+            enabled=source.enabled,
+            in_config=source.in_config,
+            status=state.status,
+            last_http_status=state.last_http_status,
+            last_error_code=state.last_error_code,
+            last_error=state.last_error,
+            error_count=state.error_count,
+            last_checked_at=maybe_from_db(state.last_checked_at),
+            next_check_at=maybe_from_db(state.next_check_at),
+            entries=counts.get(source.id or 0, 0),
+        )
+        for source, state in rows
+    ]
+
+
+def sources_in_error(session: Session) -> int:
+    """Configured sources whose last poll failed (error or gone)."""
+    return int(
+        session.exec(
+            select(func.count())
+            .select_from(FetchState)
+            .join(Source, col(Source.id) == col(FetchState.source_id))
+            .where(col(Source.in_config), col(Source.enabled))
+            .where(col(FetchState.status).in_(["error", "gone"]))
+        ).one()
+    )
+
+
+def _apply_outcome(source: Source, state: FetchState, outcome: PollOutcome) -> None:
+    state.last_checked_at = to_db(outcome.checked_at)
+    state.next_check_at = to_db(outcome.next_check_at)
+    state.status = outcome.status
+    state.last_http_status = outcome.http_status
+    state.redirect_url, state.redirect_count = outcome.redirect_url, outcome.redirect_count
+    if outcome.status == "ok":
+        state.error_count = 0
+        state.last_error_code = state.last_error = None
+        state.last_success_at = to_db(outcome.checked_at)
+    else:
+        state.error_count += 1
+        state.last_error_code, state.last_error = outcome.error_code, outcome.error
+    if not outcome.keep_validators:
+        state.etag, state.last_modified = outcome.etag, outcome.last_modified
+        state.body_hash = outcome.body_hash
+    if outcome.ttl_s is not None:
+        state.ttl_s = outcome.ttl_s
+    if outcome.feed_title:
+        source.title = outcome.feed_title
+    if outcome.site_url:
+        source.site_url = outcome.site_url
+    if outcome.new_url:
+        source.url = outcome.new_url
+
+
+def _upsert_entries(
+    session: Session, source_id: int, entries: Sequence[EntryData], now: datetime
+) -> IngestCounts:
+    unique: dict[str, EntryData] = {}
+    for data in entries:
+        unique.setdefault(data.key, data)  # a feed listing one guid twice keeps the first
+    if not unique:
+        return IngestCounts()
+    removed = set(
+        session.exec(
+            select(Tombstone.key).where(
+                Tombstone.source_id == source_id, col(Tombstone.key).in_(list(unique))
+            )
+        ).all()
+    )
+    existing = {
+        e.key: e
+        for e in session.exec(
+            select(Entry).where(Entry.source_id == source_id, col(Entry.key).in_(list(unique)))
+        ).all()
+    }
+    new = updated = 0
+    for key, data in unique.items():
+        if key in removed:
+            continue
+        row = existing.get(key)
+        if row is None:
+            session.add(_new_entry(source_id, data, now))
+            new += 1
+        elif row.content_hash != data.content_hash:
+            _update_entry(session, row, data, now)
+            updated += 1
+    unchanged = len(unique) - new - updated - len(removed)
+    return IngestCounts(new=new, updated=updated, unchanged=unchanged, tombstoned=len(removed))
+
+
+def _new_entry(source_id: int, data: EntryData, now: datetime) -> Entry:
+    published = data.published or data.updated
+    return Entry(
+        source_id=source_id,
+        key=data.key,
+        url=data.link or "",
+        canonical_url=canonical_url(data.link or ""),
+        title=data.title,
+        summary=data.summary_html,
+        text=data.text,
+        author=data.author,
+        language=data.language,
+        content_hash=data.content_hash,
+        published_at=None if published is None else to_db(published),
+        updated_at=None if data.updated is None else to_db(data.updated),
+        first_seen_at=to_db(now),
+        changed_at=to_db(now),
+        # an entry dated in the future by a wrong clock is ordered as if seen now
+        sort_at=to_db(min(published, now) if published else now),
+    )
+
+
+def _update_entry(session: Session, row: Entry, data: EntryData, now: datetime) -> None:
+    row.title, row.summary, row.text = data.title, data.summary_html, data.text
+    row.author, row.content_hash = data.author, data.content_hash
+    row.url, row.canonical_url = data.link or row.url, canonical_url(data.link or row.url)
+    row.updated_at = None if data.updated is None else to_db(data.updated)
+    row.changed_at = to_db(now)
+    if row.story_id is not None:
+        story = session.get(Story, row.story_id)
+        if story is not None:
+            story.dirty = True
+            story.revision += 1
