@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aggregator import logs
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.settings import (
     DEFAULT_CONFIG,
@@ -70,7 +71,23 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the worker and the feed server until stopped")
     run.add_argument("--no-server", action="store_true", help="run the worker only")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="with --no-server: serve /healthz, /readyz and /metrics on this port",
+    )
     run.set_defaults(handler=cmd_run)
+
+    serve = commands.add_parser("serve", help="serve the published feeds only, without polling")
+    serve.set_defaults(handler=cmd_serve)
+
+    db = commands.add_parser("db", help="database schema: upgrade or show its revision")
+    db_actions = db.add_subparsers(title="actions", metavar="ACTION")
+    db_upgrade = db_actions.add_parser("upgrade", help="migrate the schema to this version's")
+    db_upgrade.set_defaults(handler=cmd_db_upgrade)
+    db_current = db_actions.add_parser("current", help="print the schema's revision")
+    db_current.set_defaults(handler=cmd_db_current)
 
     poll = commands.add_parser("poll", help="poll due sources, cluster and publish")
     poll.add_argument("--once", action="store_true", required=True, help="run one cycle and exit")
@@ -123,18 +140,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the rest
+    logs.configure(settings.log_level, settings.worker.log_format)
     return settings
 
 
 def _open(settings: Settings) -> Store:
+    """Open the store, migrating it first when worker.migrate_on_start says so."""
     from aggregator.store import open_store
+    from aggregator.store.migrate import ensure_current
 
-    return open_store(settings.resolved_database_url)
+    migrate = settings.worker.migrate_on_start
+    store = open_store(settings.resolved_database_url, create=migrate)
+    if not migrate:
+        try:
+            ensure_current(store.engine)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -150,10 +173,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aggregator.worker import Worker
 
     settings = _settings(args)
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise ConfigError("--metrics-port: expected a port number from 1 to 65535")
     store = _open(settings)
     try:
         with _demo_outlets(settings):
-            asyncio.run(Worker(settings, store).run(serve=not args.no_server))
+            worker = Worker(settings, store)
+            asyncio.run(worker.run(serve=not args.no_server, ops_port=args.metrics_port))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aggregator.worker import run_feed_server
+
+    settings = _settings(args)
+    store = _open(settings)
+    try:
+        asyncio.run(run_feed_server(settings, store))
     finally:
         store.close()
     return EXIT_OK
@@ -166,10 +204,46 @@ def cmd_poll(args: argparse.Namespace) -> int:
     store = _open(settings)
     try:
         with _demo_outlets(settings):
-            report = asyncio.run(Pipeline(settings, store).run_cycle())
+            pipeline = Pipeline(settings, store)
+            try:
+                report = asyncio.run(pipeline.run_cycle())
+            finally:
+                pipeline.close()
     finally:
         store.close()
     print(report.summary())
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from aggregator.store import open_store
+    from aggregator.store.migrate import upgrade
+
+    settings = _settings(args)
+    store = open_store(settings.resolved_database_url, create=False)
+    try:
+        result = upgrade(store.engine)
+    finally:
+        store.close()
+    if result.changed:
+        print(f"upgraded the database schema: {result.before or 'empty'} -> {result.after}")
+    else:
+        print(f"the database schema is current ({result.after})")
+    return EXIT_OK
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from aggregator.store import open_store
+    from aggregator.store.migrate import current_revision, head_revision
+
+    settings = _settings(args)
+    store = open_store(settings.resolved_database_url, create=False)
+    try:
+        current, head = current_revision(store.engine), head_revision()
+    finally:
+        store.close()
+    state = "current" if current == head else f"behind: run `aggregator db upgrade` ({head})"
+    print(f"{current or 'empty'} ({state})")
     return EXIT_OK
 
 

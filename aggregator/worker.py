@@ -1,8 +1,17 @@
-"""The long-running process: APScheduler drives the pipeline's cycle, uvicorn serves feeds.
+"""The long-running process: APScheduler runs the pipeline's steps as jobs, uvicorn serves.
 
-Both share one asyncio loop. SIGINT and SIGTERM stop scheduling, let the running
-cycle finish (each source's entries and state are one transaction, so a cut
-never loses what was stored), and return.
+    dispatch   every worker.cycle_seconds: claim, poll and ingest due sources
+    cluster    every worker.cycle_seconds: assign new entries to stories (leader only)
+    publish    every worker.cycle_seconds: render the timelines that changed (leader only)
+    retention  hourly: remove entries older than worker.retention_days (leader only)
+    reload     every 2 s when worker.reload_config: apply edits of the settings file
+
+Every job has max_instances=1, coalesces missed runs and has a misfire grace, and
+runs under a time limit, so a hung fetch cannot hold up the schedule. The three
+leader jobs take turns on one lock: they share the clusterer and the lease.
+SIGINT and SIGTERM stop the schedule, let running jobs end their batch (each is
+one transaction; unfinished fetches are cancelled and their claims handed back),
+release the leases and return, all within STOP_GRACE_SECONDS.
 """
 
 from __future__ import annotations
@@ -11,109 +20,295 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregator import logs
+from aggregator.metrics import Metrics
 from aggregator.pipeline import Pipeline
+from aggregator.reload import POLL_SECONDS, ConfigWatcher, describe_changes
 from aggregator.serve import create_app
 from aggregator.settings import Settings
 from aggregator.store import Store
+from aggregator.types import Document
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 30.0
+STOP_GRACE_SECONDS = 20.0
+RETENTION_EVERY_SECONDS = 3600.0
+RETENTION_FIRST_AFTER_SECONDS = 60.0
+LEADER_JOBS = ("cluster", "publish", "retention")
+
+Step = Callable[[float], Awaitable[object]]  # takes the deadline (time.monotonic())
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        pipeline: Pipeline | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
-        self.pipeline = pipeline or Pipeline(settings, store)
+        self.metrics = metrics or Metrics(store, lambda: self.settings)
+        self.pipeline = pipeline or Pipeline(settings, store, events=self.metrics)
         self.stopping = asyncio.Event()
         self.last_success: datetime | None = None
-        self._cycle: asyncio.Task[object] | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.watcher = ConfigWatcher(settings.path) if settings.path else None
+        self._running: dict[str, asyncio.Task[object]] = {}
+        self._leader_lock = threading.Lock()
 
-    async def cycle(self) -> None:
-        if self.stopping.is_set():
-            return
-        self._cycle = asyncio.current_task()
-        try:
-            await self.pipeline.run_cycle()
-            self.last_success = datetime.now(UTC)
-        except Exception:  # one bad cycle must not end the service
-            log.exception("worker cycle failed; the next cycle will try again")
-        finally:
-            self._cycle = None
+    # -- health ------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Ready: the database answers and a cycle succeeded recently."""
+        """Ready: the scheduler runs, the database answers and a dispatch succeeded recently."""
+        if self.scheduler is None or not self.scheduler.running:
+            return False
         if self.last_success is None or not self.store.ping():
             return False
         limit = timedelta(seconds=max(10 * self.settings.worker.cycle_seconds, 300))
         return datetime.now(UTC) - self.last_success < limit
 
-    async def run(self, *, serve: bool = True) -> None:
+    # -- the schedule --------------------------------------------------------
+
+    def _schedule(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            self.cycle,
-            "interval",
-            seconds=self.settings.worker.cycle_seconds,
-            id="cycle",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=int(self.settings.worker.cycle_seconds) + 1,
-            next_run_time=datetime.now(UTC),
-        )
-        scheduler.start()
+        cycle = self.settings.worker.cycle_seconds
+        now = datetime.now(UTC)
+        jobs: list[tuple[str, Callable[[], Awaitable[None]], float, datetime]] = [
+            ("dispatch", self.dispatch, cycle, now),
+            ("cluster", self.cluster, cycle, now),
+            ("publish", self.publish, cycle, now),
+            (
+                "retention",
+                self.retention,
+                RETENTION_EVERY_SECONDS,
+                now + timedelta(seconds=RETENTION_FIRST_AFTER_SECONDS),
+            ),
+        ]
+        if self.watcher is not None and self.settings.worker.reload_config:
+            jobs.append(("reload", self.reload, POLL_SECONDS, now))
+        for name, job, every, first in jobs:
+            scheduler.add_job(
+                job,
+                "interval",
+                seconds=every,
+                id=name,
+                name=name,
+                max_instances=1,
+                coalesce=True,
+                # A run more than one period late is dropped: the next one is as good.
+                misfire_grace_time=max(1, int(every)),
+                next_run_time=first,
+            )
+        return scheduler
+
+    def _reschedule(self, cycle: float) -> None:
+        if self.scheduler is None:
+            return
+        for name in ("dispatch", "cluster", "publish"):
+            self.scheduler.reschedule_job(name, trigger="interval", seconds=cycle)
+
+    # -- the jobs ------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        # No new batch after half a lease; cancelled before the leases could run out.
+        lease = self.settings.worker.lease_seconds
+        if await self._run("dispatch", self._dispatch, lease / 2, lease * 0.9):
+            self.last_success = datetime.now(UTC)
+
+    async def _dispatch(self, deadline: float) -> object:
+        return await self.pipeline.dispatch(deadline=deadline)
+
+    async def cluster(self) -> None:
+        await self._run_leader("cluster", self.pipeline.cluster_step)
+
+    async def publish(self) -> None:
+        await self._run_leader("publish", self.pipeline.publish_step)
+
+    async def retention(self) -> None:
+        await self._run_leader("retention", self.pipeline.retain_step)
+
+    async def reload(self) -> None:
+        await self._run("reload", self._reload, POLL_SECONDS, 10 * POLL_SECONDS)
+
+    async def _reload(self, deadline: float) -> None:
+        assert self.watcher is not None
+        new = await asyncio.to_thread(self.watcher.poll)
+        if new is None:
+            return
+        old = self.settings
+        for line in describe_changes(old, new) or ["nothing that matters changed"]:
+            log.info("config reloaded: %s", line, extra={"event": "reload"})
+        self.settings = new
+        await asyncio.to_thread(self.pipeline.apply_settings, new)
+        if new.worker.cycle_seconds != old.worker.cycle_seconds:
+            self._reschedule(new.worker.cycle_seconds)
+        if (new.log_level, new.worker.log_format) != (old.log_level, old.worker.log_format):
+            logs.configure(new.log_level, new.worker.log_format)
+
+    def _budget(self) -> float:
+        # Long enough for a big backlog, short enough to stay well inside the leader lease.
+        return min(max(4 * self.settings.worker.cycle_seconds, 60.0), self._lease() / 2)
+
+    def _lease(self) -> float:
+        return self.settings.worker.lease_seconds
+
+    async def _run_leader(self, name: str, step: Callable[[float], object]) -> None:
+        """Run a leader step in a thread, one at a time: they share the clusterer."""
+        budget = self._budget()
+
+        def locked(deadline: float) -> object:
+            if not self._leader_lock.acquire(timeout=budget):
+                log.warning("%s skipped: the previous leader step is still running", name)
+                return None
+            try:
+                return step(deadline)
+            finally:
+                self._leader_lock.release()
+
+        async def in_thread(deadline: float) -> object:
+            return await asyncio.to_thread(locked, deadline)
+
+        # The thread cannot be cancelled; its deadline makes it stop between batches.
+        await self._run(name, in_thread, budget, 2 * budget)
+
+    async def _run(self, name: str, step: Step, budget: float, limit: float) -> bool:
+        """Run one job under a time limit; True if it succeeded."""
+        if self.stopping.is_set():
+            return False
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[name] = task
         try:
-            with _stop_on_signals(self.stopping):
+            async with asyncio.timeout(limit):
+                await step(time.monotonic() + budget)
+            return True
+        except TimeoutError:
+            log.error(
+                "%s took longer than %.0f s and was stopped; it runs again at its next time",
+                name,
+                limit,
+                extra={"event": "job_timeout", "job": name},
+            )
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+        except Exception:  # one bad run must not end the service
+            log.exception("%s failed; it runs again at its next time", name, extra={"job": name})
+        finally:
+            self._running.pop(name, None)
+        return False
+
+    # -- running and stopping ------------------------------------------------------
+
+    async def run(self, *, serve: bool = True, ops_port: int | None = None) -> None:
+        """Run until SIGINT/SIGTERM; `ops_port` serves only /healthz, /readyz, /metrics."""
+        self._warn_about_settings()
+        self.scheduler = self._schedule()
+        self.scheduler.start()
+        try:
+            with stop_on_signals(self.stopping):
                 if serve and self.settings.server.enabled:
-                    await self._serve()
+                    await self._serve(self.store.document, self.settings.server.port)
+                elif ops_port is not None:
+                    await self._serve(_no_documents, ops_port)
                 else:
                     await self.stopping.wait()
         finally:
-            scheduler.shutdown(wait=False)
-            await self._finish_cycle()
+            await self.shutdown()
 
-    async def _serve(self) -> None:
-        server = _QuietServer(
+    async def shutdown(self) -> None:
+        """Stop scheduling, let running jobs end their batch, hand back the leases."""
+        self.stopping.set()
+        self.pipeline.stop()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        running = [task for task in self._running.values() if task is not asyncio.current_task()]
+        if running:
+            log.info("waiting up to %.0f s for %d running jobs", STOP_GRACE_SECONDS, len(running))
+            _, late = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.pipeline.close), 10)
+        except Exception:
+            log.exception("could not hand back the leases; they run out by themselves")
+        log.info("stopped")
+
+    async def _serve(self, lookup: Callable[[str], Document | None], port: int) -> None:
+        server = QuietServer(
             uvicorn.Config(
-                create_app(self.store.document, ready=self.ready),
+                create_app(lookup, ready=self.ready, metrics=self.metrics.render),
                 host=self.settings.server.host,
-                port=self.settings.server.port,
+                port=port,
                 log_level="warning",
                 lifespan="off",
             )
         )
-        log.info(
-            "serving timelines at http://%s:%d/",
-            self.settings.server.host,
-            self.settings.server.port,
+        log.info("serving at http://%s:%d/", self.settings.server.host, port)
+        await serve_until(server, self.stopping)
+
+    def _warn_about_settings(self) -> None:
+        worker = self.settings.worker
+        if worker.lease_seconds < 2 * self.settings.fetch.timeout_total:
+            log.warning(
+                "worker.lease_seconds (%g) is less than twice fetch.timeout_total (%g): a slow "
+                "poll may outlive its lease and be repeated by another worker",
+                worker.lease_seconds,
+                self.settings.fetch.timeout_total,
+            )
+        if worker.lease_seconds < 2 * worker.cycle_seconds:
+            log.warning(
+                "worker.lease_seconds (%g) is less than two cycles (%g s): the leader lease "
+                "may lapse between cycles and pass from worker to worker",
+                worker.lease_seconds,
+                worker.cycle_seconds,
+            )
+
+
+async def run_feed_server(settings: Settings, store: Store) -> None:
+    """`aggregator serve`: the feeds, health checks and shared-state metrics, no worker."""
+    metrics = Metrics(store, lambda: settings)
+    stopping = asyncio.Event()
+    server = QuietServer(
+        uvicorn.Config(
+            create_app(store.document, ready=store.ping, metrics=metrics.render),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level="warning",
+            lifespan="off",
         )
-        serving = asyncio.create_task(server.serve())
-        stop = asyncio.create_task(self.stopping.wait())
-        await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        await serving
-        stop.cancel()
-
-    async def _finish_cycle(self) -> None:
-        task = self._cycle
-        if task is None:
-            return
-        log.info("waiting up to %.0f s for the running cycle to finish", STOP_GRACE_SECONDS)
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
-            except TimeoutError:
-                task.cancel()
+    )
+    log.info("serving timelines at http://%s:%d/", settings.server.host, settings.server.port)
+    with stop_on_signals(stopping):
+        await serve_until(server, stopping)
+    log.info("stopped")
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the worker owns SIGINT and SIGTERM."""
+async def serve_until(server: uvicorn.Server, stopping: asyncio.Event) -> None:
+    """Run a uvicorn server until `stopping` is set (or the server ends by itself)."""
+    serving = asyncio.create_task(server.serve())
+    stop = asyncio.create_task(stopping.wait())
+    await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    stop.cancel()
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owns SIGINT and SIGTERM."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -121,7 +316,7 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
+def stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     handled = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,3 +328,7 @@ def _stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+def _no_documents(path: str) -> Document | None:
+    return None
