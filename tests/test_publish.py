@@ -579,3 +579,17 @@ def test_golden_output(name: str, render: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
     assert body == path.read_bytes(), f"{name} changed; see the docstring to regenerate"
+
+
+def test_an_entry_without_a_date_renders_dated_by_when_it_was_seen() -> None:
+    # The store dates an undated entry by its first sighting, which may arrive naive;
+    # every format still carries an explicit UTC date and parses cleanly.
+    seen = datetime(2026, 3, 1, 9, 30)  # naive: no tzinfo
+    doc = hostile_doc((item(1, seen, updated=seen),))
+    for render in (render_atom, render_rss):
+        parsed = feedparser.parse(render(doc, SETTINGS))
+        assert parsed.bozo == 0
+        assert parsed.entries[0].published_parsed[:5] == (2026, 3, 1, 9, 30)
+    assert json.loads(render_json(doc, SETTINGS))["items"][0]["date_published"] == (
+        "2026-03-01T09:30:00Z"
+    )
