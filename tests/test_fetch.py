@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import ipaddress
 import socket
 import time
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +18,7 @@ import httpx
 import pytest
 from httpserver import FeedServer, LoggedRequest, Request
 
-from aggregator.fetch import fetch_all
+from aggregator.fetch import DEFERRED, fetch_all, guard
 from aggregator.settings import FetchSettings
 from aggregator.types import FetchRequest, FetchResult
 
@@ -542,3 +544,141 @@ def test_an_unexpected_exception_becomes_that_sources_error() -> None:
 
     assert results[0].error_code == "internal" and "transport bug" in (results[0].error or "")
     assert results[1].ok and results[1].body == RSS
+
+
+# --- addresses checked after DNS, connections pinned to them ---------------------------
+
+
+@dataclass(frozen=True)
+class LoopbackAllowed(FetchSettings):
+    """FetchSettings with the proposed fetch.allowed_networks, until settings.py declares it."""
+
+    allowed_networks: str = "127.0.0.0/8"
+
+
+def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> list[str]:
+    """Answer name lookups from `answers` instead of DNS; returns the names asked for."""
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[Any]:
+        asked.append(host)
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [ipaddress.ip_address(a) for a in answers[host]]
+
+    monkeypatch.setattr(guard, "system_resolve", resolve)
+    return asked
+
+
+def guarded(*requests: FetchRequest, **overrides: Any) -> list[FetchResult]:
+    values: dict[str, Any] = {"timeout_total": 5.0, **overrides}
+    return asyncio.run(fetch_all(requests, LoopbackAllowed(**values)))
+
+
+def test_a_name_is_resolved_once_and_the_connection_goes_to_the_checked_address(
+    srv: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv.serve_feed("/feed", RSS)
+    asked = fake_dns(monkeypatch, {"feeds.example": ["127.0.0.1"]})
+    url = f"http://feeds.example:{srv.port}/feed"
+
+    results = guarded(request(url, 1), request(url + "?again", 2))
+
+    assert all(r.ok and r.body == RSS for r in results)
+    assert asked == ["feeds.example"]  # one lookup per host and cycle, reused to connect
+    assert {r.headers["host"] for r in srv.requests} == {f"feeds.example:{srv.port}"}
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [["10.0.0.7"], ["93.184.216.34", "192.168.1.1"], ["169.254.169.254"], ["fd00::1"]],
+    ids=["private", "public-and-private", "metadata", "ipv6-unique-local"],
+)
+def test_a_name_resolving_to_a_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, addresses: list[str]
+) -> None:
+    fake_dns(monkeypatch, {"intranet.example": addresses})
+
+    [result] = guarded(request("http://intranet.example/feed"))
+
+    assert result.error_code == "private_address" and result.status is None
+    assert "intranet.example" in (result.error or "")
+
+
+def test_allowed_networks_admit_only_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, {"intranet.example": ["10.0.0.7"]})
+    settings = LoopbackAllowed(allowed_networks="10.0.0.0/29")
+    # MockTransport answers in-process: the admitted private address is never contacted.
+    transport = httpx.MockTransport(lambda req: httpx.Response(200, content=RSS))
+    requests = [request("http://intranet.example/feed", 1), request("http://10.0.0.9/feed", 2)]
+
+    results = asyncio.run(fetch_all(requests, settings, transport=transport))
+
+    assert [r.error_code for r in results] == [None, "private_address"]
+
+
+def test_a_redirect_to_a_name_resolving_privately_is_refused_at_that_hop(
+    srv: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, {"intranet.example": ["10.0.0.7"]})
+    url = srv.redirect("/feed", "http://intranet.example/admin", 302)
+
+    [result] = guarded(request(url))
+
+    assert result.error_code == "private_address"
+    assert result.final_url == "http://intranet.example/admin"
+    assert [r.path for r in srv.requests] == ["/feed"]
+
+
+def test_an_unknown_name_is_a_dns_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, {})
+
+    [result] = guarded(request("http://nowhere.example/feed"))
+
+    assert result.error_code == "dns" and "nowhere.example" in (result.error or "")
+
+
+# --- rate limits ---------------------------------------------------------------------
+
+
+def test_a_host_wide_rate_limit_holds_back_the_rest_of_the_host(srv: FeedServer) -> None:
+    srv.route(
+        "/limited",
+        lambda req: (429, {"Retry-After": "600", "X-RateLimit-Remaining": "0"}, b"slow down"),
+    )
+    srv.serve_feed("/feed", RSS)
+    requests = [request(srv.url("/limited"), 1)] + [
+        request(srv.url(f"/feed?n={n}"), n) for n in (2, 3)
+    ]
+    elsewhere = request(f"http://localhost:{srv.port}/feed", 4)  # another host to us
+
+    results = fetch(*requests, elsewhere, per_host_concurrency=1)
+
+    assert [r.error_code for r in results] == ["http_429", DEFERRED, DEFERRED, None]
+    assert "600" in (results[0].error or "") and "host-wide" in (results[1].error or "")
+    assert results[1].status is None and results[1].etag == requests[1].etag
+    assert [r.path for r in srv.requests if r.headers["host"].startswith("127.")] == ["/limited"]
+
+
+def test_a_rate_limit_without_host_wide_signs_holds_back_only_its_source(
+    srv: FeedServer,
+) -> None:
+    srv.route("/limited", lambda req: (429, {"Retry-After": "600"}, b"slow down"))
+    srv.serve_feed("/feed", RSS)
+
+    results = fetch(
+        request(srv.url("/limited"), 1), request(srv.url("/feed"), 2), per_host_concurrency=1
+    )
+
+    assert [r.error_code for r in results] == ["http_429", None]
+
+
+def test_two_rate_limited_sources_of_one_host_hold_back_the_rest(srv: FeedServer) -> None:
+    srv.route("/limited", lambda req: (503, {"Retry-After": "120"}, b"busy"))
+    srv.serve_feed("/feed", RSS)
+    requests = [request(srv.url(f"/limited?n={n}"), n) for n in (1, 2)]
+
+    results = fetch(*requests, request(srv.url("/feed"), 3), per_host_concurrency=1)
+
+    assert [r.error_code for r in results] == ["http_503", "http_503", DEFERRED]
+    assert len(srv.requests) == 2
