@@ -255,8 +255,7 @@ def counted_items(doc: TimelineDoc) -> str:
     The all-stories feed's items are stories, and are counted as such.
     """
     if doc.slug == ALL_STORIES_SLUG:
-        count = len(doc.items)
-        return f"{count} {'story' if count == 1 else 'stories'}"
+        return plural(len(doc.items), "story")
     return plural(sum(1 + len(item.also) for item in doc.items), "report")
 
 
@@ -278,7 +277,14 @@ def report_span(doc: TimelineDoc) -> tuple[datetime | None, datetime | None]:
 
 
 def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    """ "1 report", "2 reports", "2 stories": the nouns pages and feeds count."""
+    return f"{count} {noun if count == 1 else plural_noun(noun)}"
+
+
+def plural_noun(noun: str) -> str:
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "o", "u"):
+        return noun[:-1] + "ies"
+    return noun + "s"
 
 
 def human_time(moment: datetime) -> str:

@@ -30,6 +30,10 @@ class Buckets:
     step: timedelta
     counts: tuple[int, ...]
 
+    @property
+    def unit(self) -> str:
+        return "hour" if self.step == _HOUR else "day"
+
     def label(self, index: int) -> str:
         moment = self.start + index * self.step
         return f"{moment:%d %b %H:00}" if self.step == _HOUR else f"{moment:%a %d %b}"
@@ -67,30 +71,33 @@ def daily_counts(
     return tuple(counts.get(i, 0) for i in range(days))
 
 
-def bar_chart(buckets: Buckets, *, width: int = 720, height: int = 140) -> str:
+def bar_chart(
+    buckets: Buckets, *, noun: str = "report", width: int = 720, height: int = 140
+) -> str:
     """Bars with the count above each and a few labels along the time axis."""
-    unit = "hour" if buckets.step == _HOUR else "day"
+    unit = buckets.unit
     top, bottom = 18, 22  # room for counts above and labels below
+    side = 36  # room for half an axis label at either end
     plot = height - top - bottom
-    slot = width / len(buckets.counts)
+    slot = (width - 2 * side) / len(buckets.counts)
     bar = max(slot * 0.7, 1.0)
     peak = max(buckets.counts) or 1
     total = sum(buckets.counts)
-    title = f"{plural(total, 'report')}, counted per {unit}; at most {peak} in one {unit}"
+    title = f"{plural(total, noun)}, counted per {unit}; at most {peak} in one {unit}"
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
         f'aria-label="{escape(title)}" preserveAspectRatio="xMidYMid meet">',
         f"<title>{escape(title)}</title>",
-        f'<line x1="0" y1="{top + plot}" x2="{width}" y2="{top + plot}" class="axis"/>',
+        f'<line x1="{side}" y1="{top + plot}" x2="{width - side}" y2="{top + plot}" class="axis"/>',
     ]
-    every = max(1, round(len(buckets.counts) / 8))  # about eight axis labels
+    every = max(1, -(-len(buckets.counts) // 6))  # at most six axis labels, never touching
     for index, count in enumerate(buckets.counts):
-        x = index * slot + (slot - bar) / 2
+        x = side + index * slot + (slot - bar) / 2
         h = plot * count / peak
         label = buckets.label(index)
         parts.append(
             f'<rect x="{x:.1f}" y="{top + plot - h:.1f}" width="{bar:.1f}" height="{h:.1f}">'
-            f"<title>{escape(label)}: {plural(count, 'report')}</title></rect>"
+            f"<title>{escape(label)}: {plural(count, noun)}</title></rect>"
         )
         centre = x + bar / 2
         if count and slot >= 14:  # numbers only where they fit
@@ -107,13 +114,15 @@ def bar_chart(buckets: Buckets, *, width: int = 720, height: int = 140) -> str:
     return "".join(parts)
 
 
-def sparkline(counts: Sequence[int], *, width: int = 112, height: int = 24) -> str:
+def sparkline(
+    counts: Sequence[int], *, noun: str = "report", width: int = 112, height: int = 24
+) -> str:
     """A small bar sparkline of daily counts, for the index page."""
     if not counts:
         return ""
     peak = max(counts) or 1
     slot = width / len(counts)
-    title = f"{plural(sum(counts), 'report')} in the last {plural(len(counts), 'day')}, per day"
+    title = f"{plural(sum(counts), noun)} in the last {plural(len(counts), 'day')}, per day"
     bars = []
     for index, count in enumerate(counts):
         if count:  # a day with one report still shows, however tall the peak

@@ -29,6 +29,7 @@ from aggregator.publish import (
     outlet_name,
     outlet_names,
     plural,
+    plural_noun,
     report_span,
     rfc3339,
     safe_url,
@@ -128,7 +129,7 @@ def render_timeline_page(doc: TimelineDoc, settings: PublishSettings) -> bytes:
         f'<p class="meta">{_summary_line(doc)}</p>',
         _languages_line(items),
         f'<p class="feeds">Follow this timeline: {_feed_links(links)}</p>',
-        _chart_figure(items),
+        _chart_figure(items, _noun(doc)),
         "</header><main>",
     ]
     for day, day_items in groupby(items, key=lambda item: utc(item.published).date()):
@@ -146,7 +147,7 @@ def _newest_first(items: Iterable[TimelineItem]) -> list[TimelineItem]:
 
 def _index_entry(doc: TimelineDoc, settings: PublishSettings, end: datetime | None) -> str:
     links = timeline_links(doc.slug, settings)
-    spark = sparkline(daily_counts(_report_times(doc.items), end=end))
+    spark = sparkline(daily_counts(_report_times(doc.items), end=end), noun=_noun(doc))
     description = event_description(doc)
     return (
         f'<li><article><h2 dir="auto"><a href="{_e(links.html)}">'
@@ -180,12 +181,17 @@ def _languages_line(items: Sequence[TimelineItem]) -> str:
     return f'<p class="meta">Languages: {_e(", ".join(languages))}</p>'
 
 
-def _chart_figure(items: Sequence[TimelineItem]) -> str:
+def _chart_figure(items: Sequence[TimelineItem], noun: str) -> str:
     buckets = count_reports(_report_times(items))
     if buckets is None:
         return ""
-    unit = "hour" if buckets.step.total_seconds() == 3600 else "day"
-    return f"<figure>{bar_chart(buckets)}<figcaption>Reports per {unit} (UTC)</figcaption></figure>"
+    caption = f"{plural_noun(noun).capitalize()} per {buckets.unit} (UTC)"
+    return f"<figure>{bar_chart(buckets, noun=noun)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _noun(doc: TimelineDoc) -> str:
+    # The all-stories timeline's items are stories; every other timeline's are reports.
+    return "story" if doc.slug == ALL_STORIES_SLUG else "report"
 
 
 def _day_section(slug: str, day: date, items: Sequence[TimelineItem], links: TimelineLinks) -> str:
