@@ -63,7 +63,7 @@ def configure(level: str, log_format: str, stream: TextIO | None = None) -> None
     root.addHandler(handler)
     root.setLevel(level.upper())
     # One line per request from these drowns the events that matter.
-    for noisy in ("httpx", "httpcore", "apscheduler.executors.default", "alembic.runtime"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "alembic.runtime"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

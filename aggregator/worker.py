@@ -9,9 +9,10 @@
 Every job has max_instances=1, coalesces missed runs and has a misfire grace, and
 runs under a time limit, so a hung fetch cannot hold up the schedule. The three
 leader jobs take turns on one lock: they share the clusterer and the lease.
-SIGINT and SIGTERM stop the schedule, let running jobs end their batch (each is
-one transaction; unfinished fetches are cancelled and their claims handed back),
-release the leases and return, all within STOP_GRACE_SECONDS.
+SIGINT and SIGTERM stop the schedule and give running jobs STOP_GRACE_SECONDS to
+end their batch (each is one transaction); fetches still running then are
+cancelled and their claims handed back. The leader lease is released and the
+process returns, within a few seconds more than the grace.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from aggregator.types import Document
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 20.0
+STOP_GRACE_SECONDS = 5.0  # then fetches still running are cancelled and their claims returned
 RETENTION_EVERY_SECONDS = 3600.0
 RETENTION_FIRST_AFTER_SECONDS = 60.0
 LEADER_JOBS = ("cluster", "publish", "retention")
@@ -55,8 +56,10 @@ class Worker:
         pipeline: Pipeline | None = None,
         *,
         metrics: Metrics | None = None,
+        stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.settings = settings
+        self.stop_grace = stop_grace
         self.store = store
         self.metrics = metrics or Metrics(store, lambda: self.settings)
         self.pipeline = pipeline or Pipeline(settings, store, events=self.metrics)
@@ -71,7 +74,7 @@ class Worker:
 
     def ready(self) -> bool:
         """Ready: the scheduler runs, the database answers and a dispatch succeeded recently."""
-        if self.scheduler is None or not self.scheduler.running:
+        if self.stopping.is_set() or self.scheduler is None or not self.scheduler.running:
             return False
         if self.last_success is None or not self.store.ping():
             return False
@@ -195,7 +198,7 @@ class Worker:
             return True
         except TimeoutError:
             log.error(
-                "%s took longer than %.0f s and was stopped; it runs again at its next time",
+                "%s took longer than %g s and was stopped; it runs again at its next time",
                 name,
                 limit,
                 extra={"event": "job_timeout", "job": name},
@@ -232,15 +235,20 @@ class Worker:
         self.stopping.set()
         self.pipeline.stop()
         if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            # Pause, not shut down, for now: APScheduler's shutdown cancels running jobs.
+            self.scheduler.pause()
         running = [task for task in self._running.values() if task is not asyncio.current_task()]
         if running:
-            log.info("waiting up to %.0f s for %d running jobs", STOP_GRACE_SECONDS, len(running))
-            _, late = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+            log.info("waiting up to %.0f s for %d running jobs", self.stop_grace, len(running))
+            _, late = await asyncio.wait(running, timeout=self.stop_grace)
             for task in late:
                 task.cancel()
             if late:
-                await asyncio.wait(late, timeout=5)
+                # Cancelled fetches hand their claims back; a leader step in its thread
+                # stops at its next batch, which the pipeline's stop() already asked for.
+                await asyncio.wait(late, timeout=self.stop_grace)
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         try:
             await asyncio.wait_for(asyncio.to_thread(self.pipeline.close), 10)
         except Exception:
