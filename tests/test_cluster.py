@@ -265,7 +265,9 @@ def test_embedding_method_uses_vectors_computed_ahead() -> None:
     # Vectors come from the worker's store; here two events as two directions.
     rng = np.random.default_rng(0)
     event_a, event_b = rng.normal(size=(2, 384)).astype(np.float32)
-    assigner = StoryAssigner(replace(SETTINGS, method="embedding"))
+    assigner = StoryAssigner(
+        replace(SETTINGS, method="embedding", threshold=RECOMMENDED_THRESHOLDS["embedding"])
+    )
     vectors = {
         "inc1": event_a,
         "inc2": event_a,

@@ -25,7 +25,7 @@ from aggregator.types import Assignment, ClusterDoc
 METHODS = ("tfidf", "embedding")
 # Thresholds measured on the labelled sets (see the evaluation notes in the
 # commit); ClusterSettings.threshold should default to the one for its method.
-RECOMMENDED_THRESHOLDS = {"tfidf": 0.15, "embedding": 0.15}
+RECOMMENDED_THRESHOLDS = {"tfidf": 0.15, "embedding": 0.25}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Tuning:
     min_shared_terms: int = 2  # index terms a report must share with a story to join it...
     lone_term_score: float = 0.2  # ...unless its score reaches this on one term alone
     embedding_share: float = 0.5  # share of the embedding cosine in the "embedding" score
+    embedding_lone_score: float = 0.5  # lone_term_score of the "embedding" method
     min_key_words: int = 4  # shorter texts ("Market update") are not keyed as duplicates
 
 
@@ -190,12 +191,15 @@ class StoryAssigner:
         decay = math.pow(0.5, gap_h / self.tuning.half_life_hours)
         lexical = story.cosine(p.vector)
         if p.embedding is None:
-            score = lexical * decay
-            if shared_terms < self.tuning.min_shared_terms and score < self.tuning.lone_term_score:
-                return 0.0  # one shared name ("Google", "Sudzha") is not one event
-            return score
-        share = self.tuning.embedding_share
-        return ((1.0 - share) * lexical + share * story.embedding_cosine(p.embedding)) * decay
+            score, lone = lexical * decay, self.tuning.lone_term_score
+        else:
+            share = self.tuning.embedding_share
+            semantic = story.embedding_cosine(p.embedding)
+            score = ((1.0 - share) * lexical + share * semantic) * decay
+            lone = self.tuning.embedding_lone_score
+        if shared_terms < self.tuning.min_shared_terms and score < lone:
+            return 0.0  # one shared name ("Google", "Sudzha") is not one event
+        return score
 
     # -- remembering ------------------------------------------------------------
 
