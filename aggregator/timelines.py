@@ -112,7 +112,7 @@ def story_timeline(
     return _doc(
         story_slug(story.id),
         story.title,
-        describe(story.title, entries),
+        "",  # the publisher states what a story timeline is and its counts
         tag(settings, "story", story.id),
         entries,
         settings,
@@ -126,12 +126,10 @@ def configured_timeline(
     settings: PublishSettings,
     updated_floor: datetime,
 ) -> TimelineDoc:
-    summary = describe(config.title, entries)
-    description = f"{config.description} {summary}".strip() if config.description else summary
     return _doc(
         config.name,
         config.title,
-        description,
+        config.description,
         tag(settings, "timeline", config.name),
         entries,
         settings,

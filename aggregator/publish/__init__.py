@@ -219,20 +219,8 @@ def feed_description(doc: TimelineDoc) -> str:
 
 
 def event_description(doc: TimelineDoc) -> str:
-    """The description without the counts the timeline stage may have appended.
-
-    `timelines.describe` writes "<title>: N reports from M outlets (...); first
-    reported ..., latest ...". The publisher states those facts itself, from the
-    items it publishes, so they appear once and agree with the feed.
-    """
-    text = one_line(doc.description, 1000)
-    title = one_line(doc.title)
-    if title:
-        stats = re.compile(
-            r"(?:^|\s)" + re.escape(title) + r": \d+ reports? from \d+ outlets?\b.*$"
-        )
-        text = stats.sub("", text).strip()
-    return text
+    """What the event is, as configured; the publisher adds the counts itself."""
+    return one_line(doc.description, 1000)
 
 
 def timeline_facts(doc: TimelineDoc) -> str:
