@@ -31,6 +31,7 @@ class LoggedRequest(NamedTuple):
     headers: dict[str, str]
     time_start: float  # time.monotonic()
     time_end: float  # when the answer was ready (streamed bodies: fully sent)
+    client_port: int = 0  # the client's end of the connection: equal ports, one connection
 
 
 # A body is bytes, or an iterable of chunks sent one by one (to dribble or stall).
@@ -47,10 +48,12 @@ class FeedServer:
             url = srv.url("/feed.xml")
 
     Unknown paths answer 404. A handler that raises answers 500 and the exception is
-    kept in `srv.errors`, so a test can show it.
+    kept in `srv.errors`, so a test can show it. With `keep_alive=True` it speaks
+    HTTP/1.1 and keeps connections open between sized answers (streamed ones close).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        self.keep_alive = keep_alive
         self._routes: dict[str, Handler] = {}
         self._log: list[LoggedRequest] = []
         self._lock = threading.Lock()
@@ -182,7 +185,7 @@ def _not_modified(headers: dict[str, str], etag: str | None, last_modified: str 
 def _make_handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         # HTTP/1.0: one request per connection, bodies may end with the connection.
-        protocol_version = "HTTP/1.0"
+        protocol_version = "HTTP/1.1" if server.keep_alive else "HTTP/1.0"
 
         def do_GET(self) -> None:
             self._dispatch()
@@ -202,7 +205,10 @@ def _make_handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
                 nonlocal logged
                 if not logged:
                     logged = True
-                    server._record(LoggedRequest(self.path, headers, started, time.monotonic()))
+                    port = int(self.client_address[1])
+                    server._record(
+                        LoggedRequest(self.path, headers, started, time.monotonic(), port)
+                    )
 
             try:
                 self._answer(Request(self.command, self.path, headers), log)
@@ -227,6 +233,9 @@ def _make_handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             if isinstance(body, bytes) and not any(n.lower() == "content-length" for n in headers):
                 self.send_header("Content-Length", str(len(body)))
+            if not isinstance(body, bytes) and server.keep_alive:
+                self.send_header("Connection", "close")  # only its end can end this body
+                self.close_connection = True
             if bodiless or isinstance(body, bytes):
                 # The client is done as soon as a sized answer's last byte arrives, and a
                 # test may then read `srv.requests`: log before sending it.

@@ -682,3 +682,19 @@ def test_two_rate_limited_sources_of_one_host_hold_back_the_rest(srv: FeedServer
 
     assert [r.error_code for r in results] == ["http_503", "http_503", DEFERRED]
     assert len(srv.requests) == 2
+
+
+def test_connections_are_kept_across_304s_redirects_and_errors() -> None:
+    # httpcore reuses a connection only once its response was read to the end.
+    with FeedServer(keep_alive=True) as srv:
+        url = srv.serve_feed("/feed", RSS)
+        srv.redirect("/old", "/feed", 302)
+        srv.route("/missing", lambda req: (404, {}, b"no such feed " * 100))
+        tag = fetch_one(url).etag
+        polls = [request(url, 1, etag=tag), request(srv.url("/old"), 2, etag=tag)]
+        polls += [request(srv.url("/missing"), 3), request(url, 4, etag=tag)]
+
+        results = fetch(*polls, concurrency=1)
+
+        assert [r.status for r in results] == [304, 304, 404, 304]
+        assert len({r.client_port for r in srv.requests[1:]}) == 1

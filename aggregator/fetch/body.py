@@ -6,6 +6,7 @@ is checked as each piece arrives, so an oversized body is never held whole in me
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 import httpx
@@ -14,6 +15,10 @@ from aggregator.errors import FetchError
 
 # We decode bodies ourselves (to cap the decoded size), so only ask for what we can decode.
 ACCEPT_ENCODING = "gzip, deflate"
+# How much of a body we do not need (an error page, a redirect's) is read to keep the
+# connection for the next request; past either limit the connection is dropped instead.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
 
 
 async def read_body(response: httpx.Response, limit: int, url: str) -> bytes:
@@ -29,6 +34,25 @@ async def read_body(response: httpx.Response, limit: int, url: str) -> bytes:
         raise too_large(limit, url)
     parts = [inflater.feed(chunk) async for chunk in response.aiter_raw()]
     return b"".join(parts)
+
+
+async def drain(response: httpx.Response) -> None:
+    """Read and drop the rest of a small body, so that the connection can be used again.
+
+    httpcore keeps a connection only when its response was read to the end; a 304 or a
+    redirect left unread would cost a new connection for every poll.
+    """
+    if response.is_stream_consumed:
+        return
+    size = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError, httpx.StreamError):
+        pass  # the connection is closed instead; the poll's outcome does not depend on it
 
 
 def content_coding(response: httpx.Response, url: str) -> str:

@@ -20,7 +20,7 @@ import httpx
 
 from aggregator.errors import FetchError
 from aggregator.fetch import failures, guard
-from aggregator.fetch.body import ACCEPT_ENCODING, read_body
+from aggregator.fetch.body import ACCEPT_ENCODING, drain, read_body
 from aggregator.fetch.guard import AddressPolicy, Guard, Resolve, checked_url, parse_networks
 from aggregator.fetch.politeness import Politeness
 from aggregator.settings import FetchSettings
@@ -144,14 +144,15 @@ class _Poller:
         trail = _Trail(request.url)
         fetched_at, started = self._now(), time.perf_counter()
         try:
-            host = checked_url(request.url).host
+            url = checked_url(request.url)
+            host = url.host
             async with self._politeness.slot(host):
                 # The clock starts once we hold a slot: queueing is not the server's fault.
                 fetched_at, started = self._now(), time.perf_counter()
                 until = self._politeness.paused_until(host)
                 if until is not None:
                     return _deferred(request, fetched_at, host, until)
-                answer = await self._poll(request, trail)
+                answer = await self._poll(request, url, trail)
                 self._politeness.note(host, answer.status, answer.headers, fetched_at)
         except FetchError as exc:
             return _failure(request, trail, fetched_at, started, exc.code, exc.reason)
@@ -161,16 +162,17 @@ class _Poller:
             return _failure(request, trail, fetched_at, started, "internal", message)
         return _success(request, trail, fetched_at, started, answer)
 
-    async def _poll(self, request: FetchRequest, trail: _Trail) -> _Answer:
+    async def _poll(self, request: FetchRequest, url: httpx.URL, trail: _Trail) -> _Answer:
         try:
             async with asyncio.timeout(self._settings.timeout_total):
-                return await self._follow(request, trail)
+                return await self._follow(request, url, trail)
         except TimeoutError as exc:
             raise failures.total_timeout(trail.url, self._settings) from exc
 
-    async def _follow(self, request: FetchRequest, trail: _Trail) -> _Answer:
+    async def _follow(self, request: FetchRequest, url: httpx.URL, trail: _Trail) -> _Answer:
         for hop in range(self._settings.max_redirects + 1):
-            url = checked_url(trail.url)
+            if hop:
+                url = checked_url(trail.url)
             if self._guard is not None:
                 port = url.port or (443 if url.scheme == "https" else 80)
                 await self._guard.addresses(url.host, port)
@@ -180,6 +182,7 @@ class _Poller:
                     location = _redirect_target(response, url)
                     if location is None:
                         return await self._answer(response, url)
+                    await drain(response)
             if hop == 0 and response.status_code in _PERMANENT_REDIRECTS:
                 trail.permanent_redirect = location
             trail.url = location
@@ -198,6 +201,7 @@ class _Poller:
     async def _answer(self, response: httpx.Response, url: httpx.URL) -> _Answer:
         headers = _plain_headers(response.headers)
         if not 200 <= response.status_code < 300:
+            await drain(response)
             return _Answer(response.status_code, headers, None)
         body = await read_body(response, self._settings.max_body_bytes, str(url))
         return _Answer(response.status_code, headers, body)
