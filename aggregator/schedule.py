@@ -60,8 +60,10 @@ def activity_interval(
 
     Counting the time since the newest entry lets a source that falls quiet slow down
     poll by poll, and a feed that shows only its last few entries still gives a rate.
+    Entries sharing one time count once: undated entries are timed by the poll that
+    found them, and a first poll's whole backlog is one arrival, not a burst.
     """
-    times = sorted(entry_times, reverse=True)
+    times = sorted(set(entry_times), reverse=True)
     if not times:
         return None
     recent = [t for t in times if now - ACTIVITY_WINDOW <= t <= now][:ACTIVITY_ENTRIES]

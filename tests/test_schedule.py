@@ -258,3 +258,9 @@ def test_one_rate_limited_feed_alone_pauses_no_host() -> None:
 def test_two_rate_limited_feeds_of_one_host_pause_it() -> None:
     pauses = host_pauses([limited("http://a.test/1"), limited("http://a.test/2")], SETTINGS)
     assert pauses == {"a.test": NOW + timedelta(hours=1)}
+
+
+def test_a_backlog_found_in_one_poll_is_one_arrival_not_a_burst() -> None:
+    # Twenty undated entries, all first seen by the poll an hour ago.
+    backlog = [NOW - timedelta(hours=1)] * 20
+    assert activity_interval(SETTINGS, backlog, NOW) == 3600
