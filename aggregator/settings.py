@@ -56,6 +56,11 @@ class FetchSettings:
     allow_private_networks: bool = setting(
         False, "Allow sources on loopback and private addresses."
     )
+    allowed_networks: str = setting(
+        "",
+        "Networks reachable even when private networks are refused, as CIDR separated "
+        'by commas, e.g. "10.0.0.0/8, 127.0.0.1/32".',
+    )
     user_agent: str = setting(
         f"aggregator/0.1 (+{PROJECT_URL})", "User-Agent header sent with every request."
     )
