@@ -80,8 +80,7 @@ async def fetch_all(
 def _guard(settings: FetchSettings, resolve: Resolve | None) -> Guard | None:
     if settings.allow_private_networks:
         return None
-    # fetch.allowed_networks is proposed, not yet declared: read it if it is there.
-    allowed = parse_networks(str(getattr(settings, "allowed_networks", "") or ""))
+    allowed = parse_networks(settings.allowed_networks)
     # guard.system_resolve is looked up at each call so that a test can stand in for DNS.
     return Guard(AddressPolicy(allowed), resolve or guard.system_resolve)
 
