@@ -436,14 +436,7 @@ MATRIX = [
         error_count=1,
     ),
     Case("wrong-declared-charset", misdeclared, entries=1, check=title_is("Курськ")),
-    pytest.param(
-        Case("cp1251-declared-utf-8", cp1251_as_utf8, entries=1, check=title_is("Курськ")),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="parse.py falls back to windows-1252 and stores mojibake; it should "
-            "detect the real charset or record a bad_charset error",
-        ),
-    ),
+    Case("cp1251-declared-utf-8", cp1251_as_utf8, entries=1, check=title_is("Курськ")),
     Case("utf-8-bom", with_bom, entries=1),
     Case("empty-body", answer(200), status="error", error_code="empty", error_count=1),
     Case(

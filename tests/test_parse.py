@@ -601,3 +601,17 @@ def test_any_text_comes_out_clean_and_keys_are_stable(title: str, body: str) -> 
     assert [e.key for e in first.entries] == [e.key for e in again.entries]
     assert not any(XML_ILLEGAL.search(value) for value in strings_of(first))
     assert all("<script" not in entry.summary_html for entry in first.entries)
+
+
+@pytest.mark.parametrize("encoding", ["cp1251", "koi8-u"])
+def test_a_cyrillic_single_byte_feed_labelled_utf8_keeps_its_letters(encoding: str) -> None:
+    title = "Бої біля Суджі тривають"
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Ранок</title>'
+        f"<item><guid>1</guid><title>{title}</title>"
+        "<description>Українські війська просунулися вглиб Курської області</description>"
+        "</item></channel></rss>"
+    ).encode(encoding)
+    feed = parse_feed(body, {"content-type": "application/rss+xml; charset=utf-8"}, url=URL)
+    assert feed.entries[0].title == title
+    assert feed.title == "Ранок"
