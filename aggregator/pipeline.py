@@ -194,10 +194,15 @@ class Pipeline:
     async def dispatch(
         self, report: CycleReport | None = None, *, deadline: float | None = None
     ) -> CycleReport:
-        """Sync the sources if needed, then claim, poll and ingest due sources in batches."""
+        """Sync the sources if needed, then claim, poll and ingest due sources in batches.
+
+        Only sources due when the call starts are taken: a source polled in this call
+        and due again meanwhile waits for the next.
+        """
         report = report if report is not None else CycleReport()
+        started = self.clock()
         if not self._synced:
-            await asyncio.to_thread(self.store.sync_sources, self.settings.sources, self.clock())
+            await asyncio.to_thread(self.store.sync_sources, self.settings.sources, started)
             self._synced = True
         while not self._past(deadline):
             requests = await asyncio.to_thread(
@@ -206,6 +211,7 @@ class Pipeline:
                 self.owner,
                 lease_s=self.settings.worker.lease_seconds,
                 limit=2 * self.settings.fetch.concurrency,
+                due_by=started,
             )
             if not requests:
                 break
@@ -242,7 +248,7 @@ class Pipeline:
         """
         report = report if report is not None else CycleReport()
         request = result.request
-        state = self.store.fetch_state(request.source_id)
+        state, entry_times = self.store.poll_state(request.source_id)
         feed: ParsedFeed | None = None
         parse_error: ParseError | None = None
         if result.ok and result.body is not None:
@@ -258,7 +264,7 @@ class Pipeline:
             self.settings.fetch,
             feed=feed,
             parse_error=parse_error,
-            entry_times=self.store.recent_entry_times(request.source_id),
+            entry_times=entry_times,
         )
         counts = self.store.record_poll(
             request.source_id, outcome, feed.entries if feed else (), owner=owner

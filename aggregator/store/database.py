@@ -121,11 +121,18 @@ class Store:
         retrying(self.session, lambda session: polling.sync_sources(session, configs, now))
 
     def claim_due(
-        self, now: datetime, owner: str, *, lease_s: float, limit: int
+        self,
+        now: datetime,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int,
+        due_by: datetime | None = None,
     ) -> list[FetchRequest]:
         """Lease due sources to `owner`; no other worker gets them until recorded or expired."""
         return retrying(
-            self.session, lambda session: polling.claim_due(session, now, owner, lease_s, limit)
+            self.session,
+            lambda session: polling.claim_due(session, now, owner, lease_s, limit, due_by),
         )
 
     def release_claims(self, owner: str, source_ids: Sequence[int] | None = None) -> int:
@@ -139,6 +146,14 @@ class Store:
     def fetch_state(self, source_id: int) -> FetchStateView:
         with self.session() as session:
             return polling.fetch_state(session, source_id)
+
+    def poll_state(
+        self, source_id: int, *, times: int = 50
+    ) -> tuple[FetchStateView, list[datetime]]:
+        """What deciding a poll's outcome needs, in one round: fetch state and entry times."""
+        with self.session() as session:
+            state = polling.fetch_state(session, source_id)
+            return state, polling.recent_entry_times(session, source_id, times)
 
     def record_poll(
         self,
@@ -167,13 +182,7 @@ class Store:
     def recent_entry_times(self, source_id: int, limit: int = 50) -> list[datetime]:
         """When the source's newest entries appeared (published, else first seen), newest first."""
         with self.session() as session:
-            times = session.exec(
-                select(Entry.sort_at)
-                .where(Entry.source_id == source_id)
-                .order_by(col(Entry.sort_at).desc())
-                .limit(limit)
-            ).all()
-            return [from_db(moment) for moment in times]
+            return polling.recent_entry_times(session, source_id, limit)
 
     def delay_host(self, host: str, until: datetime) -> int:
         """Hold every source on `host` (URL host name) until `until`: a host-wide rate limit.

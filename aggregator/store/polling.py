@@ -22,6 +22,7 @@ from aggregator.store.views import (
     FetchStateView,
     IngestCounts,
     SourceStatus,
+    from_db,
     maybe_from_db,
     to_db,
 )
@@ -70,12 +71,17 @@ def _update_if_changed(row: Source, config: SourceConfig) -> None:
 
 
 def claim_due(
-    session: Session, now: datetime, owner: str, lease_s: float, limit: int
+    session: Session,
+    now: datetime,
+    owner: str,
+    lease_s: float,
+    limit: int,
+    due_by: datetime | None = None,
 ) -> list[FetchRequest]:
-    """Lease up to `limit` due sources to `owner`, oldest due first."""
+    """Lease up to `limit` sources due by `due_by` (default now) to `owner`, oldest first."""
     moment = to_db(now)
     free = or_(col(FetchState.lease_until).is_(None), col(FetchState.lease_until) < moment)
-    due = col(FetchState.next_check_at) <= moment
+    due = col(FetchState.next_check_at) <= to_db(due_by or now)
     candidates = session.exec(
         select(FetchState.source_id)
         .join(Source, col(Source.id) == col(FetchState.source_id))
@@ -140,11 +146,19 @@ def due_requests(session: Session, now: datetime, limit: int | None) -> list[Fet
     return [_request(source, state) for source, state in session.exec(query).all()]
 
 
-def fetch_state(session: Session, source_id: int) -> FetchStateView:
-    source = session.get(Source, source_id)
-    state = session.get(FetchState, source_id)
-    if source is None or state is None:
+def _source_and_state(session: Session, source_id: int) -> tuple[Source, FetchState]:
+    row = session.exec(
+        select(Source, FetchState)
+        .join(FetchState, col(FetchState.source_id) == col(Source.id))
+        .where(col(Source.id) == source_id)
+    ).first()
+    if row is None:
         raise StoreError(f"source {source_id} does not exist")
+    return row[0], row[1]
+
+
+def fetch_state(session: Session, source_id: int) -> FetchStateView:
+    source, state = _source_and_state(session, source_id)
     return FetchStateView(
         interval_s=source.interval_s,
         error_count=state.error_count,
@@ -152,6 +166,17 @@ def fetch_state(session: Session, source_id: int) -> FetchStateView:
         redirect_url=state.redirect_url,
         redirect_count=state.redirect_count,
     )
+
+
+def recent_entry_times(session: Session, source_id: int, limit: int) -> list[datetime]:
+    """When the source's newest entries appeared (published, else first seen), newest first."""
+    times = session.exec(
+        select(Entry.sort_at)
+        .where(Entry.source_id == source_id)
+        .order_by(col(Entry.sort_at).desc())
+        .limit(limit)
+    ).all()
+    return [from_db(moment) for moment in times]
 
 
 def record_poll(
@@ -168,10 +193,7 @@ def record_poll(
     must not overwrite the newer poll's state. Its entries are stored either way;
     storing them is idempotent.
     """
-    source = session.get(Source, source_id)
-    state = session.get(FetchState, source_id)
-    if source is None or state is None:
-        raise StoreError(f"source {source_id} does not exist")
+    source, state = _source_and_state(session, source_id)
     counts = _upsert_entries(session, source_id, entries, outcome.checked_at)
     holds = owner is None or state.lease_owner == owner
     if holds:
