@@ -99,3 +99,39 @@ def test_empty_title_and_text_have_empty_key() -> None:
 
 def test_normalise_text_folds_punctuation_and_space() -> None:
     assert normalise_text("  Hello,\tWorld!  ") == "hello world"
+
+
+BODY = (
+    "Ukrainian forces launched a cross-border incursion into the Kursk region on Tuesday, "
+    "attacking Russian positions near the town of Sudzha, officials said."
+)
+
+
+def test_a_wire_copy_under_a_new_headline_is_a_near_duplicate() -> None:
+    from aggregator.dedupe import NearDuplicates
+
+    index = NearDuplicates()
+    assert index.add("wire", "Ukrainian troops cross into Kursk region", BODY) is None
+    copy = BODY.replace("officials said", "Russian officials said") + " (Wire)"
+    assert index.add("daily", "Kursk: Ukraine launches attack", copy) == "wire"
+
+
+def test_another_report_of_the_same_event_is_not_a_near_duplicate() -> None:
+    from aggregator.dedupe import NearDuplicates
+
+    other = (
+        "Moscow said its troops were pushing back Ukrainian units that had entered Kursk "
+        "region, as the governor urged residents of border districts to leave."
+    )
+    assert not NearDuplicates.pair(
+        "Ukrainian troops cross into Kursk", BODY, "Russia repels", other
+    )
+
+
+def test_the_near_duplicate_index_forgets_the_oldest() -> None:
+    from aggregator.dedupe import NearDuplicates
+
+    index = NearDuplicates(capacity=1)
+    index.add("a", "Ukrainian troops cross into Kursk region", BODY)
+    index.add("b", "Central bank cuts its key rate", "The bank lowered its rate to 5 percent " * 3)
+    assert index.add("c", "Ukrainian troops cross into Kursk region", BODY) is None
