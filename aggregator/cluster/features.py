@@ -1,9 +1,11 @@
-"""Turn a report into a sparse TF-IDF vector that Cyrillic and Latin spellings share.
+"""Turn a report into sparse TF-IDF vectors and name keys that Cyrillic and Latin share.
 
 Text is transliterated with Unidecode, so "Курськ" and "Kursk" meet; features are
 truncated word stems (a crude stemmer that serves English, Russian and Ukrainian
 alike) and in-word character n-grams, hashed into a fixed space so that the
-online document frequencies stay bounded however long the service runs.
+online document frequencies stay bounded however long the service runs. Document
+frequencies start from a shipped background table (`background`), so a young
+clusterer already knows that "region" is common and "Sudzha" is not.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import re
 import unicodedata
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from unidecode import unidecode
 
+from aggregator.cluster import background
 from aggregator.types import ClusterDoc
 
 Vector = dict[int, float]
@@ -27,7 +30,9 @@ Counts = dict[int, float]  # feature -> weighted term frequency
 HASH_BITS = 20  # 1M buckets: 4 MB of counts, collisions rare at news vocabulary sizes
 _HASH_MASK = (1 << HASH_BITS) - 1
 _TOKEN = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"\w+")
 _APOSTROPHES = re.compile(r"['`\u2019]")  # Unidecode writes the Ukrainian soft sign as '
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
 # Function words of English and (transliterated) Russian and Ukrainian: they say
 # nothing about which event a report is about.
@@ -52,9 +57,20 @@ class FeatureWeights:
     title_weight: float = 2.0  # a headline word counts as this many body words
     stem_length: int = 6  # words are cut to this many letters before matching
     ngram_sizes: tuple[int, ...] = (3, 4, 5)  # in-word character n-grams; () turns them off
-    ngram_share: float = 0.5  # share of the cosine that comes from n-grams
     body_chars: int = 1200  # the lead carries the event; later paragraphs drift
     url_words: bool = True  # use the URL slug's words when the body is empty
+    background_docs: float = 20_000.0  # the shipped frequencies weigh as this many reports
+    name_max_share: float = 2e-3  # a capitalised word in fewer documents than this is a name
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A report's features before weighting: word stems, n-grams, names and numbers."""
+
+    words: Counts
+    grams: Counts
+    names: frozenset[int]  # hashed stems of capitalised, rare words (people, places, outlets)
+    numbers: frozenset[str]  # figures as written, separators folded ("1,000" -> "1000")
 
 
 def tokens(text: str) -> list[str]:
@@ -62,6 +78,18 @@ def tokens(text: str) -> list[str]:
     latin = unidecode(unicodedata.normalize("NFKC", text)).lower()
     latin = _APOSTROPHES.sub("", latin)
     return [t for t in _TOKEN.findall(latin) if len(t) > 1 and t not in STOPWORDS]
+
+
+def capitalised_tokens(text: str) -> Iterator[str]:
+    """Transliterated tokens of the words written with a capital: candidate names."""
+    for word in _WORD.findall(unicodedata.normalize("NFKC", text)):
+        if word[0].isupper():
+            yield from tokens(word)
+
+
+def numbers(text: str) -> frozenset[str]:
+    found = (m.group().replace(",", ".") for m in _NUMBER.finditer(text))
+    return frozenset(n.rstrip("0").rstrip(".") if "." in n else n for n in found)
 
 
 def slug_text(url: str) -> str:
@@ -81,13 +109,26 @@ def _hash(feature: str) -> int:
 class Featuriser:
     """Counts features of reports and keeps their online document frequencies."""
 
-    def __init__(self, weights: FeatureWeights) -> None:
+    def __init__(self, weights: FeatureWeights, *, background: bool = True) -> None:
         self.weights = weights
         self._df = np.zeros(1 << HASH_BITS, dtype=np.int32)
         self._docs = 0
+        self._prior = _shared_prior() if background else np.zeros(1 << HASH_BITS, np.float32)
+        self._prior_docs = weights.background_docs if background else 0.0
 
-    def counts(self, doc: ClusterDoc) -> tuple[Counts, Counts]:
-        """Weighted term counts of a report: (word stems, character n-grams)."""
+    def stem_key(self, token: str) -> int:
+        return _hash("w" + token[: self.weights.stem_length])
+
+    def token_features(self, token: str) -> Iterator[int]:
+        """The hashed stem of a token, then its character n-grams."""
+        yield self.stem_key(token)
+        padded = f" {token} "
+        for n in self.weights.ngram_sizes:
+            for i in range(len(padded) - n + 1):
+                yield _hash("g" + padded[i : i + n])
+
+    def counts(self, doc: ClusterDoc) -> Counted:
+        """Weighted term counts of a report, and its names and numbers."""
         w = self.weights
         body = doc.text[: w.body_chars]
         if not body.strip() and w.url_words:
@@ -96,48 +137,62 @@ class Featuriser:
         grams: defaultdict[int, float] = defaultdict(float)
         for text, weight in ((doc.title, w.title_weight), (body, 1.0)):
             for token in tokens(text):
-                words[_hash("w" + token[: w.stem_length])] += weight
-                for gram in self._ngrams(token):
-                    grams[_hash(gram)] += weight
-        return words, grams
+                stem, *token_grams = self.token_features(token)
+                words[stem] += weight
+                for gram in token_grams:
+                    grams[gram] += weight
+        names = frozenset(
+            key
+            for text in (doc.title, body)
+            for key in map(self.stem_key, capitalised_tokens(text))
+            if self.share(key) < w.name_max_share
+        )
+        return Counted(words, grams, names, numbers(f"{doc.title} {body}"))
 
-    def _ngrams(self, token: str) -> Iterable[str]:
-        padded = f" {token} "
-        for n in self.weights.ngram_sizes:
-            for i in range(len(padded) - n + 1):
-                yield padded[i : i + n]
-
-    def learn(self, words: Counts, grams: Counts) -> None:
+    def learn(self, counted: Counted) -> None:
         """Count one more report in the document frequencies."""
         self._docs += 1
-        for key in (*words, *grams):
+        for key in (*counted.words, *counted.grams):
             self._df[key] += 1
 
-    def vector(self, words: Counts, grams: Counts) -> Vector:
-        """Sublinear TF times IDF, each block L2-normalised and scaled by its share.
-
-        The dot product of two such vectors is the share-weighted mix of the word
-        cosine and the n-gram cosine.
-        """
-        share = self.weights.ngram_share if grams else 0.0
-        vec = self._block(words, math.sqrt(1.0 - share))
-        if share:
-            for key, value in self._block(grams, math.sqrt(share)).items():
-                vec[key] = vec.get(key, 0.0) + value  # a hash collision adds, never hides
-        return vec
+    def share(self, key: int) -> float:
+        """Estimated share of reports containing a feature: background and stream blended."""
+        prior = self._prior_docs
+        return (float(self._df[key]) + prior * float(self._prior[key])) / (self._docs + prior + 1)
 
     def idf(self, key: int) -> float:
-        return math.log((1.0 + self._docs) / (1.0 + float(self._df[key]))) + 1.0
+        prior = self._prior_docs
+        seen = float(self._df[key]) + prior * float(self._prior[key])
+        return math.log((1.0 + self._docs + prior) / (1.0 + seen)) + 1.0
 
-    def _block(self, counts: Counts, scale: float) -> Vector:
+    def vector(self, counts: Counts) -> Vector:
+        """Sublinear TF times IDF, L2-normalised."""
         raw = {key: _sublinear(tf) * self.idf(key) for key, tf in counts.items()}
         norm = math.sqrt(sum(v * v for v in raw.values()))
         if norm == 0.0:
             return {}
-        factor = scale / norm
-        return {key: v * factor for key, v in raw.items()}
+        return {key: v / norm for key, v in raw.items()}
+
+
+_PRIOR: np.ndarray | None = None
+
+
+def _shared_prior() -> np.ndarray:
+    # One read-only copy for every clusterer in the process (tests build many).
+    global _PRIOR
+    if _PRIOR is None:
+        _PRIOR = background.shares(HASH_BITS)
+        _PRIOR.setflags(write=False)
+    return _PRIOR
 
 
 def _sublinear(tf: float) -> float:
     # A word said five times is not five times the evidence of one said once.
     return 1.0 + math.log(tf) if tf >= 1.0 else tf
+
+
+def cosine(a: Vector, b: Vector) -> float:
+    """Dot product of two unit vectors, iterating the shorter."""
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(v * b.get(k, 0.0) for k, v in a.items())
