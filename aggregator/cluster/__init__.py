@@ -1,11 +1,28 @@
 """The cluster stage: which story each stored report belongs to, decided online.
 
 `StoryAssigner` takes reports in arrival order and returns an `Assignment` for
-each; `features` makes TF-IDF vectors, `stories` keeps the live stories and their
-term index, `embedding` wraps the optional multilingual model.
+each; `features` makes TF-IDF vectors and name keys, `stories` keeps the live
+stories and the indexes that find them, `decision` holds the learned pair model,
+`embedding` wraps the optional multilingual model.
 """
 
-from aggregator.cluster.assigner import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
+from aggregator.cluster.assigner import METHODS, StoryAssigner, Tuning
+from aggregator.cluster.decision import load_model
 from aggregator.cluster.features import FeatureWeights
 
-__all__ = ["RECOMMENDED_THRESHOLDS", "FeatureWeights", "StoryAssigner", "Tuning"]
+
+def recommended_threshold(method: str) -> float:
+    """The join probability the shipped model of `method` was chosen with."""
+    return load_model(method).threshold
+
+
+# Method -> join probability its shipped model recommends (what settings should default to).
+RECOMMENDED_THRESHOLDS = {method: recommended_threshold(method) for method in METHODS}
+
+__all__ = [
+    "RECOMMENDED_THRESHOLDS",
+    "FeatureWeights",
+    "StoryAssigner",
+    "Tuning",
+    "recommended_threshold",
+]

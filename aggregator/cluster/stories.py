@@ -1,8 +1,10 @@
-"""The live stories of an online clusterer: bounded centroids and a term index.
+"""The live stories of an online clusterer: bounded centroids and the indexes that find them.
 
-A story keeps only its latest members' vectors, and the index lists, per term,
-only the stories that used it most recently, so the cost of placing one report
-depends on the window's size and never on how many reports were ever stored.
+A story keeps decayed centroids and only its latest members' names, numbers and
+embeddings. Reports find candidate stories two ways, both bounded: an inverted
+index that lists, per term, only the stories that used it most recently, and an
+embedding matrix of the most recently active stories. So the cost of placing a
+report depends on those bounds, never on how many reports were ever stored.
 """
 
 from __future__ import annotations
@@ -23,11 +25,22 @@ EmbeddingRow = np.ndarray  # one L2-normalised, language-centred embedding (floa
 PRUNE_BELOW = 1e-3
 
 
+@dataclass(frozen=True)
+class Member:
+    """What a story remembers of each of its latest reports."""
+
+    index_terms: tuple[int, ...]
+    names: frozenset[int]
+    numbers: frozenset[str]
+    lang: str
+    embedding: EmbeddingRow | None
+
+
 @dataclass
 class Story:
-    """One event as it stands: a decayed centroid and when it last had a report.
+    """One event as it stands: decayed centroids and its latest members.
 
-    The centroid is a decayed sum: each new member multiplies the old weights by
+    A centroid is a decayed sum: each new member multiplies the old weights by
     (1 - 1/memory), so the last `memory` or so members dominate and a long story
     can drift with its news without storing its members' vectors.
     """
@@ -35,11 +48,18 @@ class Story:
     id: str
     latest: datetime
     memory: int
-    centroid: Vector = field(default_factory=dict)
-    norm: float = 0.0
+    recent: int = 8  # members whose names, numbers and embeddings are kept one by one
+    words: Vector = field(default_factory=dict)
+    grams: Vector = field(default_factory=dict)
+    words_norm: float = 0.0
+    grams_norm: float = 0.0
+    members: deque[Member] = field(default_factory=deque)
+    terms: Counter[int] = field(default_factory=Counter)  # index terms of the last `memory`
     member_terms: deque[tuple[int, ...]] = field(default_factory=deque)
-    terms: Counter[int] = field(default_factory=Counter)  # index terms of recent members
-    embedding_sum: EmbeddingRow | None = None
+    names: Counter[int] = field(default_factory=Counter)  # of the `recent` members
+    numbers: Counter[str] = field(default_factory=Counter)
+    langs: Counter[str] = field(default_factory=Counter)
+    embedding_sum: np.ndarray | None = None
     embedding_unit: EmbeddingRow | None = None  # the sum normalised, cached for scoring
     keys: list[str] = field(default_factory=list)  # dedupe keys that point here
     size: int = 0
@@ -48,16 +68,24 @@ class Story:
     def _keep(self) -> float:
         return 1.0 - 1.0 / self.memory
 
-    def add(self, vector: Vector, index_terms: tuple[int, ...]) -> list[int]:
-        """Take a member's vector into the centroid; returns index terms it no longer has."""
-        keep = self._keep
-        decayed = {k: w * keep for k, w in self.centroid.items() if w * keep > PRUNE_BELOW}
-        for key, value in vector.items():
-            decayed[key] = decayed.get(key, 0.0) + value
-        self.centroid = decayed
-        self.norm = math.sqrt(sum(w * w for w in decayed.values()))
-        self.member_terms.append(index_terms)
-        self.terms.update(index_terms)
+    def add(self, words: Vector, grams: Vector, member: Member) -> list[int]:
+        """Take a member into the story; returns index terms it no longer has."""
+        self.words, self.words_norm = self._decayed_sum(self.words, words)
+        self.grams, self.grams_norm = self._decayed_sum(self.grams, grams)
+        self.langs[member.lang] += 1
+        self.members.append(member)
+        self.names.update(member.names)
+        self.numbers.update(member.numbers)
+        if len(self.members) > self.recent:
+            old = self.members.popleft()
+            self.names.subtract(old.names)
+            self.numbers.subtract(old.numbers)
+            self.names = +self.names  # drop the zeros
+            self.numbers = +self.numbers
+        if member.embedding is not None:
+            self._add_embedding(member.embedding)
+        self.member_terms.append(member.index_terms)
+        self.terms.update(member.index_terms)
         dropped: list[int] = []
         if len(self.member_terms) > self.memory:
             old_terms = self.member_terms.popleft()
@@ -67,7 +95,14 @@ class Story:
                 del self.terms[term]
         return dropped
 
-    def add_embedding(self, row: EmbeddingRow) -> None:
+    def _decayed_sum(self, centroid: Vector, vector: Vector) -> tuple[Vector, float]:
+        keep = self._keep
+        decayed = {k: w * keep for k, w in centroid.items() if w * keep > PRUNE_BELOW}
+        for key, value in vector.items():
+            decayed[key] = decayed.get(key, 0.0) + value
+        return decayed, math.sqrt(sum(w * w for w in decayed.values()))
+
+    def _add_embedding(self, row: EmbeddingRow) -> None:
         if self.embedding_sum is None:
             self.embedding_sum = row.astype(np.float64)
         else:
@@ -75,48 +110,123 @@ class Story:
         norm = float(np.linalg.norm(self.embedding_sum))
         self.embedding_unit = (self.embedding_sum / norm).astype(np.float32) if norm else None
 
-    def cosine(self, vector: Vector) -> float:
-        if self.norm == 0.0:
-            return 0.0
-        centroid = self.centroid
-        return sum(v * centroid.get(k, 0.0) for k, v in vector.items()) / self.norm
+    def words_cosine(self, vector: Vector) -> float:
+        return _centroid_cosine(vector, self.words, self.words_norm)
+
+    def grams_cosine(self, vector: Vector) -> float:
+        return _centroid_cosine(vector, self.grams, self.grams_norm)
 
     def embedding_cosine(self, row: EmbeddingRow) -> float:
         return 0.0 if self.embedding_unit is None else float(row @ self.embedding_unit)
 
+    def nearest_member_cosine(self, row: EmbeddingRow) -> float:
+        """The best cosine with one recent member: a story's newest turn may be far from its mean."""
+        rows = [m.embedding for m in self.members if m.embedding is not None]
+        return max((float(row @ r) for r in rows), default=0.0)
+
+
+def _centroid_cosine(vector: Vector, centroid: Vector, norm: float) -> float:
+    if norm == 0.0:
+        return 0.0
+    return sum(v * centroid.get(k, 0.0) for k, v in vector.items()) / norm
+
+
+class EmbeddingShelf:
+    """Unit embeddings of the most recently active stories, as one matrix to scan.
+
+    Its rows are a fixed budget: a story that has not had a report while `rows`
+    others have is dropped from the shelf (it can still be found by its terms).
+    """
+
+    def __init__(self, rows: int, dim: int) -> None:
+        self._matrix = np.zeros((rows, dim), dtype=np.float32)
+        self._ids: list[str | None] = [None] * rows
+        self._row_of: dict[str, int] = {}
+        self._stamp = np.zeros(rows, dtype=np.int64)  # last activity, for eviction
+        self._clock = 0
+
+    def put(self, story_id: str, unit: EmbeddingRow) -> None:
+        self._clock += 1
+        row = self._row_of.get(story_id)
+        if row is None:
+            row = int(np.argmin(self._stamp))  # a free row (stamp 0) or the stalest story
+            evicted = self._ids[row]
+            if evicted is not None:
+                del self._row_of[evicted]
+            self._ids[row] = story_id
+            self._row_of[story_id] = row
+        self._matrix[row] = unit
+        self._stamp[row] = self._clock
+
+    def remove(self, story_id: str) -> None:
+        row = self._row_of.pop(story_id, None)
+        if row is not None:
+            self._ids[row] = None
+            self._matrix[row] = 0.0
+            self._stamp[row] = 0
+
+    def nearest(self, row: EmbeddingRow, limit: int) -> list[str]:
+        """Ids of up to `limit` stories with the highest cosine, best first."""
+        if not self._row_of:
+            return []
+        scores = self._matrix @ row
+        limit = min(limit, len(self._row_of))
+        top = np.argpartition(-scores, limit - 1)[:limit]
+        # Ties go to the lower row, so the outcome never depends on the sort's whims.
+        ordered = sorted(top.tolist(), key=lambda r: (-float(scores[r]), r))
+        return [sid for r in ordered if (sid := self._ids[r]) is not None]
+
 
 class StoryIndex:
-    """Live stories by id, an inverted index from terms to them, and their expiry."""
+    """Live stories by id, the two candidate indexes, and expiry by time and by count."""
 
-    def __init__(self, *, postings_per_term: int, memory: int) -> None:
+    def __init__(
+        self,
+        *,
+        postings_per_term: int,
+        memory: int,
+        recent: int,
+        max_stories: int,
+        shelf_rows: int,
+        dim: int,
+    ) -> None:
         self.stories: dict[str, Story] = {}
         self._postings: dict[int, dict[str, None]] = {}
         self._postings_cap = postings_per_term
         self._memory = memory
+        self._recent = recent
+        self._max_stories = max_stories
         self._by_latest: list[tuple[datetime, str]] = []  # lazy heap: stale rows skipped
+        self._activity: dict[str, None] = {}  # story ids, least recently active first
+        self._shelf = EmbeddingShelf(shelf_rows, dim)
 
     def get(self, story_id: str) -> Story | None:
         return self.stories.get(story_id)
 
     def create(self, story_id: str, published: datetime) -> Story:
-        story = Story(id=story_id, latest=published, memory=self._memory)
+        story = Story(id=story_id, latest=published, memory=self._memory, recent=self._recent)
         self.stories[story_id] = story
         heapq.heappush(self._by_latest, (published, story_id))
+        self._activity[story_id] = None
         return story
 
     def touch(self, story: Story, published: datetime) -> None:
         """Record a report's time; a story stays live while reports keep coming."""
         story.size += 1
+        self._activity.pop(story.id, None)
+        self._activity[story.id] = None
         if published > story.latest:
             story.latest = published
             heapq.heappush(self._by_latest, (published, story.id))
 
-    def add_member(self, story: Story, vector: Vector, index_terms: tuple[int, ...]) -> None:
-        dropped = story.add(vector, index_terms)
+    def add_member(self, story: Story, words: Vector, grams: Vector, member: Member) -> None:
+        dropped = story.add(words, grams, member)
         for term in dropped:
             self._unpost(term, story.id)
-        for term in index_terms:
+        for term in member.index_terms:
             self._post(term, story.id)
+        if story.embedding_unit is not None:
+            self._shelf.put(story.id, story.embedding_unit)
 
     def _post(self, term: int, story_id: str) -> None:
         posting = self._postings.setdefault(term, {})
@@ -133,7 +243,7 @@ class StoryIndex:
             if not posting:
                 del self._postings[term]
 
-    def candidates(
+    def by_terms(
         self, term_weights: Sequence[tuple[int, float]], limit: int
     ) -> list[tuple[str, int]]:
         """Stories sharing the report's index terms, best first: (id, shared terms)."""
@@ -147,19 +257,29 @@ class StoryIndex:
         best = sorted(score, key=lambda s: -score[s])[:limit]
         return [(story_id, shared[story_id]) for story_id in best]
 
+    def by_embedding(self, row: EmbeddingRow, limit: int) -> list[str]:
+        return self._shelf.nearest(row, limit)
+
     def expire(self, before: datetime) -> list[Story]:
-        """Drop stories whose latest report is older than `before`; returns them."""
+        """Drop stories idle since before `before`, and the least active past the cap."""
         gone: list[Story] = []
         while self._by_latest and self._by_latest[0][0] < before:
             latest, story_id = heapq.heappop(self._by_latest)
             story = self.stories.get(story_id)
             if story is None or story.latest != latest:
                 continue  # a later report moved this story on
-            del self.stories[story_id]
-            for term in story.terms:
-                self._unpost(term, story_id)
-            gone.append(story)
+            gone.append(self._drop(story))
+        while len(self.stories) > self._max_stories:
+            gone.append(self._drop(self.stories[next(iter(self._activity))]))
         return gone
+
+    def _drop(self, story: Story) -> Story:
+        del self.stories[story.id]
+        self._activity.pop(story.id, None)
+        for term in story.terms:
+            self._unpost(term, story.id)
+        self._shelf.remove(story.id)
+        return story
 
     def live(self) -> Iterable[Story]:
         return self.stories.values()
