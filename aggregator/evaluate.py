@@ -1,22 +1,31 @@
 """Score the cluster stage on labelled JSON Lines files (`aggregator eval`).
 
 Documents stream through the same `StoryAssigner` the worker uses; the scores
-are pairwise and B-cubed precision, recall and F1, from contingency counts.
+are pairwise and B-cubed precision, recall and F1 from contingency counts, the
+same per language, the recall of gold pairs across languages, and the worst
+merges and splits, so a person can see what goes wrong. Pair files score the
+same-event decision alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
-from collections import Counter
-from collections.abc import Hashable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aggregator.cluster import StoryAssigner, Tuning
+from aggregator.cluster.decision import PairModel
+from aggregator.cluster.embedding import doc_text, embed
+from aggregator.dedupe import NearDuplicates
 from aggregator.errors import EvalError
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
@@ -49,27 +58,50 @@ def evaluate_file(
     *,
     shuffle_seed: int | None = None,
     tuning: Tuning | None = None,
+    model: PairModel | None = None,
+    cache: Path | None = None,
+    examples: int = 5,
 ) -> dict[str, Any]:
     """Stream a labelled file through a fresh StoryAssigner and score the stories.
 
     Documents go in published order. With `shuffle_seed`, the order is shuffled
     and the sorted publication times are dealt out again in the new order: a
     stream whose stories interleave, as real feeds do, instead of each story
-    arriving as one run (an artefact of how some sets were recorded).
+    arriving as one run (an artefact of how some sets were recorded). `cache`
+    names a folder where embeddings are kept between runs, keyed by the texts.
     """
     docs, gold = load_labelled(path)
-    order = sorted(range(len(docs)), key=lambda i: docs[i].published)
-    if shuffle_seed is not None:
-        times = [docs[i].published for i in order]
-        random.Random(shuffle_seed).shuffle(order)
-        docs = [replace(docs[i], published=t) for i, t in zip(order, times, strict=True)]
-    else:
-        docs = [docs[i] for i in order]
-    gold = [gold[i] for i in order]
-    assigner = StoryAssigner(settings, tuning=tuning)
+    return evaluate_documents(
+        docs,
+        gold,
+        settings,
+        name=str(path),
+        shuffle_seed=shuffle_seed,
+        tuning=tuning,
+        model=model,
+        cache=cache,
+        examples=examples,
+    )
+
+
+def evaluate_documents(
+    docs: Sequence[ClusterDoc],
+    gold: Sequence[str],
+    settings: ClusterSettings,
+    *,
+    name: str = "",
+    shuffle_seed: int | None = None,
+    tuning: Tuning | None = None,
+    model: PairModel | None = None,
+    cache: Path | None = None,
+    examples: int = 5,
+) -> dict[str, Any]:
+    """`evaluate_file` on documents already loaded (the demo's articles, a test's list)."""
+    docs, gold = stream_order(docs, gold, shuffle_seed)
+    assigner = StoryAssigner(settings, tuning=tuning, model=model)
     started = time.perf_counter()
     # The worker embeds each entry once, when stored; timed apart from clustering.
-    vectors = assigner.embed(docs) if assigner.uses_embeddings else None
+    vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None
     embed_s = time.perf_counter() - started
     started = time.perf_counter()
     assignments = [
@@ -77,8 +109,9 @@ def evaluate_file(
     ]
     elapsed = time.perf_counter() - started
     pred = [a.story_id for a in assignments]
+    langs = [doc.lang or "?" for doc in docs]
     return {
-        "file": str(path),
+        "file": name,
         "order": "published" if shuffle_seed is None else f"shuffled(seed={shuffle_seed})",
         "method": settings.method,
         "threshold": settings.threshold,
@@ -87,12 +120,54 @@ def evaluate_file(
         "predicted_clusters": len(set(pred)),
         "duplicates": sum(a.duplicate_of is not None for a in assignments),
         **_scores(gold, pred),
+        "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
+        "languages": per_language(gold, pred, langs),
         "docs_per_s": round(len(docs) / elapsed, 1) if elapsed > 0 else None,
-        "embed_docs_per_s": round(len(docs) / embed_s, 1) if vectors is not None else None,
+        "embed_docs_per_s": (
+            round(len(docs) / embed_s, 1) if vectors is not None and embed_s > 0 else None
+        ),
+        "worst_merges": worst_merges(gold, pred, docs, examples),
+        "worst_splits": worst_splits(gold, pred, docs, examples),
     }
 
 
-def _scores(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
+def stream_order(
+    docs: Sequence[ClusterDoc], gold: Sequence[str], shuffle_seed: int | None
+) -> tuple[list[ClusterDoc], list[str]]:
+    """Documents in published order, or shuffled with the sorted times dealt out again."""
+    order = sorted(range(len(docs)), key=lambda i: docs[i].published)
+    if shuffle_seed is None:
+        return [docs[i] for i in order], [gold[i] for i in order]
+    times = [docs[i].published for i in order]
+    random.Random(shuffle_seed).shuffle(order)
+    shuffled = [replace(docs[i], published=t) for i, t in zip(order, times, strict=True)]
+    return shuffled, [gold[i] for i in order]
+
+
+def cached_vectors(docs: Sequence[ClusterDoc], cache: Path | None) -> np.ndarray:
+    """Embeddings of the documents, read from or written to `cache` when given.
+
+    The cache file is keyed by the set of texts, so every order of one file
+    (shuffled or not) shares it.
+    """
+    if cache is None:
+        return embed(docs)
+    texts = [doc_text(d) for d in docs]
+    unique = sorted(set(texts))
+    digest = hashlib.sha1("\x1e".join(unique).encode()).hexdigest()
+    path = cache / f"{digest}.npy"
+    if path.exists():
+        matrix = np.load(path, allow_pickle=False)
+    else:
+        first = {text: doc for doc, text in zip(docs, texts, strict=True)}
+        matrix = embed([first[text] for text in unique])
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path, matrix, allow_pickle=False)
+    row = {text: i for i, text in enumerate(unique)}
+    return matrix[[row[text] for text in texts]]
+
+
+def _scores(gold: Sequence[Hashable], pred: Sequence[Hashable]) -> dict[str, float]:
     pp, pr, pf = pairwise_scores(gold, pred)
     bp, br, bf = bcubed_scores(gold, pred)
     figures = {
@@ -106,35 +181,146 @@ def _scores(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in figures.items()}
 
 
+def per_language(
+    gold: Sequence[Hashable], pred: Sequence[Hashable], langs: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """The scores over each language's documents alone (pairs within that language)."""
+    out = {}
+    for lang in sorted(set(langs)):
+        rows = [i for i, one in enumerate(langs) if one == lang]
+        figures: dict[str, float] = {"docs": len(rows)}
+        figures |= _scores([gold[i] for i in rows], [pred[i] for i in rows])
+        out[lang] = figures
+    return out
+
+
+def crosslingual_pair_recall(
+    gold: Sequence[Hashable], pred: Sequence[Hashable], langs: Sequence[str]
+) -> float | None:
+    """Of the gold pairs whose two documents differ in language, the share put together.
+
+    None when the file has no such pair. Counted per cell, so O(n).
+    """
+    gold_lang: Counter[tuple[Hashable, str]] = Counter(zip(gold, langs, strict=True))
+    both_lang: Counter[tuple[Hashable, Hashable, str]] = Counter(
+        zip(gold, pred, langs, strict=True)
+    )
+    cross_gold = _cross_pairs(Counter(gold), gold_lang, lambda key: key[0])
+    cross_both = _cross_pairs(Counter(zip(gold, pred, strict=True)), both_lang, lambda key: key[:2])
+    return round(cross_both / cross_gold, 4) if cross_gold else None
+
+
+def _cross_pairs(sizes: Counter[Any], by_lang: Counter[Any], group: Any) -> int:
+    # Pairs within a group minus pairs within one language of the group.
+    same_lang: defaultdict[Any, int] = defaultdict(int)
+    for key, n in by_lang.items():
+        same_lang[group(key)] += _pairs(n)
+    return sum(_pairs(n) - same_lang[key] for key, n in sizes.items())
+
+
+def worst_merges(
+    gold: Sequence[str], pred: Sequence[str], docs: Sequence[ClusterDoc], limit: int
+) -> list[dict[str, Any]]:
+    """Predicted stories that mix gold stories, by wrongly joined pairs, with headlines."""
+    members: defaultdict[str, list[int]] = defaultdict(list)
+    for i, story in enumerate(pred):
+        members[story].append(i)
+    found = []
+    for story, rows in members.items():
+        by_gold = Counter(gold[i] for i in rows)
+        wrong = _pairs(len(rows)) - sum(_pairs(n) for n in by_gold.values())
+        if wrong:
+            parts = [
+                {"gold": g, "docs": n, "title": _first_title(rows, gold, docs, g)}
+                for g, n in by_gold.most_common(4)
+            ]
+            found.append((wrong, story, parts))
+    found.sort(key=lambda m: (-m[0], m[1]))
+    return [{"story": s, "wrong_pairs": w, "parts": p} for w, s, p in found[:limit]]
+
+
+def worst_splits(
+    gold: Sequence[str], pred: Sequence[str], docs: Sequence[ClusterDoc], limit: int
+) -> list[dict[str, Any]]:
+    """Gold stories spread over several predicted ones, by missed pairs, with headlines."""
+    members: defaultdict[str, list[int]] = defaultdict(list)
+    for i, story in enumerate(gold):
+        members[story].append(i)
+    found = []
+    for story, rows in members.items():
+        by_pred = Counter(pred[i] for i in rows)
+        missed = _pairs(len(rows)) - sum(_pairs(n) for n in by_pred.values())
+        if missed:
+            parts = [
+                {"story": p, "docs": n, "title": _first_title(rows, pred, docs, p)}
+                for p, n in by_pred.most_common(4)
+            ]
+            found.append((missed, story, parts, len(by_pred)))
+    found.sort(key=lambda m: (-m[0], m[1]))
+    return [{"gold": g, "missed_pairs": m, "pieces": n, "parts": p} for m, g, p, n in found[:limit]]
+
+
+def _first_title(
+    rows: Sequence[int], labels: Sequence[str], docs: Sequence[ClusterDoc], label: str
+) -> str:
+    first = next(i for i in rows if labels[i] == label)
+    return f"[{docs[first].lang}] {docs[first].title}"[:120]
+
+
 def evaluate_pairs(
-    path: Path, settings: ClusterSettings, *, tuning: Tuning | None = None
+    path: Path,
+    settings: ClusterSettings,
+    *,
+    tuning: Tuning | None = None,
+    model: PairModel | None = None,
+    cache: Path | None = None,
+    keep: Callable[[ClusterDoc], bool] | None = None,
 ) -> dict[str, Any]:
     """Score the same-event decision on a pair file.
 
     The assigner first learns term (and language) statistics from every text in
     the file, labels unseen, as a running worker would have from its stream;
-    then each pair is decided by the score b gets against a story founded by a.
+    then each pair is decided by the probability b gets against a story founded by a.
+    `keep` chooses the pairs scored by their first document (a held-out half).
     """
-    pairs = _load_pairs(path)
-    assigner = StoryAssigner(settings, tuning=tuning)
+    pairs = load_pairs(path)
+    assigner = StoryAssigner(settings, tuning=tuning, model=model)
     unique = list({doc.id: doc for a, b, _ in pairs for doc in (a, b)}.values())
-    vectors = assigner.embed(unique) if assigner.uses_embeddings else None
+    vectors = cached_vectors(unique, cache) if assigner.uses_embeddings else None
     assigner.warm(unique, vectors)
     row_of = {doc.id: i for i, doc in enumerate(unique)}
-    tp = fp = fn = 0
+    decisions = []
     for a, b, same in pairs:
+        if keep is not None and not keep(a):
+            continue
         vecs = None if vectors is None else (vectors[row_of[a.id]], vectors[row_of[b.id]])
         decided = assigner.similarity(a, b, vecs) >= settings.threshold
-        tp += decided and same
-        fp += decided and not same
-        fn += same and not decided
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    return {
+        decisions.append((decided, same, f"{a.lang}-{b.lang}"))
+    result: dict[str, Any] = {
         "file": str(path),
         "method": settings.method,
         "threshold": settings.threshold,
-        "pairs": len(pairs),
+        "pairs": len(decisions),
+        "same": sum(same for _, same, _ in decisions),
+        **_decision_scores(decisions),
+    }
+    kinds = sorted({kind for _, _, kind in decisions})
+    if len(kinds) > 1:
+        result["languages"] = {
+            kind: {"pairs": sum(k == kind for _, _, k in decisions)}
+            | _decision_scores([d for d in decisions if d[2] == kind])
+            for kind in kinds
+        }
+    return result
+
+
+def _decision_scores(decisions: Sequence[tuple[bool, bool, str]]) -> dict[str, Any]:
+    tp = sum(decided and same for decided, same, _ in decisions)
+    fp = sum(decided and not same for decided, same, _ in decisions)
+    fn = sum(same and not decided for decided, same, _ in decisions)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    return {
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -254,7 +440,7 @@ def _time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _load_pairs(path: Path) -> list[tuple[ClusterDoc, ClusterDoc, bool]]:
+def load_pairs(path: Path) -> list[tuple[ClusterDoc, ClusterDoc, bool]]:
     pairs = []
     for line_no, row in _rows(path):
         try:
@@ -277,3 +463,55 @@ def _pair(row: dict[str, Any], line_no: int) -> tuple[ClusterDoc, ClusterDoc, bo
     a_time = a_time or b_time or UNDATED
     b_time = b_time or a_time
     return _doc(row, "a_", a_time), _doc(row, "b_", b_time), same
+
+
+# -- near-duplicates ---------------------------------------------------------------
+
+
+def near_duplicate_pairs(
+    docs: Sequence[ClusterDoc], gold: Sequence[str], seed: int = 1, limit: int = 1000
+) -> list[tuple[ClusterDoc, ClusterDoc, bool]]:
+    """Copy and not-copy pairs built from labelled documents.
+
+    Copies: each document lightly edited (one word dropped, case and punctuation
+    changed, an agency tag added), and, where it has a body of 200 characters
+    or more, the same body under another report's headline. Not copies: two
+    different reports of one gold story, the hardest kind of negative.
+    """
+    rng = random.Random(seed)
+    rows = list(range(len(docs)))
+    rng.shuffle(rows)
+    by_story: defaultdict[str, list[int]] = defaultdict(list)
+    for i in rows:
+        by_story[gold[i]].append(i)
+    out: list[tuple[ClusterDoc, ClusterDoc, bool]] = []
+    for i in rows[:limit]:
+        doc = docs[i]
+        words = doc.title.split()
+        if len(words) > 3:
+            del words[rng.randrange(len(words))]
+        edited = replace(doc, id=doc.id + "-edit", title=" ".join(words).upper() + " (Wire)")
+        out.append((doc, edited, True))
+        if len(doc.text) >= 200:
+            other = docs[rng.choice(rows)]
+            out.append((doc, replace(doc, id=doc.id + "-retitled", title=other.title), True))
+        mates = [j for j in by_story[gold[i]] if j != i and docs[j].title != doc.title]
+        if mates:
+            out.append((doc, docs[rng.choice(mates)], False))
+    return out
+
+
+def evaluate_near_duplicates(
+    pairs: Sequence[tuple[ClusterDoc, ClusterDoc, bool]], name: str = ""
+) -> dict[str, Any]:
+    """Precision and recall of the MinHash copy decision on labelled pairs."""
+    decisions = [
+        (NearDuplicates.pair(a.title, a.text, b.title, b.text), same, "") for a, b, same in pairs
+    ]
+    return {
+        "file": name,
+        "check": "near-duplicates",
+        "pairs": len(decisions),
+        "copies": sum(same for _, same, _ in decisions),
+        **_decision_scores(decisions),
+    }

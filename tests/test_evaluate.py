@@ -243,3 +243,56 @@ def test_bad_pair_line_raises_eval_error(tmp_path: Path) -> None:
     with pytest.raises(EvalError, match="same should be true or false") as caught:
         evaluate_pairs(path, SETTINGS)
     assert caught.value.line == 2
+
+
+def test_crosslingual_recall_counts_only_pairs_across_languages() -> None:
+    from aggregator.evaluate import crosslingual_pair_recall
+
+    gold = ["k", "k", "k", "o"]
+    langs = ["en", "uk", "uk", "ru"]
+    # Cross pairs in gold: en-uk twice; predicted joins en with one uk only.
+    assert crosslingual_pair_recall(gold, ["a", "a", "b", "c"], langs) == 0.5
+    assert crosslingual_pair_recall(["x", "y"], ["a", "a"], ["en", "uk"]) is None
+
+
+def test_worst_merges_and_splits_name_the_stories_involved() -> None:
+    from datetime import UTC, datetime
+
+    from aggregator.evaluate import worst_merges, worst_splits
+    from aggregator.types import ClusterDoc
+
+    when = datetime(2024, 8, 6, tzinfo=UTC)
+    docs = [ClusterDoc(str(i), f"t{i}", "", "", when, "s", "en") for i in range(4)]
+    gold = ["k", "k", "o", "o"]
+    pred = ["p", "q", "q", "q"]
+    merge = worst_merges(gold, pred, docs, 5)[0]
+    assert merge["story"] == "q" and merge["wrong_pairs"] == 2
+    split = worst_splits(gold, pred, docs, 5)[0]
+    assert split["gold"] == "k" and split["pieces"] == 2
+
+
+def test_near_duplicate_pairs_score_copies_and_reports(tmp_path: Path) -> None:
+    from aggregator.evaluate import evaluate_near_duplicates, near_duplicate_pairs
+
+    path = write_jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {
+                "id": str(i),
+                "title": title,
+                "text": "",
+                "published": "2024-08-06T09:00:00Z",
+                "cluster": "kursk",
+            }
+            for i, title in enumerate(
+                [
+                    "Ukrainian troops cross the border into Russia's Kursk region",
+                    "Russia says its forces are repelling an attack near Sudzha in Kursk",
+                ]
+            )
+        ],
+    )
+    docs, gold = load_labelled(path)
+    result = evaluate_near_duplicates(near_duplicate_pairs(docs, gold))
+    assert result["copies"] == 2 and result["pairs"] == 4
+    assert result["fp"] == 0
