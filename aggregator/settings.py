@@ -71,7 +71,9 @@ class ClusterSettings:
     method: str = setting(
         "tfidf", "Event clusterer: 'tfidf' (no model, fast) or 'embedding' (multilingual model)."
     )
-    threshold: float = setting(0.15, "Similarity a report needs to join an existing story.")
+    threshold: float = setting(
+        0.25, "Probability from the learned pair model a report needs to join a story (0 to 1)."
+    )
     window_hours: float = setting(96.0, "Stories idle longer than this stop taking new reports.")
     dedupe_titles: bool = setting(
         True, "Treat the same normalised title and text from two outlets as one item."
