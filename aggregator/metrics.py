@@ -85,6 +85,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def shared_state_metrics(store: Store, settings: Callable[[], Settings]) -> Callable[[], bytes]:
+    """The renderer for a process that only serves feeds: the store's gauges, no counters."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StoreCollector(store, settings))
+    return lambda: generate_latest(registry)
+
+
 class StoreCollector(Collector):
     """Gauges read from the database at each scrape: the same in every process."""
 

@@ -354,13 +354,33 @@ class Pipeline:
         self._restored = False
 
     def restore(self) -> None:
-        """Rebuild the clusterer from the decisions stored inside the window."""
+        """Rebuild the clusterer from the decisions stored inside the window.
+
+        A big window takes minutes: the leader lease is renewed as it goes, so that
+        no other worker takes over meanwhile (and if one did, this one stops).
+        """
         latest = self.store.latest_clustered_at()
         if latest is not None:
             since = latest - timedelta(hours=self.settings.cluster.window_hours)
+            renew_every = self.settings.worker.lease_seconds / 3
+            renewed = time.monotonic()
             for doc, assignment in self.store.clustered_since(since):
                 self.assigner.restore(doc, assignment)
+                if time.monotonic() - renewed > renew_every:
+                    if self.term is not None and not self._still_leading():
+                        return
+                    renewed = time.monotonic()
         self._restored = True
+
+    def _still_leading(self) -> bool:
+        assert self.term is not None
+        term = self.store.acquire_leadership(
+            self.owner, self.term.term, self.clock(), lease_s=self.term.lease_s
+        )
+        if term is None or term.term != self.term.term:
+            self._lost_lead()
+            return False
+        return True
 
     def cluster(self, report: CycleReport | None = None, *, deadline: float | None = None) -> int:
         """Assign every pending entry, oldest first, and save the decisions."""
@@ -368,6 +388,8 @@ class Pipeline:
             return 0
         if not self._restored:
             self.restore()
+            if not self._restored:  # another worker took the lead meanwhile
+                return 0
         total = 0
         try:
             while not self._past(deadline) and (docs := self.store.pending_docs(CLUSTER_BATCH)):
@@ -392,7 +414,8 @@ class Pipeline:
         """Render what changed; `full` renders every story there is.
 
         A new leader (and a reload of timelines or publish settings) also refreshes
-        the stories still open and every overview, in case settings changed meanwhile.
+        the listed stories, configured timelines and overviews, in case settings
+        changed meanwhile.
         """
         if self.term is None and not self.lead():
             return []
@@ -421,13 +444,13 @@ class Pipeline:
         dirty = self.store.dirty_stories()
         if not refresh:
             return dirty
-        window = timedelta(hours=self.settings.cluster.window_hours)
-        recent = self.store.stories(min_sources=1, active_since=self.clock() - window)
+        # The stories the index lists, not every open one: a big deployment has tens
+        # of thousands open. Others are rendered again when they next change.
         listed = self.store.stories(
             min_sources=self.settings.publish.min_sources,
             limit=self.settings.publish.max_stories,
         )
-        chosen = {s.id: s for s in [*listed, *recent, *dirty]}
+        chosen = {s.id: s for s in [*listed, *dirty]}
         return list(chosen.values())
 
     def retain(self) -> int:

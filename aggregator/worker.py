@@ -30,7 +30,7 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from aggregator import logs
-from aggregator.metrics import Metrics
+from aggregator.metrics import Metrics, shared_state_metrics
 from aggregator.pipeline import Pipeline
 from aggregator.reload import POLL_SECONDS, ConfigWatcher, describe_changes
 from aggregator.serve import create_app
@@ -288,11 +288,11 @@ class Worker:
 
 async def run_feed_server(settings: Settings, store: Store) -> None:
     """`aggregator serve`: the feeds, health checks and shared-state metrics, no worker."""
-    metrics = Metrics(store, lambda: settings)
+    metrics = shared_state_metrics(store, lambda: settings)
     stopping = asyncio.Event()
     server = QuietServer(
         uvicorn.Config(
-            create_app(store.document, ready=store.ping, metrics=metrics.render),
+            create_app(store.document, ready=store.ping, metrics=metrics),
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",

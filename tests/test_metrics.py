@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator import logs
-from aggregator.metrics import Metrics
+from aggregator.metrics import Metrics, shared_state_metrics
 from aggregator.pipeline import Pipeline
 from aggregator.serve import create_app
 from aggregator.settings import Settings, SourceConfig, parse_settings
@@ -143,3 +143,10 @@ def test_text_logs_carry_the_same_context(
     asyncio.run(Pipeline(settings_for(outlets), sqlite_store).run_cycle())
     [wire] = [line for line in captured.getvalue().splitlines() if "polled 'wire'" in line]
     assert "event=poll" in wire and "source=wire" in wire and "source_id=" in wire
+
+
+def test_the_feed_server_reports_the_shared_state_only(sqlite_store: Store) -> None:
+    settings = parse_settings("", environ={})
+    render = shared_state_metrics(sqlite_store, lambda: settings)
+    names = {family.name for family in text_string_to_metric_families(render().decode())}
+    assert names == {"aggregator_stories_open", "aggregator_sources_in_error"}

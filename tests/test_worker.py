@@ -19,12 +19,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from httpserver import FeedServer
+from sqlalchemy import text
 
+from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, SourceConfig, parse_settings
 from aggregator.store import Store
 from aggregator.worker import Worker
@@ -130,6 +135,37 @@ def test_ready_after_a_successful_dispatch_and_not_once_stopping(
     assert sqlite_store.counts()["entries"] == 1
 
 
+def test_retention_removes_old_entries_and_a_feed_still_listing_them_adds_nothing(
+    sqlite_store: Store,
+) -> None:
+    now = datetime.now(UTC)
+
+    def listing(extra: str) -> bytes:
+        old = format_datetime(now - timedelta(days=200), usegmt=True)
+        return FEED.replace(
+            b"</channel>",
+            f"<item><guid>old-1</guid><title>Last spring's report</title><pubDate>{old}</pubDate>"
+            f"</item><item><guid>{extra}</guid><title>Today's report {extra}</title></item>"
+            "</channel>".encode(),
+        )
+
+    with FeedServer() as server:
+        server.serve_feed("/good.xml", listing("new-1"))
+        pipeline = Pipeline(settings_for(server, "good", retention_days=90), sqlite_store)
+        asyncio.run(pipeline.run_cycle())
+        assert sqlite_store.counts()["entries"] == 3
+        assert pipeline.retain_step() == 1
+        assert sqlite_store.tombstones() == 1
+
+        server.serve_feed("/good.xml", listing("new-2"))  # still lists the old report
+        with sqlite_store.session() as session:  # make the source due again now
+            session.exec(text("UPDATE fetchstate SET next_check_at = :t"), params={"t": now})
+            session.commit()
+        report = asyncio.run(pipeline.run_cycle())
+    assert report.new_entries == 1, "only the really new report"
+    assert sqlite_store.counts()["entries"] == 3
+
+
 def free_port() -> int:
     import socket
 
@@ -169,6 +205,36 @@ def test_sigterm_during_a_hung_fetch_exits_0_within_bounded_time(
     assert process.returncode == 0, output
     assert time.monotonic() - started < 12, output
     assert "released 2 claimed sources" in output or "waiting up to" in output, output
+
+
+def test_serve_answers_feeds_and_probes_without_polling_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = tmp_path / "aggregator.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {port}\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health.status_code == 200
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        assert "aggregator_sources_in_error 0.0" in httpx.get(f"{base}/metrics", timeout=5).text
+        assert httpx.get(f"{base}/timelines/none.atom", timeout=5).status_code == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0, output
 
 
 # -- deployment -------------------------------------------------------------------

@@ -1,0 +1,268 @@
+"""Peak memory of a worker cycle over a big store: 1,000,000 entries, 100,000 in the window.
+
+    .venv/bin/python benchmarks/memory.py [--entries N] [--window-entries N] [--keep DIR]
+
+Loads synthetic entries into a SQLite database (words spread as in news text,
+clustered into stories of five sharing a few rarer names, a tenth of them
+syndicated copies, the newest 2,000 not clustered yet), then runs
+one leader cycle in a fresh process: rebuild the clusterer from the window
+(restore), cluster the pending entries, publish what changed. The figure is that
+process's peak resident set; the load happens elsewhere so it does not count.
+Prints its figures, then one JSON object on the last line with `peak_rss_mb`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert
+
+from aggregator.settings import Settings, SourceConfig, TimelineConfig, parse_settings
+from aggregator.store import open_store
+from aggregator.store.models import Entry, FetchState, Source, Story
+
+NOW = datetime(2024, 8, 13, tzinfo=UTC)
+SOURCES = 200
+STORY_SIZE = 5
+PENDING = 2_000
+VOCABULARY = 50_000
+BATCH = 50_000
+TARGET_MB = 500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--window-entries", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="build the database in DIR and keep it")
+    parser.add_argument("--cycle", type=Path, help=argparse.SUPPRESS)  # the measured child
+    args = parser.parse_args()
+    if args.cycle:
+        print(json.dumps(run_cycle(args.cycle)))
+        return
+    with tempfile.TemporaryDirectory(prefix="aggregator-memory-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        database = folder / "memory.db"
+        database.unlink(missing_ok=True)
+        started = time.perf_counter()
+        load(database, args.entries, args.window_entries)
+        load_s = time.perf_counter() - started
+        print(
+            f"loaded {args.entries:,} entries ({args.window_entries:,} in the window) "
+            f"in {load_s:.1f} s; database {database.stat().st_size / 2**20:.0f} MB"
+        )
+        child = subprocess.run(
+            [sys.executable, __file__, "--cycle", str(database)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        figures = json.loads(child.stdout.strip().splitlines()[-1])
+    figures.update(
+        entries=args.entries, window_entries=args.window_entries, load_s=round(load_s, 1)
+    )
+    figures["target_mb"] = TARGET_MB
+    print(
+        f"worker cycle: restore {figures['restore_s']} s, cluster {figures['cluster_s']} s, "
+        f"publish {figures['publish_s']} s; peak resident memory {figures['peak_rss_mb']} MB "
+        f"(target <= {TARGET_MB} MB)"
+    )
+    print(json.dumps(figures))
+
+
+# -- the measured cycle (a process of its own) ---------------------------------
+
+
+def settings_for(database: Path) -> Settings:
+    return dataclasses.replace(
+        parse_settings("", environ={}),
+        database_url=f"sqlite:///{database}",
+        sources=tuple(
+            SourceConfig(name=f"outlet-{n}", url=f"http://outlet{n}.test/feed")
+            for n in range(SOURCES)
+        ),
+        timelines=(TimelineConfig(name="rare", title="Rare words", match=("w17 w18",)),),
+    )
+
+
+def run_cycle(database: Path) -> dict[str, Any]:
+    from aggregator.pipeline import Pipeline
+
+    store = open_store(f"sqlite:///{database}", create=False)
+    pipeline = Pipeline(settings_for(database), store, clock=lambda: NOW)
+    timings = {}
+    started = time.perf_counter()
+    assert pipeline.lead()
+    pipeline.restore()
+    timings["restore_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    clustered = pipeline.cluster()
+    timings["cluster_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    published = pipeline.publish()
+    timings["publish_s"] = time.perf_counter() - started
+    pipeline.close()
+    store.close()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return {
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        **{k: round(v, 2) for k, v in timings.items()},
+        "clustered": clustered,
+        "timelines_published": len(published),
+    }
+
+
+# -- loading the synthetic store ------------------------------------------------
+
+
+def load(database: Path, entries: int, window_entries: int) -> None:
+    store = open_store(f"sqlite:///{database}")
+    words = Words(entries)
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(insert(Source), source_rows())
+            connection.execute(insert(FetchState), fetch_state_rows())
+        old = entries - window_entries
+        window_start = NOW - timedelta(hours=95)
+        moments = [
+            *spread(NOW - timedelta(days=89), window_start - timedelta(hours=2), old),
+            *spread(window_start, NOW - timedelta(minutes=1), window_entries),
+        ]
+        for first in range(1, entries + 1, BATCH):
+            ids = range(first, min(first + BATCH, entries + 1))
+            common = words.common(len(ids) * 20).reshape(len(ids), 20)
+            with store.engine.begin() as connection:
+                stories = [
+                    story_row(i, moments, words)
+                    for i in ids
+                    if (i - 1) % STORY_SIZE == 0 and i <= entries - PENDING
+                ]
+                if stories:
+                    connection.execute(insert(Story), stories)
+                rows = [entry_row(i, moments, entries, words, common[n]) for n, i in enumerate(ids)]
+                connection.execute(insert(Entry), rows)
+    finally:
+        store.close()
+
+
+class Words:
+    """Synthetic words spread like news text: common words by Zipf's law, and a few
+    rarer names (places, people) that every report of one story shares."""
+
+    def __init__(self, entries: int) -> None:
+        ranks = np.arange(1, VOCABULARY + 1)
+        weights = 1.0 / ranks**1.1
+        self._p = weights / weights.sum()
+        self._rng = np.random.default_rng(20240813)
+        stories = entries // STORY_SIZE + 1
+        self._names = self._rng.integers(VOCABULARY // 10, VOCABULARY, size=(stories, 4))
+
+    def common(self, count: int) -> np.ndarray:
+        return self._rng.choice(VOCABULARY, size=count, p=self._p)
+
+    def names(self, story: int) -> list[str]:
+        return [word(int(n)) for n in self._names[(story - 1) // STORY_SIZE]]
+
+
+def spread(start: datetime, end: datetime, count: int) -> list[datetime]:
+    step = (end - start) / max(count, 1)
+    return [start + step * n for n in range(count)]
+
+
+def source_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": n + 1,
+            "name": f"outlet-{n}",
+            "url": f"http://outlet{n}.test/feed",
+            "enabled": True,
+            "in_config": True,
+            "tags": "",
+            "created_at": NOW - timedelta(days=100),
+        }
+        for n in range(SOURCES)
+    ]
+
+
+def fetch_state_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "source_id": n + 1,
+            "status": "ok",
+            "error_count": 0,
+            "redirect_count": 0,
+            "next_check_at": NOW + timedelta(hours=1),
+        }
+        for n in range(SOURCES)
+    ]
+
+
+def story_of(entry_id: int) -> int:
+    """Stories are numbered by their founding entry: the first of every STORY_SIZE."""
+    return (entry_id - 1) // STORY_SIZE * STORY_SIZE + 1
+
+
+def story_row(founder: int, moments: list[datetime], words: Words) -> dict[str, Any]:
+    last = min(founder + STORY_SIZE - 1, len(moments))
+    return {
+        "id": founder,
+        "key": str(founder),
+        "title": " ".join(words.names(founder)),
+        "first_at": moments[founder - 1],
+        "last_at": moments[last - 1],
+        "entry_count": last - founder + 1,
+        "source_count": last - founder + 1,
+        "updated_at": moments[last - 1],
+        "dirty": False,
+        "revision": 1,
+    }
+
+
+def entry_row(
+    entry_id: int, moments: list[datetime], entries: int, words: Words, common: np.ndarray
+) -> dict[str, Any]:
+    """Reports of eight words in the title and twenty in the text; every tenth a copy."""
+    founder = story_of(entry_id)
+    pending = entry_id > entries - PENDING
+    copy_of = entry_id - 1 if entry_id % 10 == 0 and entry_id != founder else None
+    url = f"http://outlet{(copy_of or entry_id) % SOURCES}.test/{copy_of or entry_id}"
+    title = " ".join(words.names(founder) + [word(int(n)) for n in common[:4]])
+    text = title + " " + " ".join(word(int(n)) for n in common[4:])
+    return {
+        "id": entry_id,
+        "source_id": entry_id % SOURCES + 1,
+        "key": f"guid-{entry_id}",
+        "url": url,
+        "canonical_url": url,
+        "title": title,
+        "summary": "",
+        "text": text,
+        "content_hash": hashlib.sha1(text.encode()).hexdigest(),
+        "first_seen_at": moments[entry_id - 1],
+        "changed_at": moments[entry_id - 1],
+        "sort_at": moments[entry_id - 1],
+        "story_id": None if pending else founder,
+        "duplicate_of": None if pending else copy_of,
+        "clustered": not pending,
+    }
+
+
+def word(n: int) -> str:
+    return f"w{n}"
+
+
+if __name__ == "__main__":
+    main()
