@@ -61,6 +61,7 @@ def evaluate_file(
     model: PairModel | None = None,
     cache: Path | None = None,
     examples: int = 5,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Stream a labelled file through a fresh StoryAssigner and score the stories.
 
@@ -81,6 +82,7 @@ def evaluate_file(
         model=model,
         cache=cache,
         examples=examples,
+        merge=merge,
     )
 
 
@@ -95,8 +97,13 @@ def evaluate_documents(
     model: PairModel | None = None,
     cache: Path | None = None,
     examples: int = 5,
+    merge: bool = False,
 ) -> dict[str, Any]:
-    """`evaluate_file` on documents already loaded (the demo's articles, a test's list)."""
+    """`evaluate_file` on documents already loaded (the demo's articles, a test's list).
+
+    With `merge`, a merge pass runs after each report, as a worker would after
+    each batch, and the stories it absorbs are re-pointed to the ones they went into.
+    """
     docs, gold = stream_order(docs, gold, shuffle_seed)
     assigner = StoryAssigner(settings, tuning=tuning, model=model)
     started = time.perf_counter()
@@ -104,11 +111,14 @@ def evaluate_documents(
     vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None
     embed_s = time.perf_counter() - started
     started = time.perf_counter()
-    assignments = [
-        assigner.add(doc, None if vectors is None else vectors[i]) for i, doc in enumerate(docs)
-    ]
+    assignments = []
+    merged_into: dict[str, str] = {}
+    for i, doc in enumerate(docs):
+        assignments.append(assigner.add(doc, None if vectors is None else vectors[i]))
+        if merge:
+            merged_into.update(assigner.merge_converged())
     elapsed = time.perf_counter() - started
-    pred = [a.story_id for a in assignments]
+    pred = [_final_story(a.story_id, merged_into) for a in assignments]
     langs = [doc.lang or "?" for doc in docs]
     return {
         "file": name,
@@ -119,6 +129,7 @@ def evaluate_documents(
         "gold_clusters": len(set(gold)),
         "predicted_clusters": len(set(pred)),
         "duplicates": sum(a.duplicate_of is not None for a in assignments),
+        "merges": len(merged_into),
         **_scores(gold, pred),
         "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
         "languages": per_language(gold, pred, langs),
@@ -129,6 +140,13 @@ def evaluate_documents(
         "worst_merges": worst_merges(gold, pred, docs, examples),
         "worst_splits": worst_splits(gold, pred, docs, examples),
     }
+
+
+def _final_story(story_id: str, merged_into: dict[str, str]) -> str:
+    # A story absorbed into one that was later absorbed too: follow the chain.
+    while story_id in merged_into:
+        story_id = merged_into[story_id]
+    return story_id
 
 
 def stream_order(

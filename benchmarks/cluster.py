@@ -72,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="default: the model's recommended cut")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path, help="folder to keep embeddings between runs")
+    parser.add_argument("--merge", action="store_true", help="run the story merge pass")
     args = parser.parse_args(argv)
     threshold = args.threshold or recommended_threshold(args.method)
     settings = ClusterSettings(method=args.method, threshold=threshold)
-    summary: dict[str, Any] = {"method": args.method, "threshold": threshold}
+    summary: dict[str, Any] = {"method": args.method, "threshold": threshold, "merge": args.merge}
     for path in sorted(args.data.glob("*/*.jsonl")):
         if path.parent.name.endswith("-pairs"):
             result = evaluate_pairs(path, settings, cache=args.cache)
@@ -83,16 +84,20 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, ensure_ascii=False), flush=True)
             continue
         for seed in (None, 1):
-            result = evaluate_file(path, settings, shuffle_seed=seed, cache=args.cache)
+            result = evaluate_file(
+                path, settings, shuffle_seed=seed, cache=args.cache, merge=args.merge
+            )
             print(json.dumps(_brief(result), ensure_ascii=False), flush=True)
         summary["uci_shuffled_f1"] = result["pairwise_f1"]
         summary["uci_shuffled_precision"] = result["pairwise_precision"]
-    own = evaluate_file(OWN_SET, settings, cache=args.cache)
+    own = evaluate_file(OWN_SET, settings, cache=args.cache, merge=args.merge)
     print(json.dumps(_brief(own), ensure_ascii=False), flush=True)
     summary["own_bcubed_f1"] = own["bcubed_f1"]
     summary["own_crosslingual_pair_recall"] = own["crosslingual_pair_recall"]
     docs, gold = demo_documents()
-    demo = evaluate_documents(docs, gold, settings, name=str(DEMO), cache=args.cache)
+    demo = evaluate_documents(
+        docs, gold, settings, name=str(DEMO), cache=args.cache, merge=args.merge
+    )
     print(json.dumps(_brief(demo), ensure_ascii=False), flush=True)
     summary["demo_bcubed_f1"] = demo["bcubed_f1"]
     summary["demo_pairwise_precision"] = demo["pairwise_precision"]

@@ -10,6 +10,7 @@ else it founds a new story.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,9 +19,10 @@ import numpy as np
 
 from aggregator.cluster import embedding
 from aggregator.cluster.decision import (
+    JoinDecision,
     PairModel,
     Prepared,
-    load_model,
+    load_decision,
     member,
     pair_features,
 )
@@ -47,6 +49,9 @@ class Tuning:
     shelf_rows: int = 4096  # most recently active stories scanned by embedding
     min_key_words: int = 4  # shorter texts ("Market update") are not keyed as duplicates
     near_duplicates: int = 20_000  # recent reports checked for near-duplicate copies
+    # Two stories merge only when the model is this sure they are one event: a
+    # merge cannot be undone, and whole stories carry more evidence than one report.
+    merge_probability: float = 0.9
 
 
 class StoryAssigner:
@@ -58,12 +63,17 @@ class StoryAssigner:
         *,
         tuning: Tuning | None = None,
         model: PairModel | None = None,
+        cross_model: PairModel | None = None,
     ) -> None:
         if settings.method not in METHODS:
             raise ValueError(f"unknown cluster method {settings.method!r}: use one of {METHODS}")
         self.settings = settings
         self.tuning = tuning or Tuning()
-        self.model = model or load_model(settings.method)
+        # A model given alone (training, experiments) decides every pair.
+        self.decision = (
+            JoinDecision(model, cross_model) if model else load_decision(settings.method)
+        )
+        self.model = self.decision.same
         self._features = Featuriser(self.tuning.features)
         self._stories = StoryIndex(
             postings_per_term=self.tuning.postings_per_term,
@@ -78,6 +88,7 @@ class StoryAssigner:
         self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
         self._story_of_doc: dict[str, str] = {}  # near-duplicate candidates' stories
         self._clock: datetime | None = None
+        self._changed: dict[str, None] = {}  # stories joined since the last merge pass
         self._window = timedelta(hours=settings.window_hours)
 
     @property
@@ -128,6 +139,67 @@ class StoryAssigner:
         for story in self._stories.expire(now - self._window):
             self._forget(story)
 
+    def merge_converged(self) -> list[tuple[str, str]]:
+        """Merge live stories that have grown into one event: (absorbed id, into id) pairs.
+
+        Only stories that took reports since the last call are compared, each
+        with its candidates as a report would be, so the cost stays bounded. The
+        caller re-points stored assignments of each absorbed story (and of the
+        stories absorbed into it earlier) to the story it went into.
+        """
+        merges: list[tuple[str, str]] = []
+        changed, self._changed = list(self._changed), {}
+        for story_id in changed:
+            story = self._stories.get(story_id)
+            if story is None:
+                continue  # expired, or absorbed earlier in this pass
+            other = self._converged_with(story)
+            if other is None:
+                continue
+            # The larger story keeps its id (ties: the older id), so links move least.
+            into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
+            self._stories.merge(into, gone)
+            self._repoint(gone.id, into.id)
+            merges.append((gone.id, into.id))
+        return merges
+
+    def _converged_with(self, story: Story) -> Story | None:
+        p = self._as_report(story)
+        best: Story | None = None
+        best_score = self.tuning.merge_probability
+        for other, shared in self._candidates(p):
+            if other.id == story.id:
+                continue
+            score = self.decision.probability(pair_features(p, other, shared))
+            if score >= best_score:
+                best, best_score = other, score
+        return best
+
+    def _as_report(self, story: Story) -> Prepared:
+        """A story seen as one long report, to weigh it against another story."""
+        lang = story.langs.most_common(1)[0][0] if story.langs else ""
+        doc = ClusterDoc(story.id, "", "", "", story.latest, "", lang)
+        terms = sorted(story.terms.items(), key=lambda tw: (-tw[1], tw[0]))
+        return Prepared(
+            doc=doc,
+            words=_unit(story.words),
+            grams=_unit(story.grams),
+            index_terms=tuple((t, float(n)) for t, n in terms[: self.tuning.index_terms]),
+            names=frozenset(story.names),
+            numbers=frozenset(story.numbers),
+            embedding=story.embedding_unit,
+            keys=(),
+        )
+
+    def _repoint(self, gone: str, into: str) -> None:
+        for key, (doc_id, story_id) in list(self._first_copy.items()):
+            if story_id == gone:
+                self._first_copy[key] = (doc_id, into)
+        for doc_id, story_id in list(self._story_of_doc.items()):
+            if story_id == gone:
+                self._story_of_doc[doc_id] = into
+        self._changed.pop(gone, None)
+
     def warm(self, docs: Sequence[ClusterDoc], vectors: np.ndarray | None = None) -> None:
         """Learn term and language statistics from reports without placing them."""
         for i, doc in enumerate(docs):
@@ -158,7 +230,7 @@ class StoryAssigner:
             return 0.0  # a story idle for longer than the window takes no more reports
         if self._copies(a, b):
             return 1.0
-        return self.model.probability(self.pair_features(a, b, vectors))
+        return self.decision.probability(self.pair_features(a, b, vectors))
 
     def pair_features(
         self,
@@ -190,7 +262,7 @@ class StoryAssigner:
         for story, shared in self._candidates(p):
             if p.doc.published - story.latest > self._window:
                 continue  # idle past the window; expiry will drop it
-            score = self.model.probability(pair_features(p, story, shared))
+            score = self.decision.probability(pair_features(p, story, shared))
             if score > best_score:
                 best, best_score = story, score
         return best, best_score
@@ -290,6 +362,10 @@ class StoryAssigner:
         self._join(p, story)
 
     def _join(self, p: Prepared, story: Story) -> None:
+        self._changed[story.id] = None
+        if len(self._changed) > self.tuning.shelf_rows:
+            # Nobody runs merge passes: stay bounded, forget the oldest change.
+            del self._changed[next(iter(self._changed))]
         self._stories.touch(story, p.doc.published)
         self._stories.add_member(story, p.words, p.grams, member(p))
         self._story_of_doc[p.doc.id] = story.id
@@ -308,3 +384,8 @@ class StoryAssigner:
         for key in story.keys:
             if self._first_copy.get(key, ("", ""))[1] == story.id:
                 del self._first_copy[key]
+
+
+def _unit(vector: dict[int, float]) -> dict[int, float]:
+    norm = math.sqrt(sum(v * v for v in vector.values()))
+    return {k: v / norm for k, v in vector.items()} if norm else {}

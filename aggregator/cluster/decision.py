@@ -25,15 +25,21 @@ from aggregator.types import ClusterDoc
 MODEL_DIR = Path(__file__).with_name("models")
 GAP_SCALE_HOURS = 96.0  # the gap feature reaches 1 at this many hours
 
-LEXICAL = ("words", "grams", "shared_terms", "names_shared", "names_apart")
+WORDS = ("words", "grams", "shared_terms")
+NAMES = ("names_shared", "names_apart", "names_new")
 FIGURES = ("numbers_shared", "numbers_apart")
 TIME = ("gap",)
 LANGUAGE = ("other_language",)
 SEMANTIC = ("embedding", "embedding_nearest")
-# The features each method's model reads, in the order of its weights.
+# The model used when a report meets a story with no member in its language
+# (see `CROSS`): what is comparable across scripts, without word overlap, which
+# is near zero between languages and would sink every such pair.
+CROSS_SUFFIX = "-cross"
+# The features each model reads, in the order of its weights.
 FEATURES = {
-    "tfidf": LEXICAL + FIGURES + TIME + LANGUAGE,
-    "embedding": SEMANTIC + LEXICAL + FIGURES + TIME + LANGUAGE,
+    "tfidf": WORDS + NAMES + FIGURES + TIME + LANGUAGE,
+    "embedding": SEMANTIC + WORDS + NAMES + FIGURES + TIME,
+    "embedding" + CROSS_SUFFIX: SEMANTIC + NAMES + FIGURES + TIME,
 }
 
 
@@ -63,6 +69,8 @@ def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, flo
         "names_shared": min(names_shared, 3) / 3.0,
         # Both sides name people or places, and none of them the same: two events.
         "names_apart": float(bool(p.names) and bool(story.names) and not names_shared),
+        # Names the story has never used: a second place or person is a second event.
+        "names_new": (len(p.names) - names_shared) / len(p.names) if p.names else 0.0,
         "numbers_shared": min(numbers_shared, 2) / 2.0,
         "numbers_apart": float(bool(p.numbers) and bool(story.numbers) and not numbers_shared),
         "gap": min(math.log1p(gap_h) / math.log1p(GAP_SCALE_HOURS), 1.0),
@@ -117,6 +125,25 @@ class PairModel:
         cls, method: str, weights: np.ndarray, bias: float, threshold: float
     ) -> PairModel:
         return cls(method, FEATURES[method], tuple(float(w) for w in weights), bias, threshold)
+
+
+@dataclass(frozen=True)
+class JoinDecision:
+    """The same-language model and, where the method has one, the cross-language model."""
+
+    same: PairModel
+    cross: PairModel | None = None
+
+    def probability(self, features: dict[str, float]) -> float:
+        if self.cross is not None and features.get("other_language", 0.0) > 0.0:
+            return self.cross.probability(features)
+        return self.same.probability(features)
+
+
+def load_decision(method: str) -> JoinDecision:
+    """The shipped models of a method: its own and, if shipped, its cross-language one."""
+    cross = method + CROSS_SUFFIX
+    return JoinDecision(load_model(method), load_model(cross) if cross in FEATURES else None)
 
 
 @lru_cache(maxsize=4)

@@ -69,7 +69,7 @@ class Counted:
 
     words: Counts
     grams: Counts
-    names: frozenset[int]  # hashed stems of capitalised, rare words (people, places, outlets)
+    names: frozenset[int]  # hashed name keys of capitalised, rare words (people, places)
     numbers: frozenset[str]  # figures as written, separators folded ("1,000" -> "1000")
 
 
@@ -85,6 +85,78 @@ def capitalised_tokens(text: str) -> Iterator[str]:
     for word in _WORD.findall(unicodedata.normalize("NFKC", text)):
         if word[0].isupper():
             yield from tokens(word)
+
+
+# Latin spellings of one Cyrillic sound, folded so that transliterations of Russian
+# and Ukrainian forms meet the English one ("Sudzhi", "Sudzha" -> "sudz").
+_FOLDS = (("shch", "sh"), ("zh", "z"), ("kh", "h"), ("ts", "c"), ("ch", "c"), ("ie", "i"))
+_FOLD_LETTERS = str.maketrans({"y": "i", "j": "i", "w": "v", "x": "h"})
+_REPEATS = re.compile(r"(.)\1+")
+# Case and adjective endings of Russian and Ukrainian names (after folding), longest
+# first; "sk"/"k" make "Kursk", "Kurskoi" and "Rostovskii" fall to their roots.
+_NAME_ENDINGS = tuple(
+    sorted(
+        [
+            "aia",
+            "iaia",
+            "oiu",
+            "aiu",
+            "ogo",
+            "ego",
+            "omu",
+            "emu",
+            "ami",
+            "iami",
+            "iah",
+            "ah",
+            "ih",
+            "im",
+            "om",
+            "em",
+            "ovi",
+            "evi",
+            "ov",
+            "ev",
+            "oi",
+            "ii",
+            "ei",
+            "ai",
+            "ia",
+            "iu",
+            "a",
+            "e",
+            "i",
+            "o",
+            "u",
+            "sk",
+            "k",
+        ],
+        key=len,
+        reverse=True,
+    )
+)
+NAME_ROOT = 4  # endings are not stripped below this many letters
+NAME_KEY_CHARS = 7
+
+
+def name_key(token: str) -> str:
+    """A transliterated name folded to a root that its uk, ru and en forms share.
+
+    Crude on purpose: names are few and rare, so a rare collision costs little,
+    while "Курській"/"Курской"/"Kursk" failing to meet costs every cross-language pair.
+    """
+    key = token
+    for latin, folded in _FOLDS:
+        key = key.replace(latin, folded)
+    key = _REPEATS.sub(r"\1", key.translate(_FOLD_LETTERS))
+    for _ in range(3):
+        ending = next(
+            (e for e in _NAME_ENDINGS if key.endswith(e) and len(key) - len(e) >= NAME_ROOT), ""
+        )
+        if not ending:
+            break
+        key = key[: -len(ending)]
+    return key[:NAME_KEY_CHARS]
 
 
 def numbers(text: str) -> frozenset[str]:
@@ -144,8 +216,9 @@ class Featuriser:
         names = frozenset(
             key
             for text in (doc.title, body)
-            for key in map(self.stem_key, capitalised_tokens(text))
-            if self.share(key) < w.name_max_share
+            for token in capitalised_tokens(text)
+            if self.share(self.stem_key(token)) < w.name_max_share
+            for key in (_hash("n" + name_key(token)),)
         )
         return Counted(words, grams, names, numbers(f"{doc.title} {body}"))
 

@@ -95,6 +95,32 @@ class Story:
                 del self.terms[term]
         return dropped
 
+    def absorb(self, other: Story) -> None:
+        """Take in every trace of a story found to be the same event (a merge)."""
+        for key, weight in other.words.items():
+            self.words[key] = self.words.get(key, 0.0) + weight
+        for key, weight in other.grams.items():
+            self.grams[key] = self.grams.get(key, 0.0) + weight
+        self.words_norm = math.sqrt(sum(w * w for w in self.words.values()))
+        self.grams_norm = math.sqrt(sum(w * w for w in self.grams.values()))
+        self.langs.update(other.langs)
+        self.names.update(other.names)
+        self.numbers.update(other.numbers)
+        # The merged story keeps both sides' latest members; the next joins trim it.
+        self.members.extend(other.members)
+        self.member_terms.extend(other.member_terms)
+        self.terms.update(other.terms)
+        if other.embedding_sum is not None:
+            if self.embedding_sum is None:
+                self.embedding_sum = other.embedding_sum.copy()
+            else:
+                self.embedding_sum = self.embedding_sum + other.embedding_sum
+            norm = float(np.linalg.norm(self.embedding_sum))
+            self.embedding_unit = (self.embedding_sum / norm).astype(np.float32) if norm else None
+        self.keys.extend(other.keys)
+        self.size += other.size
+        self.latest = max(self.latest, other.latest)
+
     def _decayed_sum(self, centroid: Vector, vector: Vector) -> tuple[Vector, float]:
         keep = self._keep
         decayed = {k: w * keep for k, w in centroid.items() if w * keep > PRUNE_BELOW}
@@ -227,6 +253,16 @@ class StoryIndex:
             self._post(term, story.id)
         if story.embedding_unit is not None:
             self._shelf.put(story.id, story.embedding_unit)
+
+    def merge(self, into: Story, other: Story) -> None:
+        """Fold `other` into `into`: one story, findable by both stories' terms."""
+        self._drop(other)
+        into.absorb(other)
+        heapq.heappush(self._by_latest, (into.latest, into.id))
+        for term in into.terms:
+            self._post(term, into.id)
+        if into.embedding_unit is not None:
+            self._shelf.put(into.id, into.embedding_unit)
 
     def _post(self, term: int, story_id: str) -> None:
         posting = self._postings.setdefault(term, {})

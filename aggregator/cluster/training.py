@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from aggregator.cluster.assigner import StoryAssigner
-from aggregator.cluster.decision import FEATURES, MODEL_DIR, PairModel
+from aggregator.cluster.decision import CROSS_SUFFIX, FEATURES, MODEL_DIR, PairModel
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
 
@@ -133,10 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the model JSON")
     args = parser.parse_args(argv)
     method = args.method
-    settings = ClusterSettings(method=method, threshold=args.threshold)
+    # A cross-language model reads features of its method's assigner.
+    settings = ClusterSettings(method=method.removesuffix(CROSS_SUFFIX), threshold=args.threshold)
     start = PairModel.from_arrays(method, np.zeros(len(FEATURES[method])), 0.0, args.threshold)
     docs, gold = load_labelled(args.data / "uci-news-2014-03" / "dev.jsonl")
-    vectors = cached_vectors(docs, args.cache) if method == "embedding" else None
+    vectors = cached_vectors(docs, args.cache) if settings.method == "embedding" else None
     keep = [i for i, g in enumerate(gold) if args.half is None or split_half(g) == args.half]
     by_id = {} if vectors is None else {docs[i].id: vectors[i] for i in keep}
     sets = []
