@@ -364,7 +364,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _open(settings)
     try:
-        Pipeline(settings, store).publish(full=True)
+        pipeline = Pipeline(settings, store)
+        try:
+            # Renders everything unless a running worker leads: then its documents stand.
+            pipeline.publish(full=True)
+        finally:
+            pipeline.close()  # hand the leader lease straight back
         written = write_documents(store.documents(), args.out)
     finally:
         store.close()

@@ -485,13 +485,6 @@ class Publisher:
         self.publish_settings = settings.publish
         self.store = store
 
-    def publish(self, changed: Sequence[StoryView], *, full: bool) -> list[str]:
-        """Render, store and write out in one go (no leader lease: single-process use)."""
-        documents, slugs = self.render_changes(changed, full=full)
-        self.store.put_documents(documents)
-        self.write_out(documents)
-        return slugs
-
     def render_changes(
         self, changed: Sequence[StoryView], *, full: bool
     ) -> tuple[list[Document], list[str]]:
