@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="default: the model's recommended cut")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path, help="folder to keep embeddings between runs")
-    parser.add_argument("--merge", action="store_true", help="run the story merge pass")
+    parser.add_argument(
+        "--merge",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the story merge pass after each report, as the worker should (default: on)",
+    )
     args = parser.parse_args(argv)
     threshold = args.threshold or recommended_threshold(args.method)
     settings = ClusterSettings(method=args.method, threshold=threshold)

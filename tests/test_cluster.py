@@ -366,3 +366,25 @@ def test_transliterated_name_forms_share_one_key() -> None:
     for forms in (["Курськ", "Курської", "Курской", "Kursk"], ["Суджі", "Суджи", "Sudzha"]):
         assert len({name_key(tokens(form)[0]) for form in forms}) == 1
     assert name_key("novoshakhtinsk") != name_key("kursk")
+
+
+def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
+    from aggregator.cluster import Tuning
+
+    strict = replace(SETTINGS, threshold=0.999)  # every report founds its own story
+    assigner = StoryAssigner(strict, tuning=Tuning(merge_probability=0.5))
+    first, second = INCURSION[0], INCURSION[1]
+    assert assigner.add(first).new_story and assigner.add(second).new_story
+    merges = assigner.merge_converged()
+    assert merges in ([("inc2", "inc1")], [("inc1", "inc2")])
+    assert assigner.merge_converged() == []  # nothing changed since
+    # Later reports find the merged story under the id that survived.
+    later = assigner.add(replace(INCURSION[2], url=first.url))  # a repost of the first
+    assert later.duplicate_of == "inc1" and later.story_id == merges[0][1]
+
+
+def test_merge_pass_keeps_other_events_apart() -> None:
+    assigner = StoryAssigner(SETTINGS)
+    for d in STREAM:
+        assigner.add(d)
+    assert assigner.merge_converged() == []
