@@ -53,9 +53,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(fields, ensure_ascii=False, default=str)
 
 
+class _Stderr(logging.StreamHandler[TextIO]):
+    """Writes to sys.stderr as it is at each line: tests and embedding programs swap it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> None:
-    """Send every log line to stderr in the chosen format, replacing earlier handlers."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send every log line to stderr (or `stream`) in the chosen format, replacing handlers."""
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
