@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--method", choices=["tfidf", "embedding"], help="clusterer to use")
     ev.add_argument("--threshold", type=float, help="similarity needed to join a story")
     ev.add_argument("--window-hours", type=float, help="how long a story stays open")
+    ev.add_argument(
+        "--merge",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the merge pass of converging stories (default: cluster.merge_stories)",
+    )
+    ev.add_argument("--cache", type=Path, help="folder keeping embeddings between runs")
     ev.set_defaults(handler=cmd_eval)
 
     demo = commands.add_parser("demo", help="run the bundled demo's whole period, write feeds")
@@ -341,12 +348,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "method": args.method,
         "threshold": args.threshold,
         "window_hours": args.window_hours,
+        "merge_stories": args.merge,
     }
     cluster = dataclasses.replace(cluster, **{k: v for k, v in overrides.items() if v is not None})
     if args.pairs:
-        result = evaluate_pairs(args.file, cluster)
+        result = evaluate_pairs(args.file, cluster, cache=args.cache)
     else:
-        result = evaluate_file(args.file, cluster, shuffle_seed=args.shuffle)
+        result = evaluate_file(
+            args.file,
+            cluster,
+            shuffle_seed=args.shuffle,
+            cache=args.cache,
+            merge=cluster.merge_stories,
+        )
     print(json.dumps(result, ensure_ascii=False))
     return EXIT_OK
 

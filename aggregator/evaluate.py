@@ -124,7 +124,7 @@ def evaluate_documents(
         "file": name,
         "order": "published" if shuffle_seed is None else f"shuffled(seed={shuffle_seed})",
         "method": settings.method,
-        "threshold": settings.threshold,
+        "threshold": assigner.threshold,
         "docs": len(docs),
         "gold_clusters": len(set(gold)),
         "predicted_clusters": len(set(pred)),
@@ -312,12 +312,12 @@ def evaluate_pairs(
         if keep is not None and not keep(a):
             continue
         vecs = None if vectors is None else (vectors[row_of[a.id]], vectors[row_of[b.id]])
-        decided = assigner.similarity(a, b, vecs) >= settings.threshold
+        decided = assigner.similarity(a, b, vecs) >= assigner.threshold
         decisions.append((decided, same, f"{a.lang}-{b.lang}"))
     result: dict[str, Any] = {
         "file": str(path),
         "method": settings.method,
-        "threshold": settings.threshold,
+        "threshold": assigner.threshold,
         "pairs": len(decisions),
         "same": sum(same for _, same, _ in decisions),
         **_decision_scores(decisions),

@@ -72,9 +72,12 @@ class ClusterSettings:
         "tfidf", "Event clusterer: 'tfidf' (no model, fast) or 'embedding' (multilingual model)."
     )
     threshold: float = setting(
-        0.25, "Probability from the learned pair model a report needs to join a story (0 to 1)."
+        0.0,
+        "Probability from the learned pair model a report needs to join a story "
+        "(0 = the method's own cut: tfidf 0.25, embedding 0.5).",
     )
     window_hours: float = setting(96.0, "Stories idle longer than this stop taking new reports.")
+    merge_stories: bool = setting(True, "Merge live stories that have grown into one event.")
     dedupe_titles: bool = setting(
         True, "Treat the same normalised title and text from two outlets as one item."
     )
@@ -470,8 +473,8 @@ def _validate(settings: Settings, ctx: _Context) -> None:
         check_feed_url(settings.publish.websub_hub, "publish.websub_hub", ctx)
     if settings.cluster.method not in _CLUSTER_METHODS:
         raise ctx.error("cluster.method", f"expected one of {', '.join(_CLUSTER_METHODS)}")
-    if not 0 < settings.cluster.threshold < 1:
-        raise ctx.error("cluster.threshold", "expected a number between 0 and 1")
+    if not 0 <= settings.cluster.threshold < 1:
+        raise ctx.error("cluster.threshold", "expected a number from 0 (the method's own) to 1")
     for key in ("concurrency", "per_host_concurrency", "max_body_bytes"):
         if getattr(settings.fetch, key) < 1:
             raise ctx.error(f"fetch.{key}", "must be at least 1")

@@ -74,6 +74,8 @@ class StoryAssigner:
             JoinDecision(model, cross_model) if model else load_decision(settings.method)
         )
         self.model = self.decision.same
+        # 0 means the cut the method's model was trained to recommend
+        self.threshold = settings.threshold or self.model.threshold
         self._features = Featuriser(self.tuning.features)
         self._stories = StoryIndex(
             postings_per_term=self.tuning.postings_per_term,
@@ -110,7 +112,7 @@ class StoryAssigner:
             return Assignment(doc.id, story_id, duplicate_of=doc_id, similarity=1.0)
         prepared = self._prepare(doc, keys, vector, learn=True)
         story, score = self._best_story(prepared)
-        if story is None or score < self.settings.threshold:
+        if story is None or score < self.threshold:
             self._found(prepared, doc.id)
             return Assignment(doc.id, doc.id, new_story=True, similarity=round(score, 6))
         self._join(prepared, story)
