@@ -45,6 +45,7 @@ from aggregator.schedule import host_pauses, poll_outcome
 from aggregator.settings import Settings
 from aggregator.store import EntryView, IngestCounts, Store, StoryView, Term
 from aggregator.types import Document, FetchResult, ParsedFeed, TimelineDoc
+from aggregator.websub import changed_topics, notify_hub
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +437,19 @@ class Pipeline:
         self.events.published(len(slugs), seconds)
         for slug in slugs:
             log.info("published timeline %s", slug, extra={"timeline": slug, "event": "publish"})
+        self._announce(slugs)
         return slugs
+
+    def _announce(self, slugs: Sequence[str]) -> None:
+        """Ping the WebSub hub with the changed feeds; a failed ping only delays pushes.
+
+        Publishing runs in a worker thread with no event loop of its own.
+        """
+        hub = self.settings.publish.websub_hub
+        if hub and slugs:
+            topics = changed_topics(slugs, self.settings.publish)
+            for error in asyncio.run(notify_hub(hub, topics)):
+                log.warning("%s", error, extra={"event": "websub"})
 
     def _to_render(self, *, full: bool, refresh: bool) -> list[StoryView]:
         if full:

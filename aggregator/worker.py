@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from starlette.applications import Starlette
 
 from aggregator import logs
 from aggregator.metrics import Metrics, shared_state_metrics
@@ -258,7 +259,7 @@ class Worker:
     async def _serve(self, lookup: Callable[[str], Document | None], port: int) -> None:
         server = QuietServer(
             uvicorn.Config(
-                create_app(lookup, ready=self.ready, metrics=self.metrics.render),
+                feed_app(self.settings, lookup, ready=self.ready, metrics=self.metrics.render),
                 host=self.settings.server.host,
                 port=port,
                 log_level="warning",
@@ -286,13 +287,31 @@ class Worker:
             )
 
 
+def feed_app(
+    settings: Settings,
+    lookup: Callable[[str], Document | None],
+    *,
+    ready: Callable[[], bool],
+    metrics: Callable[[], bytes],
+) -> Starlette:
+    """The feed server as the settings describe it: readers may cache for one cycle."""
+    return create_app(
+        lookup,
+        ready=ready,
+        metrics=metrics,
+        max_age=max(int(settings.worker.cycle_seconds), 1),
+        hub=settings.publish.websub_hub,
+        base_url=settings.publish.base_url,
+    )
+
+
 async def run_feed_server(settings: Settings, store: Store) -> None:
     """`aggregator serve`: the feeds, health checks and shared-state metrics, no worker."""
     metrics = shared_state_metrics(store, lambda: settings)
     stopping = asyncio.Event()
     server = QuietServer(
         uvicorn.Config(
-            create_app(store.document, ready=store.ping, metrics=metrics),
+            feed_app(settings, store.document, ready=store.ping, metrics=metrics),
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",

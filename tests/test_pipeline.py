@@ -248,3 +248,19 @@ def test_a_failing_source_is_recorded_and_the_others_still_arrive(
     assert broken.status == "error" and broken.error_count == 1
     assert broken.last_error_code == "not_a_feed" and broken.last_error
     assert broken.next_check_at is not None and broken.next_check_at > T0 + timedelta(hours=5)
+
+
+def test_the_websub_hub_hears_of_every_published_change(
+    outlets: FeedServer, sqlite_store: Store
+) -> None:
+    outlets.route("/hub", lambda request: (204, {}, b""))
+    settings = settings_for(outlets)
+    settings = dataclasses.replace(
+        settings,
+        publish=dataclasses.replace(settings.publish, websub_hub=outlets.url("/hub")),
+    )
+    asyncio.run(Pipeline(settings, sqlite_store, clock=Clock(T0 + timedelta(hours=5))).run_cycle())
+    pings = outlets.requests_to("/hub")
+    assert pings, "the hub was not notified"
+    kursk = feedparser.parse(sqlite_store.document("/timelines/kursk.atom").body)
+    assert any(link.rel == "hub" and link.href == outlets.url("/hub") for link in kursk.feed.links)
