@@ -653,11 +653,6 @@ def test_a_new_source_is_requested_once(srv: FeedServer, sqlite_store: Store) ->
     assert (new.status, new.entries) == ("ok", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store: sync_sources puts the config's URL back over an adopted redirect; "
-    "Source needs the config's URL kept apart from the polled one",
-)
 def test_an_adopted_url_survives_a_restart(srv: FeedServer, sqlite_store: Store) -> None:
     url = redirect(301)(Ctx(srv, Path()))
     settings = settings_with([SourceConfig(name="moved", url=url)])
@@ -669,6 +664,10 @@ def test_an_adopted_url_survives_a_restart(srv: FeedServer, sqlite_store: Store)
     asyncio.run(Pipeline(settings, sqlite_store, clock=clock).run_cycle())
 
     assert sqlite_store.source_statuses()[0].url == srv.url("/moved")
+
+    # the operator giving a new address wins over the adopted one
+    sqlite_store.sync_sources([SourceConfig(name="moved", url=srv.url("/elsewhere"))], clock.now)
+    assert sqlite_store.source_statuses()[0].url == srv.url("/elsewhere")
 
 
 def test_sources_list_shows_what_each_fault_left(

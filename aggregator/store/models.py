@@ -18,7 +18,8 @@ class Source(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
-    url: str
+    url: str  # the URL polled: the config's, or where it permanently redirected
+    config_url: str | None = None  # the URL as the config gives it
     enabled: bool = True
     in_config: bool = True  # False once removed from the config file
     language: str | None = None

@@ -36,13 +36,14 @@ def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetim
     for name, config in wanted.items():
         row = rows.get(name)
         if row is None:
-            row = Source(name=name, url=config.url, created_at=to_db(now))
+            row = Source(name=name, url=config.url, config_url=config.url, created_at=to_db(now))
             session.add(row)
             session.flush()
             assert row.id is not None
             session.add(FetchState(source_id=row.id, next_check_at=to_db(now)))
-        elif row.url != config.url:
-            row.url = config.url
+        elif (row.config_url or row.url) != config.url:
+            # the operator changed the address; an adopted redirect of the old one is moot
+            row.url = row.config_url = config.url
             state = session.get(FetchState, row.id)
             if state is not None:  # a new address starts afresh
                 state.etag = state.last_modified = state.body_hash = None
