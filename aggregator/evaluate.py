@@ -240,42 +240,46 @@ def worst_merges(
     gold: Sequence[str], pred: Sequence[str], docs: Sequence[ClusterDoc], limit: int
 ) -> list[dict[str, Any]]:
     """Predicted stories that mix gold stories, by wrongly joined pairs, with headlines."""
-    members: defaultdict[str, list[int]] = defaultdict(list)
-    for i, story in enumerate(pred):
-        members[story].append(i)
-    found = []
-    for story, rows in members.items():
-        by_gold = Counter(gold[i] for i in rows)
-        wrong = _pairs(len(rows)) - sum(_pairs(n) for n in by_gold.values())
-        if wrong:
-            parts = [
-                {"gold": g, "docs": n, "title": _first_title(rows, gold, docs, g)}
-                for g, n in by_gold.most_common(4)
-            ]
-            found.append((wrong, story, parts))
-    found.sort(key=lambda m: (-m[0], m[1]))
-    return [{"story": s, "wrong_pairs": w, "parts": p} for w, s, p in found[:limit]]
+    return [
+        {"story": story, "wrong_pairs": wrong, "parts": parts}
+        for wrong, story, parts, _ in _mixed(pred, gold, "gold", docs, limit)
+    ]
 
 
 def worst_splits(
     gold: Sequence[str], pred: Sequence[str], docs: Sequence[ClusterDoc], limit: int
 ) -> list[dict[str, Any]]:
     """Gold stories spread over several predicted ones, by missed pairs, with headlines."""
+    return [
+        {"gold": story, "missed_pairs": missed, "pieces": pieces, "parts": parts}
+        for missed, story, parts, pieces in _mixed(gold, pred, "story", docs, limit)
+    ]
+
+
+def _mixed(
+    groups: Sequence[str],
+    labels: Sequence[str],
+    label_name: str,
+    docs: Sequence[ClusterDoc],
+    limit: int,
+) -> list[tuple[int, str, list[dict[str, Any]], int]]:
+    """Groups whose members carry several labels, worst first: (pairs across labels,
+    group, its four largest parts with a headline each, number of parts)."""
     members: defaultdict[str, list[int]] = defaultdict(list)
-    for i, story in enumerate(gold):
-        members[story].append(i)
+    for i, group in enumerate(groups):
+        members[group].append(i)
     found = []
-    for story, rows in members.items():
-        by_pred = Counter(pred[i] for i in rows)
-        missed = _pairs(len(rows)) - sum(_pairs(n) for n in by_pred.values())
-        if missed:
+    for group, rows in members.items():
+        by_label = Counter(labels[i] for i in rows)
+        across = _pairs(len(rows)) - sum(_pairs(n) for n in by_label.values())
+        if across:
             parts = [
-                {"story": p, "docs": n, "title": _first_title(rows, pred, docs, p)}
-                for p, n in by_pred.most_common(4)
+                {label_name: label, "docs": n, "title": _first_title(rows, labels, docs, label)}
+                for label, n in by_label.most_common(4)
             ]
-            found.append((missed, story, parts, len(by_pred)))
+            found.append((across, group, parts, len(by_label)))
     found.sort(key=lambda m: (-m[0], m[1]))
-    return [{"gold": g, "missed_pairs": m, "pieces": n, "parts": p} for m, g, p, n in found[:limit]]
+    return found[:limit]
 
 
 def _first_title(
