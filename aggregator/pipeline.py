@@ -24,13 +24,15 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
+import numpy as np
 
 from aggregator import timelines
 from aggregator.cluster import StoryAssigner
@@ -44,7 +46,7 @@ from aggregator.publish.pages import render_index, render_timeline_page
 from aggregator.schedule import host_pauses, poll_outcome
 from aggregator.settings import Settings
 from aggregator.store import EntryView, IngestCounts, Store, StoryView, Term
-from aggregator.types import Document, FetchResult, ParsedFeed, TimelineDoc
+from aggregator.types import Assignment, ClusterDoc, Document, FetchResult, ParsedFeed, TimelineDoc
 from aggregator.websub import changed_topics, notify_hub
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,10 @@ FEED_TYPES = {
     "html": "text/html; charset=utf-8",
 }
 CLUSTER_BATCH = 5000
+RESTORE_CHUNK = 500  # decisions replayed per batch of backfilled embeddings
+VECTOR_DTYPE = np.float16  # how embeddings are stored: 768 bytes for 384 dimensions
+
+_T = TypeVar("_T")
 
 
 def utc_now() -> datetime:
@@ -357,21 +363,74 @@ class Pipeline:
     def restore(self) -> None:
         """Rebuild the clusterer from the decisions stored inside the window.
 
-        A big window takes minutes: the leader lease is renewed as it goes, so that
-        no other worker takes over meanwhile (and if one did, this one stops).
+        With embeddings, each entry's stored vector is replayed, so a restart
+        embeds nothing (entries clustered before vectors were stored are embedded
+        once, in batches, and their vectors kept). A big window takes minutes: the
+        leader lease is renewed as it goes, so that no other worker takes over
+        meanwhile (and if one did, this one stops).
         """
         latest = self.store.latest_clustered_at()
         if latest is not None:
             since = latest - timedelta(hours=self.settings.cluster.window_hours)
             renew_every = self.settings.worker.lease_seconds / 3
             renewed = time.monotonic()
-            for doc, assignment in self.store.clustered_since(since):
-                self.assigner.restore(doc, assignment)
+            uses_embeddings = self.assigner.uses_embeddings
+            decisions = self.store.clustered_since(since, embeddings=uses_embeddings)
+            for chunk in _chunks(decisions, RESTORE_CHUNK):
+                vectors = self._restored_vectors(chunk) if uses_embeddings else {}
+                if vectors is None:
+                    return
+                for doc, assignment, _ in chunk:
+                    self.assigner.restore(doc, assignment, vectors.get(doc.id))
                 if time.monotonic() - renewed > renew_every:
                     if self.term is not None and not self._still_leading():
                         return
                     renewed = time.monotonic()
         self._restored = True
+
+    def _restored_vectors(
+        self, chunk: Sequence[tuple[ClusterDoc, Assignment, bytes | None]]
+    ) -> dict[str, np.ndarray] | None:
+        """The chunk's vectors by doc id, embedding and storing those missing; None if lead lost.
+
+        Duplicates are replayed without a vector, so none is computed for them.
+        """
+        stored = {doc.id: raw for doc, _, raw in chunk if raw is not None}
+        missing = [doc for doc, a, raw in chunk if raw is None and a.duplicate_of is None]
+        if missing:
+            fresh = self._embed_and_store(missing)
+            if fresh is None:
+                return None
+            stored.update(fresh)
+        return {doc_id: _decode(raw) for doc_id, raw in stored.items()}
+
+    def _embed_and_store(self, docs: Sequence[ClusterDoc]) -> dict[str, bytes] | None:
+        """Embed docs in one batch and store the vectors; None (lead lost) if refused."""
+        encoded = {
+            doc.id: _encode(vector)
+            for doc, vector in zip(docs, self.assigner.embed(docs), strict=True)
+        }
+        if not self.store.save_embeddings(encoded, self.clock(), self.term):
+            self._lost_lead()
+            return None
+        return encoded
+
+    def _batch_vectors(self, docs: Sequence[ClusterDoc]) -> list[np.ndarray | None] | None:
+        """A vector for each pending doc: stored ones read back, the rest embedded once.
+
+        Live decisions use the stored (float16) values too, so a replay after a
+        restart sees exactly what the live clusterer saw. None if the lead was lost.
+        """
+        if not self.assigner.uses_embeddings:
+            return [None] * len(docs)
+        stored = self.store.stored_embeddings(doc.id for doc in docs)
+        missing = [doc for doc in docs if doc.id not in stored]
+        if missing:
+            fresh = self._embed_and_store(missing)
+            if fresh is None:
+                return None
+            stored.update(fresh)
+        return [_decode(stored[doc.id]) for doc in docs]
 
     def _still_leading(self) -> bool:
         assert self.term is not None
@@ -394,7 +453,13 @@ class Pipeline:
         total = 0
         try:
             while not self._past(deadline) and (docs := self.store.pending_docs(CLUSTER_BATCH)):
-                assignments = [self.assigner.add(doc) for doc in docs]
+                vectors = self._batch_vectors(docs)
+                if vectors is None:
+                    break
+                assignments = [
+                    self.assigner.add(doc, vector)
+                    for doc, vector in zip(docs, vectors, strict=True)
+                ]
                 saved = self.store.save_assignments(assignments, self.clock(), self.term)
                 if saved is None:
                     self._lost_lead()
@@ -405,11 +470,36 @@ class Pipeline:
                 if report is not None:
                     report.clustered += len(assignments)
                     report.duplicates += duplicates
+                if self.settings.cluster.merge_stories and not self._merge_converged():
+                    break
         except BaseException:
             # The clusterer has taken decisions the store may not have: start afresh.
             self._reset_clusterer()
             raise
         return total
+
+    def _merge_converged(self) -> bool:
+        """Merge stories that grew into one event, in the clusterer and the store; False if
+        the lead was lost (the clusterer then starts afresh from what the store holds).
+
+        A retired story's published documents are deleted, not redirected: its
+        reports now appear in the surviving story's timeline.
+        """
+        merges = self.assigner.merge_converged()
+        if not merges:
+            return True
+        retired = self.store.merge_stories(merges, self.clock(), self.term)
+        if retired is None:
+            self._lost_lead()
+            return False
+        if retired:
+            self.store.delete_documents(_paths(timelines.story_slug(i) for i in retired))
+            log.info(
+                "merged %d stories into the stories they converged with",
+                len(retired),
+                extra={"event": "merge", "stories": len(retired)},
+            )
+        return True
 
     def publish(self, *, full: bool = False) -> list[str]:
         """Render what changed; `full` renders every story there is.
@@ -609,6 +699,20 @@ def write_documents(documents: Iterable[Document], out_dir: Path) -> list[Path]:
 def _paths(slugs: Iterable[str]) -> list[str]:
     """Every document path a timeline's slug is published under."""
     return [f"/timelines/{slug}.{kind}" for slug in slugs for kind in FEED_TYPES]
+
+
+def _encode(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def _decode(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32)
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def _document(path: str, content_type: str, body: bytes, updated: datetime) -> Document:

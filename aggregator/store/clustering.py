@@ -2,21 +2,23 @@
 
 Entries are read as plain column rows through the session's connection, and the
 window's decisions a batch at a time, so that rebuilding the clusterer after a
-restart holds no ORM objects for the whole window.
+restart holds no ORM objects for the whole window. Embeddings are stored with
+their entries as opaque bytes (the pipeline encodes them), and merged stories
+are folded into the story that absorbed them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func
+from sqlalchemy import delete, func, literal, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
-from aggregator.store.models import Entry, Source, Story
+from aggregator.store.models import Entry, Source, Story, TimelineStory
 from aggregator.store.views import from_db, to_db
 from aggregator.types import Assignment, ClusterDoc
 
@@ -55,10 +57,17 @@ def latest_clustered_at(session: Session) -> datetime | None:
     return None if latest is None else from_db(latest)
 
 
-def clustered_since(session: Session, since: datetime) -> Iterator[tuple[ClusterDoc, Assignment]]:
-    """Stored decisions inside the window, oldest first, streamed in batches."""
+def clustered_since(
+    session: Session, since: datetime, *, embeddings: bool = False
+) -> Iterator[tuple[ClusterDoc, Assignment, bytes | None]]:
+    """Stored decisions inside the window, oldest first, streamed in batches.
+
+    With `embeddings`, each comes with its stored vector (None if it has none);
+    without, the column is not read at all.
+    """
+    vector = col(Entry.embedding) if embeddings else literal(None).label("embedding")
     query = (
-        select_columns(*_DOC_COLUMNS, col(Story.key), col(Entry.duplicate_of))
+        select_columns(*_DOC_COLUMNS, col(Story.key), col(Entry.duplicate_of), vector)
         .join(Source, col(Source.id) == col(Entry.source_id))
         .join(Story, col(Story.id) == col(Entry.story_id))
         .where(col(Entry.clustered), col(Entry.sort_at) >= to_db(since))
@@ -67,7 +76,7 @@ def clustered_since(session: Session, since: datetime) -> Iterator[tuple[Cluster
     )
     for row in session.connection().execute(query):
         doc = _doc(row)
-        story_key, duplicate_of = row[8], row[9]
+        story_key, duplicate_of, stored = row[8], row[9], row[10]
         yield (
             doc,
             Assignment(
@@ -75,7 +84,74 @@ def clustered_since(session: Session, since: datetime) -> Iterator[tuple[Cluster
                 story_id=str(story_key),
                 duplicate_of=None if duplicate_of is None else str(duplicate_of),
             ),
+            None if stored is None else bytes(stored),
         )
+
+
+def stored_embeddings(session: Session, entry_ids: Iterable[str]) -> dict[str, bytes]:
+    """The stored vectors of those entries that have one, by entry id."""
+    ids = [int(i) for i in entry_ids]
+    rows = (
+        session.connection()
+        .execute(
+            select_columns(col(Entry.id), col(Entry.embedding)).where(
+                col(Entry.id).in_(ids), col(Entry.embedding).is_not(None)
+            )
+        )
+        .all()
+    )
+    return {str(entry_id): bytes(vector) for entry_id, vector in rows if vector is not None}
+
+
+def save_embeddings(session: Session, vectors: Mapping[str, bytes]) -> None:
+    """Store each entry's vector; an entry removed meanwhile is skipped. The caller commits."""
+    for entry_id, vector in vectors.items():
+        session.exec(update(Entry).where(col(Entry.id) == int(entry_id)).values(embedding=vector))
+
+
+def merge_stories(session: Session, merges: Sequence[tuple[str, str]], now: datetime) -> list[int]:
+    """Fold each absorbed story into the one it went into, in the order given.
+
+    Entries and timeline links move to the survivor, which is recounted and
+    marked dirty; the absorbed story is deleted. A survivor the store no longer
+    has (retention removed it) takes over the absorbed row under its own key, so
+    a replay after a restart sees the survivor's key either way. Returns the
+    ids of the stories deleted. The caller commits.
+    """
+    retired: list[int] = []
+    for absorbed_key, into_key in merges:
+        absorbed = session.exec(select(Story).where(col(Story.key) == absorbed_key)).first()
+        if absorbed is None or absorbed.id is None or absorbed_key == into_key:
+            continue  # removed by retention meanwhile: nothing stored to move
+        into = session.exec(select(Story).where(col(Story.key) == into_key)).first()
+        if into is None or into.id is None:
+            absorbed.key = into_key
+            absorbed.dirty = True
+            absorbed.revision += 1
+            session.flush()
+            continue
+        session.exec(
+            update(Entry).where(col(Entry.story_id) == absorbed.id).values(story_id=into.id)
+        )
+        linked = set(
+            session.exec(
+                select(TimelineStory.timeline).where(TimelineStory.story_id == absorbed.id)
+            ).all()
+        )
+        has = set(
+            session.exec(
+                select(TimelineStory.timeline).where(TimelineStory.story_id == into.id)
+            ).all()
+        )
+        session.exec(delete(TimelineStory).where(col(TimelineStory.story_id) == absorbed.id))
+        for timeline in sorted(linked - has):
+            session.add(TimelineStory(timeline=timeline, story_id=into.id))
+        session.flush()
+        session.exec(delete(Story).where(col(Story.id) == absorbed.id))
+        refresh_story(session, into.id, now)
+        retired.append(absorbed.id)
+    session.flush()
+    return retired
 
 
 def save_assignments(

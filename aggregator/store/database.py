@@ -9,7 +9,7 @@ Queries live by concern beside this file: polling, clustering, leadership, reten
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,10 +235,48 @@ class Store:
         with self.session() as session:
             return clustering.latest_clustered_at(session)
 
-    def clustered_since(self, since: datetime) -> Iterator[tuple[ClusterDoc, Assignment]]:
-        """Stored decisions inside the clustering window, to rebuild the clusterer."""
+    def clustered_since(
+        self, since: datetime, *, embeddings: bool = False
+    ) -> Iterator[tuple[ClusterDoc, Assignment, bytes | None]]:
+        """Stored decisions inside the clustering window, to rebuild the clusterer.
+
+        With `embeddings`, each comes with its stored vector's bytes, else None.
+        """
         with self.session() as session:
-            yield from clustering.clustered_since(session, since)
+            yield from clustering.clustered_since(session, since, embeddings=embeddings)
+
+    def stored_embeddings(self, entry_ids: Iterable[str]) -> dict[str, bytes]:
+        """The vectors stored for those entries (by entry id); entries without one are left out."""
+        with self.session() as session:
+            return clustering.stored_embeddings(session, entry_ids)
+
+    def save_embeddings(
+        self, vectors: Mapping[str, bytes], now: datetime, term: Term | None = None
+    ) -> bool:
+        """Store entries' vectors (by entry id); False (and nothing stored) if `term` was lost."""
+        with self.session() as session:
+            if term is not None and not leadership.fence(session, term, now):
+                session.rollback()
+                return False
+            clustering.save_embeddings(session, vectors)
+            session.commit()
+            return True
+
+    def merge_stories(
+        self, merges: Sequence[tuple[str, str]], now: datetime, term: Term | None = None
+    ) -> list[int] | None:
+        """Apply the clusterer's (absorbed key, into key) merges in order, in one transaction.
+
+        Returns the ids of the stories retired, or None (and nothing changed) if
+        `term` was lost.
+        """
+        with self.session() as session:
+            if term is not None and not leadership.fence(session, term, now):
+                session.rollback()
+                return None
+            retired = clustering.merge_stories(session, merges, now)
+            session.commit()
+            return retired
 
     def save_assignments(
         self, assignments: Sequence[Assignment], now: datetime, term: Term | None = None
