@@ -10,7 +10,6 @@ else it founds a new story.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from aggregator.cluster.decision import (
     pair_features,
 )
 from aggregator.cluster.features import FeatureWeights, Featuriser
-from aggregator.cluster.stories import Story, StoryIndex
+from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
@@ -41,6 +40,8 @@ class Tuning:
 
     features: FeatureWeights = field(default_factory=FeatureWeights)
     memory: int = 40  # a centroid mostly holds about this many latest members
+    words_kept: int = WORDS_KEPT  # heaviest stems a story's centroid keeps
+    grams_kept: int = GRAMS_KEPT  # heaviest character n-grams a story's centroid keeps
     recent_members: int = 8  # members whose names, figures and embeddings are kept
     index_terms: int = 10  # a report looks stories up by this many of its heaviest stems
     candidates: int = 12  # stories fetched from each index per report
@@ -84,6 +85,8 @@ class StoryAssigner:
             max_stories=self.tuning.max_stories,
             shelf_rows=self.tuning.shelf_rows,
             dim=embedding.DIM,
+            words_kept=self.tuning.words_kept,
+            grams_kept=self.tuning.grams_kept,
         )
         self._centring = embedding.LanguageCentring()
         self._first_copy: dict[str, tuple[str, str]] = {}  # dedupe key -> (doc id, story id)
@@ -184,8 +187,8 @@ class StoryAssigner:
         terms = sorted(story.terms.items(), key=lambda tw: (-tw[1], tw[0]))
         return Prepared(
             doc=doc,
-            words=_unit(story.words),
-            grams=_unit(story.grams),
+            words=story.words.unit(),
+            grams=story.grams.unit(),
             index_terms=tuple((t, float(n)) for t, n in terms[: self.tuning.index_terms]),
             names=frozenset(story.names),
             numbers=frozenset(story.numbers),
@@ -339,8 +342,9 @@ class StoryAssigner:
             self._features.learn(counted)
         words = self._features.vector(counted.words)
         grams = self._features.vector(counted.grams)
+        weight_of = dict(zip(words.keys.tolist(), words.weights.tolist(), strict=True))
         heaviest = sorted(
-            ((t, words.get(t, 0.0)) for t in counted.words), key=lambda tw: (-tw[1], tw[0])
+            ((t, weight_of.get(t, 0.0)) for t in counted.words), key=lambda tw: (-tw[1], tw[0])
         )
         centred = None
         if self.uses_embeddings:
@@ -386,8 +390,3 @@ class StoryAssigner:
         for key in story.keys:
             if self._first_copy.get(key, ("", ""))[1] == story.id:
                 del self._first_copy[key]
-
-
-def _unit(vector: dict[int, float]) -> dict[int, float]:
-    norm = math.sqrt(sum(v * v for v in vector.values()))
-    return {k: v / norm for k, v in vector.items()} if norm else {}

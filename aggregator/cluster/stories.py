@@ -10,7 +10,6 @@ report depends on those bounds, never on how many reports were ever stored.
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +17,15 @@ from datetime import datetime
 
 import numpy as np
 
-from aggregator.cluster.features import Vector
+from aggregator.cluster.features import EMPTY, Vector
 
 EmbeddingRow = np.ndarray  # one L2-normalised, language-centred embedding (float32)
 # A member vector is unit length; weights decayed below this no longer matter.
 PRUNE_BELOW = 1e-3
+# A centroid keeps at most this many of its heaviest features: beyond them the
+# weights are small and a long story's memory would grow with its vocabulary.
+WORDS_KEPT = 128
+GRAMS_KEPT = 512
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,10 @@ class Story:
     latest: datetime
     memory: int
     recent: int = 8  # members whose names, numbers and embeddings are kept one by one
-    words: Vector = field(default_factory=dict)
-    grams: Vector = field(default_factory=dict)
+    words_kept: int = WORDS_KEPT
+    grams_kept: int = GRAMS_KEPT
+    words: Vector = EMPTY
+    grams: Vector = EMPTY
     words_norm: float = 0.0
     grams_norm: float = 0.0
     members: deque[Member] = field(default_factory=deque)
@@ -70,8 +75,8 @@ class Story:
 
     def add(self, words: Vector, grams: Vector, member: Member) -> list[int]:
         """Take a member into the story; returns index terms it no longer has."""
-        self.words, self.words_norm = self._decayed_sum(self.words, words)
-        self.grams, self.grams_norm = self._decayed_sum(self.grams, grams)
+        self.words, self.words_norm = _decayed_sum(self.words, words, self._keep, self.words_kept)
+        self.grams, self.grams_norm = _decayed_sum(self.grams, grams, self._keep, self.grams_kept)
         self.langs[member.lang] += 1
         self.members.append(member)
         self.names.update(member.names)
@@ -97,12 +102,8 @@ class Story:
 
     def absorb(self, other: Story) -> None:
         """Take in every trace of a story found to be the same event (a merge)."""
-        for key, weight in other.words.items():
-            self.words[key] = self.words.get(key, 0.0) + weight
-        for key, weight in other.grams.items():
-            self.grams[key] = self.grams.get(key, 0.0) + weight
-        self.words_norm = math.sqrt(sum(w * w for w in self.words.values()))
-        self.grams_norm = math.sqrt(sum(w * w for w in self.grams.values()))
+        self.words, self.words_norm = _decayed_sum(self.words, other.words, 1.0, self.words_kept)
+        self.grams, self.grams_norm = _decayed_sum(self.grams, other.grams, 1.0, self.grams_kept)
         self.langs.update(other.langs)
         self.names.update(other.names)
         self.numbers.update(other.numbers)
@@ -120,13 +121,6 @@ class Story:
         self.keys.extend(other.keys)
         self.size += other.size
         self.latest = max(self.latest, other.latest)
-
-    def _decayed_sum(self, centroid: Vector, vector: Vector) -> tuple[Vector, float]:
-        keep = self._keep
-        decayed = {k: w * keep for k, w in centroid.items() if w * keep > PRUNE_BELOW}
-        for key, value in vector.items():
-            decayed[key] = decayed.get(key, 0.0) + value
-        return decayed, math.sqrt(sum(w * w for w in decayed.values()))
 
     def _add_embedding(self, row: EmbeddingRow) -> None:
         if self.embedding_sum is None:
@@ -154,7 +148,26 @@ class Story:
 def _centroid_cosine(vector: Vector, centroid: Vector, norm: float) -> float:
     if norm == 0.0:
         return 0.0
-    return sum(v * centroid.get(k, 0.0) for k, v in vector.items()) / norm
+    return vector.dot(centroid) / norm
+
+
+def _decayed_sum(centroid: Vector, vector: Vector, keep: float, kept: int) -> tuple[Vector, float]:
+    """keep * centroid + vector, without the decayed-out weights, cut to the `kept` heaviest."""
+    old = centroid.weights.astype(np.float64) * keep
+    alive = old > PRUNE_BELOW
+    keys = np.concatenate((centroid.keys[alive], vector.keys))
+    weights = np.concatenate((old[alive], vector.weights))
+    if not len(keys):
+        return EMPTY, 0.0
+    unique, inverse = np.unique(keys, return_inverse=True)
+    summed = np.bincount(inverse, weights=weights, minlength=len(unique))
+    if len(unique) > kept:
+        # The heaviest, ties to the lower feature id, then back in id order.
+        top = np.sort(np.lexsort((unique, -summed))[:kept])
+        unique, summed = unique[top], summed[top]
+    weights32 = summed.astype(np.float32)
+    total = Vector(unique.astype(np.int32), weights32)
+    return total, total.norm()
 
 
 class EmbeddingShelf:
@@ -215,8 +228,11 @@ class StoryIndex:
         max_stories: int,
         shelf_rows: int,
         dim: int,
+        words_kept: int = WORDS_KEPT,
+        grams_kept: int = GRAMS_KEPT,
     ) -> None:
         self.stories: dict[str, Story] = {}
+        self._kept = (words_kept, grams_kept)
         self._postings: dict[int, dict[str, None]] = {}
         self._postings_cap = postings_per_term
         self._memory = memory
@@ -230,7 +246,14 @@ class StoryIndex:
         return self.stories.get(story_id)
 
     def create(self, story_id: str, published: datetime) -> Story:
-        story = Story(id=story_id, latest=published, memory=self._memory, recent=self._recent)
+        story = Story(
+            id=story_id,
+            latest=published,
+            memory=self._memory,
+            recent=self._recent,
+            words_kept=self._kept[0],
+            grams_kept=self._kept[1],
+        )
         self.stories[story_id] = story
         heapq.heappush(self._by_latest, (published, story_id))
         self._activity[story_id] = None
