@@ -25,7 +25,7 @@ from aggregator.cluster.decision import (
     member,
     pair_features,
 )
-from aggregator.cluster.features import FeatureWeights, Featuriser
+from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
 from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
 from aggregator.settings import ClusterSettings
@@ -190,8 +190,8 @@ class StoryAssigner:
             words=story.words.unit(),
             grams=story.grams.unit(),
             index_terms=tuple((t, float(n)) for t, n in terms[: self.tuning.index_terms]),
-            names=frozenset(story.names),
-            numbers=frozenset(story.numbers),
+            names=story.names,
+            numbers=story.numbers,
             embedding=story.embedding_unit,
             keys=(),
         )
@@ -357,8 +357,8 @@ class StoryAssigner:
             words=words,
             grams=grams,
             index_terms=tuple(heaviest[: self.tuning.index_terms]),
-            names=counted.names,
-            numbers=counted.numbers,
+            names=key_array(counted.names),
+            numbers=number_keys(counted.numbers),
             embedding=centred,
             keys=keys,
         )

@@ -51,8 +51,8 @@ class Prepared:
     words: Vector
     grams: Vector
     index_terms: tuple[tuple[int, float], ...]  # heaviest word stems and their weights
-    names: frozenset[int]
-    numbers: frozenset[str]
+    names: np.ndarray  # name keys, ascending
+    numbers: np.ndarray  # figure keys, ascending
     embedding: EmbeddingRow | None  # language-centred, in the "embedding" method only
     keys: tuple[str, ...]  # dedupe keys: canonical URL, text key
 
@@ -60,19 +60,21 @@ class Prepared:
 def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, float]:
     """Every feature of the report against the story, each scaled to about 0..1."""
     gap_h = abs((p.doc.published - story.latest).total_seconds()) / 3600.0
-    names_shared = sum(1 for n in p.names if story.names[n] > 0)
-    numbers_shared = sum(1 for n in p.numbers if story.numbers[n] > 0)
+    names_shared = story.shared_names(p.names)
+    numbers_shared = story.shared_numbers(p.numbers)
     features = {
         "words": story.words_cosine(p.words),
         "grams": story.grams_cosine(p.grams),
         "shared_terms": min(shared_terms, 4) / 4.0,
         "names_shared": min(names_shared, 3) / 3.0,
         # Both sides name people or places, and none of them the same: two events.
-        "names_apart": float(bool(p.names) and bool(story.names) and not names_shared),
+        "names_apart": float(bool(len(p.names)) and bool(len(story.names)) and not names_shared),
         # Names the story has never used: a second place or person is a second event.
-        "names_new": (len(p.names) - names_shared) / len(p.names) if p.names else 0.0,
+        "names_new": (len(p.names) - names_shared) / len(p.names) if len(p.names) else 0.0,
         "numbers_shared": min(numbers_shared, 2) / 2.0,
-        "numbers_apart": float(bool(p.numbers) and bool(story.numbers) and not numbers_shared),
+        "numbers_apart": float(
+            bool(len(p.numbers)) and bool(len(story.numbers)) and not numbers_shared
+        ),
         "gap": min(math.log1p(gap_h) / math.log1p(GAP_SCALE_HOURS), 1.0),
         "other_language": float(bool(p.doc.lang) and story.langs[p.doc.lang] == 0),
     }

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
-from aggregator.cluster.features import EMPTY, Vector
+from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
 
 EmbeddingRow = np.ndarray  # one L2-normalised, language-centred embedding (float32)
 # A member vector is unit length; weights decayed below this no longer matter.
@@ -28,13 +28,13 @@ WORDS_KEPT = 128
 GRAMS_KEPT = 512
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """What a story remembers of each of its latest reports."""
 
     index_terms: tuple[int, ...]
-    names: frozenset[int]
-    numbers: frozenset[str]
+    names: np.ndarray  # name keys, ascending (features.key_array)
+    numbers: np.ndarray  # figure keys, ascending
     lang: str
     embedding: EmbeddingRow | None
 
@@ -61,8 +61,12 @@ class Story:
     members: deque[Member] = field(default_factory=deque)
     terms: Counter[int] = field(default_factory=Counter)  # index terms of the last `memory`
     member_terms: deque[tuple[int, ...]] = field(default_factory=deque)
-    names: Counter[int] = field(default_factory=Counter)  # of the `recent` members
-    numbers: Counter[str] = field(default_factory=Counter)
+    names: np.ndarray = field(
+        default_factory=lambda: NO_KEYS
+    )  # name keys of the `recent` members, ascending
+    numbers: np.ndarray = field(
+        default_factory=lambda: NO_KEYS
+    )  # figure keys of the `recent` members, ascending
     langs: Counter[str] = field(default_factory=Counter)
     embedding_sum: np.ndarray | None = None
     embedding_unit: EmbeddingRow | None = None  # the sum normalised, cached for scoring
@@ -79,14 +83,9 @@ class Story:
         self.grams, self.grams_norm = _decayed_sum(self.grams, grams, self._keep, self.grams_kept)
         self.langs[member.lang] += 1
         self.members.append(member)
-        self.names.update(member.names)
-        self.numbers.update(member.numbers)
         if len(self.members) > self.recent:
-            old = self.members.popleft()
-            self.names.subtract(old.names)
-            self.numbers.subtract(old.numbers)
-            self.names = +self.names  # drop the zeros
-            self.numbers = +self.numbers
+            self.members.popleft()
+        self._recount_members()
         if member.embedding is not None:
             self._add_embedding(member.embedding)
         self.member_terms.append(member.index_terms)
@@ -105,10 +104,9 @@ class Story:
         self.words, self.words_norm = _decayed_sum(self.words, other.words, 1.0, self.words_kept)
         self.grams, self.grams_norm = _decayed_sum(self.grams, other.grams, 1.0, self.grams_kept)
         self.langs.update(other.langs)
-        self.names.update(other.names)
-        self.numbers.update(other.numbers)
         # The merged story keeps both sides' latest members; the next joins trim it.
         self.members.extend(other.members)
+        self._recount_members()
         self.member_terms.extend(other.member_terms)
         self.terms.update(other.terms)
         if other.embedding_sum is not None:
@@ -121,6 +119,16 @@ class Story:
         self.keys.extend(other.keys)
         self.size += other.size
         self.latest = max(self.latest, other.latest)
+
+    def _recount_members(self) -> None:
+        self.names = union_keys(m.names for m in self.members)
+        self.numbers = union_keys(m.numbers for m in self.members)
+
+    def shared_names(self, keys: np.ndarray) -> int:
+        return shared_keys(keys, self.names)
+
+    def shared_numbers(self, keys: np.ndarray) -> int:
+        return shared_keys(keys, self.numbers)
 
     def _add_embedding(self, row: EmbeddingRow) -> None:
         if self.embedding_sum is None:
@@ -149,6 +157,20 @@ def _centroid_cosine(vector: Vector, centroid: Vector, norm: float) -> float:
     if norm == 0.0:
         return 0.0
     return vector.dot(centroid) / norm
+
+
+def union_keys(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    parts = [a for a in arrays if len(a)]
+    return np.unique(np.concatenate(parts)) if parts else NO_KEYS
+
+
+def shared_keys(keys: np.ndarray, among: np.ndarray) -> int:
+    """How many of `keys` (unique) are in the ascending array `among`."""
+    if not len(keys) or not len(among):
+        return 0
+    at = np.searchsorted(among, keys)
+    at[at == len(among)] = 0
+    return int(np.count_nonzero(among[at] == keys))
 
 
 def _decayed_sum(centroid: Vector, vector: Vector, keep: float, kept: int) -> tuple[Vector, float]:
