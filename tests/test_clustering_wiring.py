@@ -127,6 +127,30 @@ def test_vectors_are_stored_once_and_a_restart_embeds_nothing(
     assert after[follow_up.id] == keys[wire_id], "the follow-up joins the wire's story"
 
 
+def test_a_pending_entry_that_changes_loses_its_stored_vector(store: Store) -> None:
+    add_reports(store, REPORTS[:1])
+    [doc] = store.pending_docs()
+    assert store.save_embeddings({doc.id: bytes(768)}, NOW)
+    add_reports(store, REPORTS[:1])  # unchanged: the vector stays
+    assert list(store.stored_embeddings([doc.id])) == [doc.id]
+
+    [source] = [s.id for s in store.source_statuses() if s.name == REPORTS[0][0]]
+    changed = EntryData(
+        key=f"{REPORTS[0][0]}-0",
+        title="Corrected headline",
+        link=None,
+        summary_html="",
+        text="Corrected.",
+        author=None,
+        published=T0,
+        updated=None,
+        content_hash="corrected",
+    )
+    checked = PollOutcome(checked_at=NOW, next_check_at=NOW + timedelta(hours=1), status="ok")
+    store.record_poll(source, checked, [changed])
+    assert store.stored_embeddings([doc.id]) == {}
+
+
 def test_the_tfidf_clusterer_neither_embeds_nor_stores_vectors(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

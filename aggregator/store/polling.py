@@ -346,6 +346,10 @@ def _update_entry(session: Session, row: Entry, data: EntryData, now: datetime) 
     row.url, row.canonical_url = data.link or row.url, canonical_url(data.link or row.url)
     row.updated_at = None if data.updated is None else to_db(data.updated)
     row.changed_at = to_db(now)
+    if not row.clustered:
+        # A vector stored before its clustering was saved describes the old text.
+        # A clustered entry keeps its own: it is what the stored decision was made on.
+        row.embedding = None
     if row.story_id is not None:
         story = session.get(Story, row.story_id)
         if story is not None:
