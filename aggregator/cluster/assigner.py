@@ -10,6 +10,7 @@ else it founds a new story.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -91,6 +92,9 @@ class StoryAssigner:
         self._centring = embedding.LanguageCentring()
         self._first_copy: dict[str, tuple[str, str]] = {}  # dedupe key -> (doc id, story id)
         self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
+        # Restored reports not yet in `_near`: only the latest `capacity` would stay
+        # there, so their signatures are computed on the first `add`, not each one.
+        self._near_pending: deque[tuple[str, str, str]] = deque(maxlen=self.tuning.near_duplicates)
         self._story_of_doc: dict[str, str] = {}  # near-duplicate candidates' stories
         self._clock: datetime | None = None
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
@@ -107,6 +111,7 @@ class StoryAssigner:
     def add(self, doc: ClusterDoc, vector: np.ndarray | None = None) -> Assignment:
         """Decide where `doc` goes, remember it, and return the decision."""
         self._advance(doc.published)
+        self._flush_near()
         keys = self._keys(doc)
         first = self._duplicate_of(doc, keys)
         if first is not None:
@@ -127,7 +132,7 @@ class StoryAssigner:
         """Replay a stored decision into the state, in the order the decisions were made."""
         self._advance(doc.published)
         keys = self._keys(doc)
-        self._near.add(doc.id, doc.title, doc.text)
+        self._near_pending.append((doc.id, doc.title, doc.text))
         if assignment.duplicate_of is not None:
             self._apply_duplicate(doc, assignment.story_id, assignment.duplicate_of, keys)
             return
@@ -307,6 +312,10 @@ class StoryAssigner:
             if words >= self.tuning.min_key_words:
                 keys.append("t:" + text_key(doc.title, doc.text))
         return tuple(keys)
+
+    def _flush_near(self) -> None:
+        while self._near_pending:
+            self._near.add(*self._near_pending.popleft())
 
     def _duplicate_of(self, doc: ClusterDoc, keys: tuple[str, ...]) -> tuple[str, str] | None:
         for key in keys:

@@ -28,6 +28,7 @@ Counts = dict[int, float]  # feature -> weighted term frequency
 
 HASH_BITS = 20  # 1M buckets: 4 MB of counts, collisions rare at news vocabulary sizes
 _HASH_MASK = (1 << HASH_BITS) - 1
+TOKEN_CACHE = 8192  # distinct tokens whose features are kept (about 5 MB)
 _TOKEN = re.compile(r"[a-z0-9]+")
 _WORD = re.compile(r"\w+")
 _APOSTROPHES = re.compile(r"['`\u2019]")  # Unidecode writes the Ukrainian soft sign as '
@@ -231,12 +232,24 @@ class Featuriser:
         self._docs = 0
         self._prior = _shared_prior() if background else np.zeros(1 << HASH_BITS, np.float32)
         self._prior_docs = weights.background_docs if background else 0.0
+        # Token -> its features: news repeats its words, and hashing every n-gram
+        # of every token again was most of the cost of replaying a window.
+        self._token_cache: dict[str, tuple[int, ...]] = {}
 
     def stem_key(self, token: str) -> int:
         return _hash("w" + token[: self.weights.stem_length])
 
-    def token_features(self, token: str) -> Iterator[int]:
+    def token_features(self, token: str) -> tuple[int, ...]:
         """The hashed stem of a token, then its character n-grams."""
+        cache = self._token_cache
+        found = cache.get(token)
+        if found is None:
+            if len(cache) >= TOKEN_CACHE:
+                cache.clear()  # bounded; the common words come back at once
+            found = cache[token] = tuple(self._token_features(token))
+        return found
+
+    def _token_features(self, token: str) -> Iterator[int]:
         yield self.stem_key(token)
         padded = f" {token} "
         for n in self.weights.ngram_sizes:
@@ -269,8 +282,9 @@ class Featuriser:
     def learn(self, counted: Counted) -> None:
         """Count one more report in the document frequencies."""
         self._docs += 1
-        for key in (*counted.words, *counted.grams):
-            self._df[key] += 1
+        # add.at, not fancy +=: a stem and an n-gram can share a bucket and count twice.
+        keys = np.fromiter((*counted.words, *counted.grams), np.int64)
+        np.add.at(self._df, keys, 1)
 
     def share(self, key: int) -> float:
         """Estimated share of reports containing a feature: background and stream blended."""
