@@ -5,6 +5,7 @@
     3. poll      the claimed sources concurrently (fetch)
     4. ingest    parse each body and store its entries with the fetch state, per source
     5. cluster   new entries in arrival order: duplicates fold, the rest join or found stories
+                 (each embedded once and the vector stored), then converged stories merge
     6. publish   render the timelines whose stories changed, and the index, all-stories feed, OPML
     7. retain    entries older than worker.retention_days leave, keeping tombstones
 
