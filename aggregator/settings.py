@@ -69,7 +69,9 @@ class FetchSettings:
 @dataclass(frozen=True)
 class ClusterSettings:
     method: str = setting(
-        "tfidf", "Event clusterer: 'tfidf' (no model, fast) or 'embedding' (multilingual model)."
+        "embedding",
+        "Event clusterer: 'embedding' (multilingual model, joins languages) or 'tfidf' "
+        "(no model, fast, for small machines).",
     )
     threshold: float = setting(
         0.0,
