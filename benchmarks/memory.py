@@ -1,6 +1,7 @@
 """Peak memory of a worker cycle over a big store: 1,000,000 entries, 100,000 in the window.
 
     .venv/bin/python benchmarks/memory.py [--entries N] [--window-entries N] [--keep DIR]
+        [--method tfidf|embedding]
 
 Loads synthetic entries into a SQLite database (words spread as in news text,
 clustered into stories of five sharing a few rarer names, a tenth of them
@@ -8,6 +9,8 @@ syndicated copies, the newest 2,000 not clustered yet), then runs
 one leader cycle in a fresh process: rebuild the clusterer from the window
 (restore), cluster the pending entries, publish what changed. The figure is that
 process's peak resident set; the load happens elsewhere so it does not count.
+The clusterer is TF-IDF unless `--method embedding` (which embeds every window
+entry on restore, since synthetic entries have no stored vectors: slow).
 Prints its figures, then one JSON object on the last line with `peak_rss_mb`.
 """
 
@@ -47,10 +50,11 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--window-entries", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="build the database in DIR and keep it")
+    parser.add_argument("--method", default="tfidf", help="cluster method (default: tfidf)")
     parser.add_argument("--cycle", type=Path, help=argparse.SUPPRESS)  # the measured child
     args = parser.parse_args()
     if args.cycle:
-        print(json.dumps(run_cycle(args.cycle)))
+        print(json.dumps(run_cycle(args.cycle, args.method)))
         return
     with tempfile.TemporaryDirectory(prefix="aggregator-memory-") as tmp:
         folder = args.keep or Path(tmp)
@@ -65,14 +69,17 @@ def main() -> None:
             f"in {load_s:.1f} s; database {database.stat().st_size / 2**20:.0f} MB"
         )
         child = subprocess.run(
-            [sys.executable, __file__, "--cycle", str(database)],
+            [sys.executable, __file__, "--cycle", str(database), "--method", args.method],
             capture_output=True,
             text=True,
             check=True,
         )
         figures = json.loads(child.stdout.strip().splitlines()[-1])
     figures.update(
-        entries=args.entries, window_entries=args.window_entries, load_s=round(load_s, 1)
+        entries=args.entries,
+        window_entries=args.window_entries,
+        method=args.method,
+        load_s=round(load_s, 1),
     )
     figures["target_mb"] = TARGET_MB
     print(
@@ -86,9 +93,11 @@ def main() -> None:
 # -- the measured cycle (a process of its own) ---------------------------------
 
 
-def settings_for(database: Path) -> Settings:
+def settings_for(database: Path, method: str = "tfidf") -> Settings:
+    defaults = parse_settings("", environ={})
     return dataclasses.replace(
-        parse_settings("", environ={}),
+        defaults,
+        cluster=dataclasses.replace(defaults.cluster, method=method),
         database_url=f"sqlite:///{database}",
         sources=tuple(
             SourceConfig(name=f"outlet-{n}", url=f"http://outlet{n}.test/feed")
@@ -98,11 +107,11 @@ def settings_for(database: Path) -> Settings:
     )
 
 
-def run_cycle(database: Path) -> dict[str, Any]:
+def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     from aggregator.pipeline import Pipeline
 
     store = open_store(f"sqlite:///{database}", create=False)
-    pipeline = Pipeline(settings_for(database), store, clock=lambda: NOW)
+    pipeline = Pipeline(settings_for(database, method), store, clock=lambda: NOW)
     timings = {}
     started = time.perf_counter()
     assert pipeline.lead()

@@ -17,7 +17,7 @@ from aggregator.types import Assignment, ClusterDoc
 
 T0 = datetime(2024, 8, 6, 9, 0, tzinfo=UTC)
 # The measured threshold, not whatever the settings file defaults to today.
-SETTINGS = ClusterSettings(threshold=RECOMMENDED_THRESHOLDS["tfidf"])
+SETTINGS = ClusterSettings(method="tfidf", threshold=RECOMMENDED_THRESHOLDS["tfidf"])
 
 
 def doc(

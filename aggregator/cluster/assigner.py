@@ -10,6 +10,7 @@ else it founds a new story.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,8 @@ class StoryAssigner:
             grams_kept=self.tuning.grams_kept,
         )
         self._centring = embedding.LanguageCentring()
-        self._first_copy: dict[str, tuple[str, str]] = {}  # dedupe key -> (doc id, story id)
+        # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
+        self._first_copy: dict[int, tuple[str, str]] = {}
         self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
         # Restored reports not yet in `_near`: only the latest `capacity` would stay
         # there, so their signatures are computed on the first `add`, not each one.
@@ -302,22 +304,22 @@ class StoryAssigner:
             self._clock = published
             self.expire(published)
 
-    def _keys(self, doc: ClusterDoc) -> tuple[str, ...]:
-        keys = []
+    def _keys(self, doc: ClusterDoc) -> tuple[int, ...]:
+        keys: list[int] = []
         url = canonical_url(doc.url)
         if url:
-            keys.append("u:" + url)
+            keys.append(_key_hash("u:" + url))
         if self.settings.dedupe_titles:
             words = len(normalise_text(doc.title).split()) + len(normalise_text(doc.text).split())
             if words >= self.tuning.min_key_words:
-                keys.append("t:" + text_key(doc.title, doc.text))
+                keys.append(_key_hash("t:" + text_key(doc.title, doc.text)))
         return tuple(keys)
 
     def _flush_near(self) -> None:
         while self._near_pending:
             self._near.add(*self._near_pending.popleft())
 
-    def _duplicate_of(self, doc: ClusterDoc, keys: tuple[str, ...]) -> tuple[str, str] | None:
+    def _duplicate_of(self, doc: ClusterDoc, keys: tuple[int, ...]) -> tuple[str, str] | None:
         for key in keys:
             first = self._first_copy.get(key)
             if first is not None:
@@ -332,7 +334,7 @@ class StoryAssigner:
         return None
 
     def _apply_duplicate(
-        self, doc: ClusterDoc, story_id: str, first_id: str, keys: tuple[str, ...]
+        self, doc: ClusterDoc, story_id: str, first_id: str, keys: tuple[int, ...]
     ) -> None:
         # A copy adds no evidence to the centroid (syndication would outweigh
         # reporting) but keeps its story live, and its other keys point to the
@@ -344,7 +346,7 @@ class StoryAssigner:
         self._remember_keys(keys, first_id, story)
 
     def _prepare(
-        self, doc: ClusterDoc, keys: tuple[str, ...], vector: np.ndarray | None, *, learn: bool
+        self, doc: ClusterDoc, keys: tuple[int, ...], vector: np.ndarray | None, *, learn: bool
     ) -> Prepared:
         counted = self._features.counts(doc)
         if learn:
@@ -389,13 +391,19 @@ class StoryAssigner:
             del self._story_of_doc[next(iter(self._story_of_doc))]
         self._remember_keys(p.keys, p.doc.id, story)
 
-    def _remember_keys(self, keys: tuple[str, ...], doc_id: str, story: Story) -> None:
+    def _remember_keys(self, keys: tuple[int, ...], doc_id: str, story: Story) -> None:
+        first = (doc_id, story.id)  # one tuple for all of a report's keys
         for key in keys:
             if key not in self._first_copy:
-                self._first_copy[key] = (doc_id, story.id)
+                self._first_copy[key] = first
                 story.keys.append(key)
 
     def _forget(self, story: Story) -> None:
         for key in story.keys:
             if self._first_copy.get(key, ("", ""))[1] == story.id:
                 del self._first_copy[key]
+
+
+def _key_hash(key: str) -> int:
+    """A dedupe key as 64 bits: a window holds one or two per report, and strings cost 100 bytes."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")

@@ -54,7 +54,7 @@ class Prepared:
     names: np.ndarray  # name keys, ascending
     numbers: np.ndarray  # figure keys, ascending
     embedding: EmbeddingRow | None  # language-centred, in the "embedding" method only
-    keys: tuple[str, ...]  # dedupe keys: canonical URL, text key
+    keys: tuple[int, ...]  # dedupe keys (hashed): canonical URL, text key
 
 
 def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, float]:

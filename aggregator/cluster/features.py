@@ -83,12 +83,12 @@ class Vector:
 
 
 EMPTY = Vector(np.zeros(0, np.int32), np.zeros(0, np.float32))
-NO_KEYS = np.zeros(0, np.int64)
+NO_KEYS = np.zeros(0, np.uint32)
 
 
 def key_array(keys: Iterable[int]) -> np.ndarray:
     """Hashed keys (names, figures) as one small ascending array, cheaper than a set."""
-    return np.unique(np.fromiter(keys, np.int64))
+    return np.unique(np.fromiter(keys, np.uint32))
 
 
 def number_keys(figures: Iterable[str]) -> np.ndarray:

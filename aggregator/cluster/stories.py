@@ -39,7 +39,7 @@ class Member:
     embedding: EmbeddingRow | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Story:
     """One event as it stands: decayed centroids and its latest members.
 
@@ -70,7 +70,7 @@ class Story:
     langs: Counter[str] = field(default_factory=Counter)
     embedding_sum: np.ndarray | None = None
     embedding_unit: EmbeddingRow | None = None  # the sum normalised, cached for scoring
-    keys: list[str] = field(default_factory=list)  # dedupe keys that point here
+    keys: list[int] = field(default_factory=list)  # dedupe keys (hashed) that point here
     size: int = 0
 
     @property
