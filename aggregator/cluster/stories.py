@@ -10,7 +10,7 @@ report depends on those bounds, never on how many reports were ever stored.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,9 +58,10 @@ class Story:
     grams: Vector = EMPTY
     words_norm: float = 0.0
     grams_norm: float = 0.0
-    members: deque[Member] = field(default_factory=deque)
+    # Lists, not deques: short, and an empty deque costs 600 bytes a story.
+    members: list[Member] = field(default_factory=list)
     terms: Counter[int] = field(default_factory=Counter)  # index terms of the last `memory`
-    member_terms: deque[tuple[int, ...]] = field(default_factory=deque)
+    member_terms: list[tuple[int, ...]] = field(default_factory=list)
     names: np.ndarray = field(
         default_factory=lambda: NO_KEYS
     )  # name keys of the `recent` members, ascending
@@ -84,7 +85,7 @@ class Story:
         self.langs[member.lang] += 1
         self.members.append(member)
         if len(self.members) > self.recent:
-            self.members.popleft()
+            del self.members[0]
         self._recount_members()
         if member.embedding is not None:
             self._add_embedding(member.embedding)
@@ -92,7 +93,7 @@ class Story:
         self.terms.update(member.index_terms)
         dropped: list[int] = []
         if len(self.member_terms) > self.memory:
-            old_terms = self.member_terms.popleft()
+            old_terms = self.member_terms.pop(0)
             self.terms.subtract(old_terms)
             dropped = [t for t in set(old_terms) if self.terms[t] <= 0]
             for term in dropped:
