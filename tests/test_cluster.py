@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
+from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
 from aggregator.cluster.features import name_key, tokens
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
@@ -388,3 +388,18 @@ def test_merge_pass_keeps_other_events_apart() -> None:
     for d in STREAM:
         assigner.add(d)
     assert assigner.merge_converged() == []
+
+
+def test_a_long_story_keeps_a_bounded_centroid() -> None:
+    # Many reports of one story, each with words of its own: the centroid keeps
+    # only the heaviest features, so a story's memory does not grow with its news.
+    assigner = StoryAssigner(SETTINGS, tuning=Tuning(words_kept=8, grams_kept=32))
+    for n in range(30):
+        assigner.restore(
+            doc(f"r{n}", f"Kursk incursion day {n}: troops near Sudzha, word{n}x", minutes=n),
+            Assignment(f"r{n}", "kursk"),
+        )
+    story = assigner._stories.stories["kursk"]
+    assert (len(story.words), len(story.grams)) == (8, 32)
+    assert story.words.keys.dtype == np.int32 and story.words.weights.dtype == np.float32
+    assert np.all(np.diff(story.grams.keys) > 0)  # ascending, so lookups can bisect

@@ -282,9 +282,9 @@ class Featuriser:
     def learn(self, counted: Counted) -> None:
         """Count one more report in the document frequencies."""
         self._docs += 1
-        # add.at, not fancy +=: a stem and an n-gram can share a bucket and count twice.
-        keys = np.fromiter((*counted.words, *counted.grams), np.int64)
-        np.add.at(self._df, keys, 1)
+        # Keys are unique within each kind; a stem and an n-gram sharing a bucket count twice.
+        for counts in (counted.words, counted.grams):
+            self._df[np.fromiter(counts, np.int64, len(counts))] += 1
 
     def share(self, key: int) -> float:
         """Estimated share of reports containing a feature: background and stream blended."""
