@@ -1,7 +1,8 @@
 """The live stories of an online clusterer: bounded centroids and the indexes that find them.
 
-A story keeps decayed centroids and only its latest members' names, numbers and
-embeddings. Reports find candidate stories two ways, both bounded: an inverted
+A story keeps decayed centroids, each cut to its heaviest features and held as
+two small arrays, and only its latest members' name and figure keys and
+embeddings, so a story costs a few kilobytes however long it runs. Reports find candidate stories two ways, both bounded: an inverted
 index that lists, per term, only the stories that used it most recently, and an
 embedding matrix of the most recently active stories. So the cost of placing a
 report depends on those bounds, never on how many reports were ever stored.
