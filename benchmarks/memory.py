@@ -62,7 +62,7 @@ def main() -> None:
         database = folder / "memory.db"
         database.unlink(missing_ok=True)
         started = time.perf_counter()
-        load(database, args.entries, args.window_entries)
+        load(database, args.entries, args.window_entries, with_vectors=args.method == "embedding")
         load_s = time.perf_counter() - started
         print(
             f"loaded {args.entries:,} entries ({args.window_entries:,} in the window) "
@@ -137,9 +137,12 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
 # -- loading the synthetic store ------------------------------------------------
 
 
-def load(database: Path, entries: int, window_entries: int) -> None:
+def load(database: Path, entries: int, window_entries: int, *, with_vectors: bool = False) -> None:
+    """Fill the database; `with_vectors` stores an embedding with every window entry, as
+    the worker does, so the measured cycle restores vectors instead of computing them."""
     store = open_store(f"sqlite:///{database}")
     words = Words(entries)
+    first_in_window = entries - window_entries + 1
     try:
         with store.engine.begin() as connection:
             connection.execute(insert(Source), source_rows())
@@ -162,6 +165,10 @@ def load(database: Path, entries: int, window_entries: int) -> None:
                 if stories:
                     connection.execute(insert(Story), stories)
                 rows = [entry_row(i, moments, entries, words, common[n]) for n, i in enumerate(ids)]
+                if with_vectors:
+                    for row in rows:
+                        in_window = row["id"] >= first_in_window
+                        row["embedding"] = synthetic_vector(row["id"]) if in_window else None
                 connection.execute(insert(Entry), rows)
     finally:
         store.close()
@@ -267,6 +274,14 @@ def entry_row(
         "duplicate_of": None if pending else copy_of,
         "clustered": not pending,
     }
+
+
+def synthetic_vector(entry_id: int) -> bytes:
+    """A unit vector near its story's own direction, stored as the worker stores one."""
+    story = np.random.default_rng(story_of(entry_id)).standard_normal(384)
+    noise = np.random.default_rng(entry_id).standard_normal(384) * 0.5
+    vector = story + noise
+    return (vector / np.linalg.norm(vector)).astype(np.float16).tobytes()
 
 
 def word(n: int) -> str:
