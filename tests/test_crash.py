@@ -93,6 +93,10 @@ def settings_text(server: FeedServer, database: str) -> str:
         "[worker]",
         "cycle_seconds = 0.2",
         "lease_seconds = 2",  # a killed worker's claims free up soon
+        # about leases and crash safety: the model-free clusterer keeps a leader's
+        # cycle well inside the deliberately short lease
+        "[cluster]",
+        'method = "tfidf"',
     ]
     for n in range(SOURCES):
         lines += [

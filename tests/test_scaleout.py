@@ -86,6 +86,10 @@ def settings_text(server: FeedServer) -> str:
         "[worker]",
         "cycle_seconds = 0.5",
         f"lease_seconds = {LEASE}",
+        # about leases and crash safety: the model-free clusterer keeps a leader's
+        # cycle well inside the deliberately short lease
+        "[cluster]",
+        'method = "tfidf"',
     ]
     for n in range(SOURCES):
         lines += [
@@ -118,6 +122,7 @@ def test_three_workers_share_the_sources_and_fetch_each_once_per_due_time(
             )
             for i in range(3)
         ]
+        leader = None  # stays None if finding the leader fails: stop every worker then
         try:
             time.sleep(RUN_BEFORE_KILL)
             leader = kill_the_leader(database, workers)
