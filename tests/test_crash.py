@@ -140,7 +140,10 @@ def test_sigkill_during_ingest_loses_and_doubles_nothing(database: str, tmp_path
     stored = stored_keys(database)
     assert stored == dict(feeds.served), "stored entries equal served entries"
     assert duplicate_keys(database) == 0
-    assert kills_mid_poll >= KILLS // 2, "most kills left polls claimed but not yet stored"
+    # Where a kill lands depends on timing (9 to 20 of 20 seen mid-poll on a loaded
+    # machine); this only guards that the kills do hit polls in flight, which is what
+    # makes the invariants above mean something.
+    assert kills_mid_poll >= KILLS // 4, "kills rarely left polls claimed but not yet stored"
 
 
 def served_count(feeds: GrowingFeeds) -> int:
