@@ -367,20 +367,30 @@ def _array_of_tables(raw: Any, name: str, ctx: _Context) -> list[dict[str, Any]]
     return raw
 
 
+def _check_keys(
+    item: dict[str, Any],
+    where: str,
+    kind: str,
+    allowed: set[str],
+    required: tuple[str, ...],
+    ctx: _Context,
+) -> None:
+    for key in item:
+        if key not in allowed:
+            raise ctx.error(
+                f"{where}.{key}", f"unknown key; {kind} takes {', '.join(sorted(allowed))}"
+            )
+    for key in required:
+        if key not in item:
+            raise ctx.error(where, f"missing required key '{key}'")
+
+
 def _build_sources(raw: Any, ctx: _Context) -> tuple[SourceConfig, ...]:
     sources: list[SourceConfig] = []
     seen: set[str] = set()
     for index, item in enumerate(_array_of_tables(raw, "sources", ctx)):
         where = f"sources[{index}]"
-        for key in item:
-            if key not in _SOURCE_KEYS:
-                raise ctx.error(
-                    f"{where}.{key}",
-                    f"unknown key; a source takes {', '.join(sorted(_SOURCE_KEYS))}",
-                )
-        for key in ("name", "url"):
-            if key not in item:
-                raise ctx.error(where, f"missing required key '{key}'")
+        _check_keys(item, where, "a source", _SOURCE_KEYS, ("name", "url"), ctx)
         name = _check_type(item["name"], str, f"{where}.name", ctx).strip()
         if not name:
             raise ctx.error(f"{where}.name", "must not be empty")
@@ -422,15 +432,7 @@ def _build_timelines(raw: Any, ctx: _Context) -> tuple[TimelineConfig, ...]:
     seen: set[str] = set()
     for index, item in enumerate(_array_of_tables(raw, "timelines", ctx)):
         where = f"timelines[{index}]"
-        for key in item:
-            if key not in _TIMELINE_KEYS:
-                raise ctx.error(
-                    f"{where}.{key}",
-                    f"unknown key; a timeline takes {', '.join(sorted(_TIMELINE_KEYS))}",
-                )
-        for key in ("name", "match"):
-            if key not in item:
-                raise ctx.error(where, f"missing required key '{key}'")
+        _check_keys(item, where, "a timeline", _TIMELINE_KEYS, ("name", "match"), ctx)
         name = _check_type(item["name"], str, f"{where}.name", ctx)
         if not _SLUG.match(name):
             raise ctx.error(
