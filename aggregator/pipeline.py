@@ -59,6 +59,10 @@ FEED_TYPES = {
     "html": "text/html; charset=utf-8",
 }
 CLUSTER_BATCH = 5000
+# With embeddings a batch is embedded before it is placed (about 35 entries a
+# second here): small batches keep each fenced write, which renews the leader
+# lease, seconds apart rather than minutes.
+EMBED_BATCH = 256
 RESTORE_CHUNK = 500  # decisions replayed per batch of backfilled embeddings
 VECTOR_DTYPE = np.float16  # how embeddings are stored: 768 bytes for 384 dimensions
 
@@ -452,8 +456,9 @@ class Pipeline:
             if not self._restored:  # another worker took the lead meanwhile
                 return 0
         total = 0
+        batch = EMBED_BATCH if self.assigner.uses_embeddings else CLUSTER_BATCH
         try:
-            while not self._past(deadline) and (docs := self.store.pending_docs(CLUSTER_BATCH)):
+            while not self._past(deadline) and (docs := self.store.pending_docs(batch)):
                 vectors = self._batch_vectors(docs)
                 if vectors is None:
                     break

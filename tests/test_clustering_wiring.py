@@ -127,6 +127,33 @@ def test_vectors_are_stored_once_and_a_restart_embeds_nothing(
     assert after[follow_up.id] == keys[wire_id], "the follow-up joins the wire's story"
 
 
+def test_a_backlog_is_embedded_in_small_batches_each_saved_and_fenced_before_the_next(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Embedding runs at tens of entries a second: one batch of thousands would
+    # keep the leader from renewing its lease for minutes, and another worker
+    # would take over and redo it all.
+    monkeypatch.setattr("aggregator.pipeline.EMBED_BATCH", 2)
+    add_reports(store, REPORTS)
+    seen: list[tuple[int, datetime | None]] = []
+    real = StoryAssigner.embed
+
+    def watching(self: StoryAssigner, docs: Sequence[ClusterDoc]) -> np.ndarray:
+        leader = store.leader()
+        seen.append((len(stored_keys(store)), None if leader is None else leader.until))
+        clock.now += timedelta(seconds=10)
+        return real(self, docs)
+
+    monkeypatch.setattr(StoryAssigner, "embed", watching)
+    clock = Clock(NOW)
+    pipeline = Pipeline(settings("embedding"), store, clock=clock, owner="first")
+    assert pipeline.cluster() == 4
+    assert [stored for stored, _ in seen] == [0, 2], "each batch is saved before the next"
+    first_until, second_until = (until for _, until in seen)
+    assert first_until is not None and second_until is not None
+    assert second_until > first_until, "saving a batch renewed the lease"
+
+
 def test_a_pending_entry_that_changes_loses_its_stored_vector(store: Store) -> None:
     add_reports(store, REPORTS[:1])
     [doc] = store.pending_docs()
