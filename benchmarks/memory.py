@@ -9,8 +9,10 @@ syndicated copies, the newest 2,000 not clustered yet), then runs
 one leader cycle in a fresh process: rebuild the clusterer from the window
 (restore), cluster the pending entries, publish what changed. The figure is that
 process's peak resident set; the load happens elsewhere so it does not count.
-The clusterer is TF-IDF unless `--method embedding` (which embeds every window
-entry on restore, since synthetic entries have no stored vectors: slow).
+The clusterer is the settings' default (embedding) unless `--method tfidf`. With
+embeddings, every clustered entry the restore reaches has a stored vector, as the
+worker leaves them, and the pending ones have none, so the cycle embeds those
+2,000 with the model as a worker cycle would (a minute or two).
 Prints its figures, then one JSON object on the last line with `peak_rss_mb`.
 """
 
@@ -50,7 +52,10 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--window-entries", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="build the database in DIR and keep it")
-    parser.add_argument("--method", default="tfidf", help="cluster method (default: tfidf)")
+    default_method = parse_settings("", environ={}).cluster.method
+    parser.add_argument(
+        "--method", default=default_method, help=f"cluster method (default: {default_method})"
+    )
     parser.add_argument("--cycle", type=Path, help=argparse.SUPPRESS)  # the measured child
     args = parser.parse_args()
     if args.cycle:
@@ -62,7 +67,7 @@ def main() -> None:
         database = folder / "memory.db"
         database.unlink(missing_ok=True)
         started = time.perf_counter()
-        load(database, args.entries, args.window_entries, with_vectors=args.method == "embedding")
+        load(database, args.entries, args.window_entries, with_vectors=args.method != "tfidf")
         load_s = time.perf_counter() - started
         print(
             f"loaded {args.entries:,} entries ({args.window_entries:,} in the window) "
@@ -138,11 +143,14 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
 
 
 def load(database: Path, entries: int, window_entries: int, *, with_vectors: bool = False) -> None:
-    """Fill the database; `with_vectors` stores an embedding with every window entry, as
-    the worker does, so the measured cycle restores vectors instead of computing them."""
+    """Fill the database; `with_vectors` stores an embedding with every clustered entry
+    inside the clustering window and a day beyond (the restore counts back from the
+    latest decision, so it reaches a little past the window's entries), as the worker
+    leaves them, so the measured cycle restores vectors instead of computing them."""
     store = open_store(f"sqlite:///{database}")
     words = Words(entries)
-    first_in_window = entries - window_entries + 1
+    window_hours = parse_settings("", environ={}).cluster.window_hours
+    vectors_since = NOW - timedelta(hours=window_hours + 24)
     try:
         with store.engine.begin() as connection:
             connection.execute(insert(Source), source_rows())
@@ -167,8 +175,8 @@ def load(database: Path, entries: int, window_entries: int, *, with_vectors: boo
                 rows = [entry_row(i, moments, entries, words, common[n]) for n, i in enumerate(ids)]
                 if with_vectors:
                     for row in rows:
-                        in_window = row["id"] >= first_in_window
-                        row["embedding"] = synthetic_vector(row["id"]) if in_window else None
+                        stored = row["clustered"] and row["sort_at"] >= vectors_since
+                        row["embedding"] = synthetic_vector(row["id"]) if stored else None
                 connection.execute(insert(Entry), rows)
     finally:
         store.close()

@@ -2,7 +2,8 @@
 
 A story keeps decayed centroids, each cut to its heaviest features and held as
 two small arrays, and only its latest members' name and figure keys and
-embeddings, so a story costs a few kilobytes however long it runs. Reports find candidate stories two ways, both bounded: an inverted
+embeddings (in half precision), so a story costs a few kilobytes however long it
+runs. Reports find candidate stories two ways, both bounded: an inverted
 index that lists, per term, only the stories that used it most recently, and an
 embedding matrix of the most recently active stories. So the cost of placing a
 report depends on those bounds, never on how many reports were ever stored.
@@ -21,6 +22,9 @@ import numpy as np
 from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
 
 EmbeddingRow = np.ndarray  # one L2-normalised, language-centred embedding (float32)
+# How a story keeps its members' embeddings: half the bytes of float32, and a
+# cosine with one moves by about 1e-4, far below what a join decision can see.
+MEMBER_EMBEDDING = np.float16
 # A member vector is unit length; weights decayed below this no longer matter.
 PRUNE_BELOW = 1e-3
 # A centroid keeps at most this many of its heaviest features: beyond them the
@@ -37,7 +41,7 @@ class Member:
     names: np.ndarray  # name keys, ascending (features.key_array)
     numbers: np.ndarray  # figure keys, ascending
     lang: str
-    embedding: EmbeddingRow | None
+    embedding: np.ndarray | None  # float32 as prepared; float16 once a story keeps it
 
 
 @dataclass(slots=True)
@@ -70,8 +74,10 @@ class Story:
         default_factory=lambda: NO_KEYS
     )  # figure keys of the `recent` members, ascending
     langs: Counter[str] = field(default_factory=Counter)
+    # The decayed sum of the members' embeddings (float32, owned: updated in place)
+    # and its norm; the unit vector is derived when asked, not kept beside it.
     embedding_sum: np.ndarray | None = None
-    embedding_unit: EmbeddingRow | None = None  # the sum normalised, cached for scoring
+    embedding_norm: float = 0.0
     keys: list[int] = field(default_factory=list)  # dedupe keys (hashed) that point here
     size: int = 0
 
@@ -84,7 +90,7 @@ class Story:
         self.words, self.words_norm = _decayed_sum(self.words, words, self._keep, self.words_kept)
         self.grams, self.grams_norm = _decayed_sum(self.grams, grams, self._keep, self.grams_kept)
         self.langs[member.lang] += 1
-        self.members.append(member)
+        self.members.append(_as_kept(member))
         if len(self.members) > self.recent:
             del self.members[0]
         self._recount_members()
@@ -115,9 +121,8 @@ class Story:
             if self.embedding_sum is None:
                 self.embedding_sum = other.embedding_sum.copy()
             else:
-                self.embedding_sum = self.embedding_sum + other.embedding_sum
-            norm = float(np.linalg.norm(self.embedding_sum))
-            self.embedding_unit = (self.embedding_sum / norm).astype(np.float32) if norm else None
+                self.embedding_sum += other.embedding_sum
+            self.embedding_norm = float(np.linalg.norm(self.embedding_sum))
         self.keys.extend(other.keys)
         self.size += other.size
         self.latest = max(self.latest, other.latest)
@@ -133,12 +138,20 @@ class Story:
         return shared_keys(keys, self.numbers)
 
     def _add_embedding(self, row: EmbeddingRow) -> None:
+        # float32 is plenty: the sum mostly holds the last `memory` unit vectors.
         if self.embedding_sum is None:
-            self.embedding_sum = row.astype(np.float64)
+            self.embedding_sum = row.astype(np.float32)  # a copy, never the caller's row
         else:
-            self.embedding_sum = self.embedding_sum * self._keep + row
-        norm = float(np.linalg.norm(self.embedding_sum))
-        self.embedding_unit = (self.embedding_sum / norm).astype(np.float32) if norm else None
+            self.embedding_sum *= self._keep
+            self.embedding_sum += row
+        self.embedding_norm = float(np.linalg.norm(self.embedding_sum))
+
+    @property
+    def embedding_unit(self) -> EmbeddingRow | None:
+        """The members' decayed mean direction (float32), or None without embeddings."""
+        if self.embedding_sum is None or not self.embedding_norm:
+            return None
+        return self.embedding_sum / np.float32(self.embedding_norm)
 
     def words_cosine(self, vector: Vector) -> float:
         return _centroid_cosine(vector, self.words, self.words_norm)
@@ -147,12 +160,29 @@ class Story:
         return _centroid_cosine(vector, self.grams, self.grams_norm)
 
     def embedding_cosine(self, row: EmbeddingRow) -> float:
-        return 0.0 if self.embedding_unit is None else float(row @ self.embedding_unit)
+        if self.embedding_sum is None or not self.embedding_norm:
+            return 0.0
+        return float(row @ self.embedding_sum) / self.embedding_norm
 
     def nearest_member_cosine(self, row: EmbeddingRow) -> float:
         """The best cosine with one recent member: a story's newest turn may be far from its mean."""
         rows = [m.embedding for m in self.members if m.embedding is not None]
-        return max((float(row @ r) for r in rows), default=0.0)
+        if not rows:
+            return 0.0
+        return float(np.max(np.stack(rows) @ row))
+
+
+def _as_kept(member: Member) -> Member:
+    """The member as a story keeps it: its embedding in half precision, and no empty
+    key arrays of its own (each costs a hundred bytes, and most reports have some)."""
+    embedding = member.embedding
+    if embedding is not None and embedding.dtype != MEMBER_EMBEDDING:
+        embedding = embedding.astype(MEMBER_EMBEDDING)
+    names = member.names if len(member.names) else NO_KEYS
+    numbers = member.numbers if len(member.numbers) else NO_KEYS
+    if embedding is member.embedding and names is member.names and numbers is member.numbers:
+        return member
+    return Member(member.index_terms, names, numbers, member.lang, embedding)
 
 
 def _centroid_cosine(vector: Vector, centroid: Vector, norm: float) -> float:

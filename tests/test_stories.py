@@ -1,0 +1,128 @@
+"""Story: what a live story keeps of its members, and that a replayed window equals the live one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
+from aggregator.cluster.features import EMPTY, NO_KEYS
+from aggregator.cluster.stories import Member, Story
+from aggregator.settings import ClusterSettings
+from aggregator.types import Assignment, ClusterDoc
+
+T0 = datetime(2024, 8, 6, 9, 0, tzinfo=UTC)
+DIM = 384
+
+
+def unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, DIM))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def member(row: np.ndarray | None, numbers: np.ndarray = NO_KEYS) -> Member:
+    return Member(index_terms=(1, 2), names=np.zeros(0, np.uint32), numbers=numbers,
+                  lang="en", embedding=row)  # fmt: skip
+
+
+def test_embedding_cosines_match_float64_arithmetic() -> None:
+    rows = unit_rows(12)
+    story = Story(id="s", latest=T0, memory=5, recent=4)
+    for row in rows:
+        story.add(EMPTY, EMPTY, member(row))
+    keep = 1.0 - 1.0 / 5
+    total = np.zeros(DIM)
+    for row in rows:
+        total = total * keep + row.astype(np.float64)
+    mean = total / np.linalg.norm(total)
+    probe = unit_rows(1, seed=1)[0]
+    assert abs(story.embedding_cosine(probe) - float(probe @ mean)) < 1e-5
+    unit = story.embedding_unit
+    assert unit is not None and unit.dtype == np.float32
+    assert np.allclose(unit, mean, atol=1e-6)
+    # The nearest of the last `recent` members, not of all twelve.
+    nearest = max(float(probe.astype(np.float64) @ r) for r in rows[-4:])
+    assert abs(story.nearest_member_cosine(probe) - nearest) < 1e-3
+
+
+def test_members_keep_half_precision_embeddings_and_share_empty_keys() -> None:
+    row = unit_rows(1)[0]
+    story = Story(id="s", latest=T0, memory=5)
+    story.add(EMPTY, EMPTY, member(row, numbers=np.zeros(0, np.uint32)))
+    kept = story.members[0]
+    assert kept.embedding is not None and kept.embedding.dtype == np.float16
+    assert kept.names is NO_KEYS and kept.numbers is NO_KEYS
+    assert story.embedding_sum is not None and story.embedding_sum is not row
+
+
+def test_a_story_without_embeddings_scores_zero() -> None:
+    story = Story(id="s", latest=T0, memory=5)
+    story.add(EMPTY, EMPTY, member(None))
+    probe = unit_rows(1)[0]
+    assert story.embedding_unit is None
+    assert story.embedding_cosine(probe) == 0.0
+    assert story.nearest_member_cosine(probe) == 0.0
+
+
+def test_absorb_adds_the_other_storys_embedding_sum() -> None:
+    rows = unit_rows(2)
+    a, b = Story(id="a", latest=T0, memory=5), Story(id="b", latest=T0, memory=5)
+    a.add(EMPTY, EMPTY, member(rows[0]))
+    b.add(EMPTY, EMPTY, member(rows[1]))
+    a.absorb(b)
+    total = rows[0].astype(np.float64) + rows[1]
+    assert a.embedding_unit is not None
+    assert np.allclose(a.embedding_unit, total / np.linalg.norm(total), atol=1e-6)
+    assert len(a.members) == 2
+    assert b.embedding_sum is not None and np.allclose(b.embedding_sum, rows[1])
+
+
+# -- a replayed window is the window the live clusterer built ------------------
+
+
+def window(n: int) -> tuple[list[ClusterDoc], np.ndarray]:
+    """Reports of a few events, each event's embeddings near its own direction."""
+    rng = np.random.default_rng(7)
+    events = rng.standard_normal((6, DIM))
+    docs, rows = [], []
+    for i in range(n):
+        event = i % 6
+        docs.append(ClusterDoc(
+            id=f"d{i}", title=f"Event {event} in town{event} report {i}",
+            text=f"Officials in town{event} said {i} people were affected by event {event}.",
+            url=f"https://outlet{i % 5}.example/{i}", published=T0 + timedelta(minutes=7 * i),
+            source=f"outlet{i % 5}", lang="en",
+        ))  # fmt: skip
+        row = events[event] + rng.standard_normal(DIM) * 0.8
+        rows.append(row / np.linalg.norm(row))
+    return docs, np.asarray(rows, np.float32).astype(np.float16).astype(np.float32)
+
+
+def story_state(assigner: StoryAssigner) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for story in assigner._stories.live():
+        assert story.embedding_sum is not None
+        out[story.id] = (
+            story.size,
+            story.latest,
+            story.words.keys.tolist(),
+            story.words.weights.tolist(),
+            story.grams.weights.tolist(),
+            story.embedding_sum.tolist(),
+            [m.embedding.tolist() for m in story.members if m.embedding is not None],
+            dict(story.terms),
+        )
+    return out
+
+
+def test_restored_state_equals_the_state_the_online_pass_built() -> None:
+    settings = ClusterSettings(method="embedding", threshold=RECOMMENDED_THRESHOLDS["embedding"])
+    docs, rows = window(60)
+    online = StoryAssigner(settings)
+    decided: dict[str, Assignment] = {d.id: online.add(d, rows[i]) for i, d in enumerate(docs)}
+    assert len({a.story_id for a in decided.values()}) < len(docs)  # some reports joined
+    restored = StoryAssigner(settings)
+    for i, d in enumerate(docs):
+        restored.restore(d, decided[d.id], rows[i])
+    assert story_state(restored) == story_state(online)
