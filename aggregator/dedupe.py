@@ -28,6 +28,11 @@ TRACKING_PARAMS = frozenset(
 TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SEPARATORS = re.compile(r"[\W_]+")
+# ASCII letters lowered, digits kept, every other byte a separator (a space).
+_ASCII_FOLD = bytes(
+    ord(chr(byte).lower()) if chr(byte).isascii() and chr(byte).isalnum() else 0x20
+    for byte in range(256)
+)
 
 
 def canonical_url(url: str) -> str:
@@ -72,6 +77,9 @@ def _is_tracking(key: str) -> bool:
 
 def normalise_text(text: str) -> str:
     """NFKC, casefolded, with punctuation and whitespace runs folded to one space."""
+    if text.isascii():
+        # The same in bytes: NFKC keeps ASCII as it is, casefolding lowers A-Z.
+        return b" ".join(text.encode("ascii").translate(_ASCII_FOLD).split()).decode("ascii")
     folded = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(_SEPARATORS.sub(" ", folded).split())
 
@@ -98,14 +106,50 @@ BANDS = 16  # 16 bands of 4 rows: a pair at Jaccard 0.7 becomes a candidate 99% 
 NEAR_JACCARD = 0.7  # estimated shingle overlap from which two texts are copies
 MIN_CHARS = 40  # shorter texts ("Market update") have too few shingles to judge
 BODY_CHARS = 2000  # a copy is recognisable by its opening; the rest costs time
-_MASK32 = np.uint64(0xFFFFFFFF)
 _RNG = np.random.default_rng(20240806)  # fixed: signatures must agree across runs
 _MULTIPLIERS = _RNG.integers(1, 2**63, SIGNATURE_SIZE, dtype=np.uint64) | np.uint64(1)
 _OFFSETS = _RNG.integers(0, 2**63, SIGNATURE_SIZE, dtype=np.uint64)
+_BAND_BYTES = SIGNATURE_SIZE // BANDS * 4  # a band's rows as uint32 bytes
+_MANY_CANDIDATES = 256  # from here, repeated candidates cost more than dropping them
+
+
+def _crc32_by_position() -> tuple[np.ndarray, int]:
+    """Tables that give the CRC-32 of any SHINGLE_CHARS bytes without a Python loop.
+
+    For messages of one length CRC-32 is affine: the CRC of the zero message,
+    XOR one table value per byte, chosen by the byte and its position.
+    """
+    zero = zlib.crc32(bytes(SHINGLE_CHARS))
+    tables = np.empty((SHINGLE_CHARS, 256), np.uint32)
+    for position in range(SHINGLE_CHARS):
+        for value in range(256):
+            message = bytearray(SHINGLE_CHARS)
+            message[position] = value
+            tables[position, value] = zlib.crc32(message) ^ zero
+    return tables, zero
+
+
+_CRC_TABLES, _CRC_ZERO = _crc32_by_position()
 
 
 def shingle_text(title: str, text: str) -> str:
     return normalise_text(f"{title} {text[:BODY_CHARS]}")
+
+
+def shingle_hashes(folded: str) -> np.ndarray:
+    """CRC-32 (as uint64) of each SHINGLE_CHARS-character shingle's UTF-8; repeats allowed."""
+    count = len(folded) - SHINGLE_CHARS + 1
+    if count < 1:
+        return np.zeros(0, np.uint64)
+    if not folded.isascii():
+        # A character is 1 to 4 bytes here, so shingles differ in length: one at a time.
+        shingles = {folded[i : i + SHINGLE_CHARS] for i in range(count)}
+        return np.fromiter((zlib.crc32(s.encode()) for s in shingles), np.uint64, len(shingles))
+    data = np.frombuffer(folded.encode("ascii"), np.uint8)
+    crc = np.full(count, _CRC_ZERO, np.uint32)
+    for position, table in enumerate(_CRC_TABLES):
+        crc ^= table[data[position : position + count]]
+    return crc.astype(np.uint64)
 
 
 def signature(title: str, text: str) -> np.ndarray | None:
@@ -113,11 +157,12 @@ def signature(title: str, text: str) -> np.ndarray | None:
     folded = shingle_text(title, text)
     if len(folded) < MIN_CHARS:
         return None
-    shingles = {folded[i : i + SHINGLE_CHARS] for i in range(len(folded) - SHINGLE_CHARS + 1)}
-    hashes = np.fromiter((zlib.crc32(s.encode()) for s in shingles), np.uint64, len(shingles))
     # Multiply-shift hashing, one odd multiplier per row; uint64 wraps by design.
-    mixed = (hashes[:, None] * _MULTIPLIERS[None, :] + _OFFSETS[None, :]) >> np.uint64(32)
-    return (mixed & _MASK32).min(axis=0).astype(np.uint32)
+    # A row's value is the top half of the product, and the smallest top half is
+    # the top half of the smallest product, so the shift waits until after the min.
+    mixed = np.multiply.outer(_MULTIPLIERS, shingle_hashes(folded))
+    mixed += _OFFSETS[:, None]
+    return (mixed.min(axis=1) >> np.uint64(32)).astype(np.uint32)
 
 
 def similar(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,55 +175,87 @@ class NearDuplicates:
 
     `add` answers, for each new report, which earlier report it copies (the
     first one seen), then remembers it; the oldest fall out, so memory and the
-    cost of a look-up stay bounded.
+    cost of a look-up stay bounded. Signatures are rows of one array, so a report
+    is compared with all its candidates at once; a bucket is its rows' numbers
+    packed in bytes, which the garbage collector need not visit.
     """
 
     def __init__(self, capacity: int = 20_000, threshold: float = NEAR_JACCARD) -> None:
         self.capacity = capacity
         self.threshold = threshold
-        self._signatures: dict[str, np.ndarray] = {}  # doc id -> signature, oldest first
-        self._buckets: dict[bytes, list[str]] = {}
+        self._rows: dict[str, int] = {}  # doc id -> its row in _signatures, oldest first
+        self._ids: list[str] = []  # row -> doc id
+        self._free: list[int] = []  # rows of forgotten reports
+        self._signatures = np.empty((0, SIGNATURE_SIZE), np.uint32)
+        # One dict per band: the band's bytes -> rows with that band (int32), oldest first.
+        self._buckets: list[dict[bytes, bytes]] = [{} for _ in range(BANDS)]
 
     def add(self, doc_id: str, title: str, text: str) -> str | None:
         sig = signature(title, text)
         if sig is None:
             return None
-        first = self._match(sig)
-        self._remember(doc_id, sig)
+        bands = self._bands(sig)
+        first = self._match(sig, bands)
+        self._remember(doc_id, sig, bands)
         return first
 
-    def _match(self, sig: np.ndarray) -> str | None:
-        best: tuple[float, str] | None = None
-        seen: set[str] = set()
-        for band in self._bands(sig):
-            for other in self._buckets.get(band, ()):
-                if other in seen:
-                    continue
-                seen.add(other)
-                score = similar(sig, self._signatures[other])
-                if score >= self.threshold and (best is None or score > best[0]):
-                    best = (score, other)
-        return None if best is None else best[1]
+    def _match(self, sig: np.ndarray, bands: list[bytes]) -> str | None:
+        # Candidates in the order they are met, by band, then oldest first; argmax
+        # picks the first of the best, so a tie goes to the one met first.
+        met = b"".join(
+            [buckets.get(band, b"") for buckets, band in zip(self._buckets, bands, strict=True)]
+        )
+        if not met:
+            return None
+        rows = np.frombuffer(met, np.int32)
+        if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
+            rows = rows[np.sort(np.unique(rows, return_index=True)[1])]
+        agreeing = np.count_nonzero(self._signatures[rows] == sig, axis=1)
+        first = int(agreeing.argmax())
+        if int(agreeing[first]) / len(sig) < self.threshold:
+            return None
+        return self._ids[rows[first]]
 
-    def _remember(self, doc_id: str, sig: np.ndarray) -> None:
-        if doc_id in self._signatures:
+    def _remember(self, doc_id: str, sig: np.ndarray, bands: list[bytes]) -> None:
+        if doc_id in self._rows:
             return
-        self._signatures[doc_id] = sig
-        for band in self._bands(sig):
-            self._buckets.setdefault(band, []).append(doc_id)
-        if len(self._signatures) > self.capacity:
-            old_id = next(iter(self._signatures))
-            old = self._signatures.pop(old_id)
-            for band in self._bands(old):
-                bucket = self._buckets[band]
-                bucket.remove(old_id)
-                if not bucket:
-                    del self._buckets[band]
+        row = self._free_row()
+        self._signatures[row] = sig
+        self._ids[row] = doc_id
+        self._rows[doc_id] = row
+        packed = np.int32(row).tobytes()
+        for buckets, band in zip(self._buckets, bands, strict=True):
+            buckets[band] = buckets.get(band, b"") + packed
+        if len(self._rows) > self.capacity:
+            self._forget(next(iter(self._rows)))
+
+    def _free_row(self) -> int:
+        if self._free:
+            return self._free.pop()
+        row = len(self._ids)
+        self._ids.append("")
+        if row == len(self._signatures):  # grow by doubling, up to what capacity needs
+            size = max(row + 1, min(2 * row, self.capacity + 1), 64)
+            grown = np.empty((size, SIGNATURE_SIZE), np.uint32)
+            grown[:row] = self._signatures
+            self._signatures = grown
+        return row
+
+    def _forget(self, doc_id: str) -> None:
+        row = self._rows.pop(doc_id)
+        for buckets, band in zip(self._buckets, self._bands(self._signatures[row]), strict=True):
+            rows = np.frombuffer(buckets[band], np.int32)
+            kept = rows[rows != row]
+            if len(kept):
+                buckets[band] = kept.tobytes()
+            else:
+                del buckets[band]
+        self._free.append(row)
 
     @staticmethod
     def _bands(sig: np.ndarray) -> list[bytes]:
-        rows = len(sig) // BANDS
-        return [bytes([i]) + sig[i * rows : (i + 1) * rows].tobytes() for i in range(BANDS)]
+        raw = sig.tobytes()
+        return [raw[start : start + _BAND_BYTES] for start in range(0, len(raw), _BAND_BYTES)]
 
     @staticmethod
     def pair(a_title: str, a_text: str, b_title: str, b_text: str) -> bool:

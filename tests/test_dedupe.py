@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.dedupe import canonical_url, normalise_text, text_key
 
@@ -135,3 +137,67 @@ def test_the_near_duplicate_index_forgets_the_oldest() -> None:
     index.add("a", "Ukrainian troops cross into Kursk region", BODY)
     index.add("b", "Central bank cuts its key rate", "The bank lowered its rate to 5 percent " * 3)
     assert index.add("c", "Ukrainian troops cross into Kursk region", BODY) is None
+
+
+# --- the fast paths give what the definitions give ---------------------------------
+
+
+def _signature_by_definition(title: str, text: str) -> list[int] | None:
+    """MinHash over the set of 5-character shingles, one CRC-32 each, as documented."""
+    import zlib
+
+    import numpy as np
+
+    from aggregator import dedupe
+
+    folded = dedupe.shingle_text(title, text)
+    if len(folded) < dedupe.MIN_CHARS:
+        return None
+    shingles = {folded[i : i + dedupe.SHINGLE_CHARS] for i in range(len(folded) - 4)}
+    hashes = np.array([zlib.crc32(s.encode()) for s in shingles], np.uint64)
+    mixed = (hashes[:, None] * dedupe._MULTIPLIERS + dedupe._OFFSETS) >> np.uint64(32)
+    return [int(value) for value in mixed.min(axis=0)]
+
+
+_TEXT = st.text(
+    alphabet=st.sampled_from("aZ9 _.,-\t—éЖ中😀ﬁ") | st.characters(blacklist_categories=["Cs"]),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(title=_TEXT, text=_TEXT)
+def test_signatures_are_minhash_of_the_shingle_crcs(title: str, text: str) -> None:
+    from aggregator.dedupe import signature
+
+    sig = signature(title, text)
+    expected = _signature_by_definition(title, text)
+    assert (None if sig is None else sig.tolist()) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_ascii_text_normalises_as_unicode_text_does(text: str) -> None:
+    import re
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    assert normalise_text(text) == " ".join(re.sub(r"[\W_]+", " ", folded).split())
+
+
+def test_a_tie_goes_to_the_earliest_copy() -> None:
+    from aggregator.dedupe import NearDuplicates
+
+    index = NearDuplicates()
+    index.add("first", "Ukrainian troops cross into Kursk region", BODY)
+    index.add("second", "Ukrainian troops cross into Kursk region", BODY)
+    assert index.add("third", "Ukrainian troops cross into Kursk region", BODY) == "first"
+
+
+def test_a_forgotten_report_leaves_no_trace_in_the_buckets() -> None:
+    from aggregator.dedupe import NearDuplicates
+
+    index = NearDuplicates(capacity=2)
+    for n in range(5):
+        index.add(f"copy{n}", "Ukrainian troops cross into Kursk region", BODY)
+    assert index.add("again", "Ukrainian troops cross into Kursk region", BODY) == "copy3"
