@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from aggregator.dedupe import canonical_url
@@ -297,47 +298,64 @@ def _upsert_entries(
             )
         ).all()
     )
-    existing = {
-        e.key: e
-        for e in session.exec(
-            select(Entry).where(Entry.source_id == source_id, col(Entry.key).in_(list(unique)))
+    # Most entries of a poll are stored already and unchanged: their hashes say so,
+    # without loading their rows.
+    stored = dict(
+        session.exec(
+            select(Entry.key, Entry.content_hash).where(
+                Entry.source_id == source_id, col(Entry.key).in_(list(unique))
+            )
         ).all()
+    )
+    seen = to_db(now)
+    fresh = [
+        _new_entry(source_id, data, seen)
+        for key, data in unique.items()
+        if key not in removed and key not in stored
+    ]
+    changed = {
+        key: data
+        for key, data in unique.items()
+        if key not in removed and key in stored and stored[key] != data.content_hash
     }
-    new = updated = 0
-    for key, data in unique.items():
-        if key in removed:
-            continue
-        row = existing.get(key)
-        if row is None:
-            session.add(_new_entry(source_id, data, now))
-            new += 1
-        elif row.content_hash != data.content_hash:
-            _update_entry(session, row, data, now)
-            updated += 1
+    if fresh:  # one executemany, in feed order, instead of an ORM object per entry
+        session.exec(insert(Entry.__table__), params=fresh)  # type: ignore[attr-defined]
+    if changed:
+        rows = session.exec(
+            select(Entry).where(Entry.source_id == source_id, col(Entry.key).in_(list(changed)))
+        ).all()
+        for row in rows:
+            _update_entry(session, row, changed[row.key], now)
+    new, updated = len(fresh), len(changed)
     unchanged = len(unique) - new - updated - len(removed)
     return IngestCounts(new=new, updated=updated, unchanged=unchanged, tombstoned=len(removed))
 
 
-def _new_entry(source_id: int, data: EntryData, now: datetime) -> Entry:
+def _new_entry(source_id: int, data: EntryData, seen: datetime) -> dict[str, Any]:
+    """An entry's row as the values of an INSERT; `seen` is now, as stored."""
     published = data.published or data.updated
-    return Entry(
-        source_id=source_id,
-        key=data.key,
-        url=data.link or "",
-        canonical_url=canonical_url(data.link or ""),
-        title=data.title,
-        summary=data.summary_html,
-        text=data.text,
-        author=data.author,
-        language=data.language,
-        content_hash=data.content_hash,
-        published_at=None if published is None else to_db(published),
-        updated_at=None if data.updated is None else to_db(data.updated),
-        first_seen_at=to_db(now),
-        changed_at=to_db(now),
+    return {
+        "source_id": source_id,
+        "key": data.key,
+        "url": data.link or "",
+        "canonical_url": canonical_url(data.link or ""),
+        "title": data.title,
+        "summary": data.summary_html,
+        "text": data.text,
+        "author": data.author,
+        "language": data.language,
+        "content_hash": data.content_hash,
+        "published_at": None if published is None else to_db(published),
+        "updated_at": None if data.updated is None else to_db(data.updated),
+        "first_seen_at": seen,
+        "changed_at": seen,
         # an entry dated in the future by a wrong clock is ordered as if seen now
-        sort_at=to_db(min(published, now) if published else now),
-    )
+        "sort_at": to_db(min(published, seen)) if published else seen,
+        "story_id": None,
+        "duplicate_of": None,
+        "clustered": False,
+        "embedding": None,
+    }
 
 
 def _update_entry(session: Session, row: Entry, data: EntryData, now: datetime) -> None:
