@@ -45,6 +45,9 @@ _SINGLE_BYTE_CHARSETS = frozenset(
     {"iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii", "windows-1252", "cp1252"}
 )
 _EMAIL_WITH_NAME = re.compile(r"^\s*\S+@\S+\s*\((.+)\)\s*$")
+# Characters nh3 rewrites even in text without tags: it escapes "&", ">" and no-break
+# spaces, turns carriage returns into newlines and drops a leading byte order mark.
+_SANITISER_REWRITES = re.compile("[<>&\r\xa0\ufeff]")
 _HTML_START = re.compile(rb"<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
 
 # Bozo reasons that say nothing about the feed's structure.
@@ -389,8 +392,10 @@ def _richest(bodies: Iterable[tuple[str | None, bool]]) -> str:
 
 
 def _sanitised(fragment: str, *, base: str | None) -> str:
-    if not fragment:
-        return ""
+    if not _SANITISER_REWRITES.search(fragment):
+        # No markup and nothing the sanitiser would escape or drop: plain text (or
+        # nothing) is its own sanitised form, as nh3 would write it.
+        return fragment
     # Relative links are useless once republished: resolve them, or drop them without a base.
     if base:
         try:
@@ -475,6 +480,8 @@ class _TextExtractor(HTMLParser):
 
 
 def _html_text(fragment: str) -> str:
+    if "<" not in fragment and "&" not in fragment:
+        return _clean(_collapse(fragment))  # no tags, no references: it is all text
     extractor = _TextExtractor()
     extractor.feed(fragment)
     extractor.close()

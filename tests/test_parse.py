@@ -615,3 +615,41 @@ def test_a_cyrillic_single_byte_feed_labelled_utf8_keeps_its_letters(encoding: s
     feed = parse_feed(body, {"content-type": "application/rss+xml; charset=utf-8"}, url=URL)
     assert feed.entries[0].title == title
     assert feed.title == "Ранок"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from("a Z>&<\r\n\t\xa0\ufeff\"'=;/é😀")
+        | st.characters(blacklist_categories=["Cs"]),
+        max_size=60,
+    )
+)
+def test_plain_text_is_stored_as_the_sanitiser_writes_it(fragment: str) -> None:
+    import nh3
+
+    from aggregator.parse import URL_SCHEMES, _clean, _html_text, _sanitised
+
+    fragment = _clean(fragment)
+    base = "http://outlet.test/news/1"
+    expected = nh3.clean(
+        fragment, url_schemes=set(URL_SCHEMES), url_relative=("rewrite_with_base", base)
+    )
+    assert _sanitised(fragment, base=base) == expected
+    extractor_text = _html_text(f"<p>{expected}</p>")  # through the HTML parser, always
+    assert _html_text(expected) == extractor_text
+
+
+def test_relative_links_resolve_against_xml_base() -> None:
+    atom = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://outlet.test/blog/">
+<title>Outlet</title><id>urn:o</id><updated>2024-05-01T10:00:00Z</updated>
+<entry><id>urn:o:1</id><title>One</title><link href="2024/one"/>
+<updated>2024-05-01T10:00:00Z</updated>
+<content type="html">&lt;a href="pics/"&gt;pictures&lt;/a&gt; &lt;img src="a.png"&gt;</content>
+</entry></feed>"""
+    entry = only_entry(atom)
+
+    assert entry.link == "http://outlet.test/blog/2024/one"
+    assert 'href="http://outlet.test/blog/pics/"' in entry.summary_html
+    assert 'src="http://outlet.test/blog/a.png"' in entry.summary_html
