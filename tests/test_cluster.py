@@ -401,5 +401,5 @@ def test_a_long_story_keeps_a_bounded_centroid() -> None:
         )
     story = assigner._stories.stories["kursk"]
     assert (len(story.words), len(story.grams)) == (8, 32)
-    assert story.words.keys.dtype == np.int32 and story.words.weights.dtype == np.float32
+    assert story.words.keys.dtype == np.int32 and story.words.weights.dtype == np.float16
     assert np.all(np.diff(story.grams.keys) > 0)  # ascending, so lookups can bisect

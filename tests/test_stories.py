@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
-from aggregator.cluster.features import EMPTY, NO_KEYS
+from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
 from aggregator.cluster.stories import Member, Story
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
@@ -44,6 +45,26 @@ def test_embedding_cosines_match_float64_arithmetic() -> None:
     # The nearest of the last `recent` members, not of all twelve.
     nearest = max(float(probe.astype(np.float64) @ r) for r in rows[-4:])
     assert abs(story.nearest_member_cosine(probe) - nearest) < 1e-3
+
+
+def test_centroid_cosines_stay_within_1e3_of_float64_arithmetic() -> None:
+    # Few enough features that none is cut or decays away: the exact decayed sum.
+    rng = np.random.default_rng(3)
+    story = Story(id="s", latest=T0, memory=6)
+    exact = np.zeros(60)
+    for _ in range(12):
+        keys = np.unique(rng.integers(0, 60, size=12)).astype(np.int32)
+        weights = rng.random(len(keys)) + 0.5
+        weights /= np.linalg.norm(weights)
+        story.add(Vector(keys, weights), EMPTY, member(None))
+        exact *= 1.0 - 1.0 / 6
+        exact[keys] += weights
+    assert story.words.weights.dtype == np.float16
+    for _ in range(20):
+        keys = np.unique(rng.integers(0, 60, size=15)).astype(np.int32)
+        probe = Vector(keys, np.full(len(keys), 1.0 / math.sqrt(len(keys))))
+        expected = exact[keys].sum() / math.sqrt(len(keys)) / np.linalg.norm(exact)
+        assert abs(story.words_cosine(probe) - expected) < 1e-3
 
 
 def test_members_keep_half_precision_embeddings_and_share_empty_keys() -> None:

@@ -1,9 +1,9 @@
 """The live stories of an online clusterer: bounded centroids and the indexes that find them.
 
 A story keeps decayed centroids, each cut to its heaviest features and held as
-two small arrays, and only its latest members' name and figure keys and
-embeddings (in half precision), so a story costs a few kilobytes however long it
-runs. Reports find candidate stories two ways, both bounded: an inverted
+two small arrays (weights in half precision), and only its latest members' name
+and figure keys and embeddings (also in half precision), so a story costs a few
+kilobytes however long it runs. Reports find candidate stories two ways, both bounded: an inverted
 index that lists, per term, only the stories that used it most recently, and an
 embedding matrix of the most recently active stories. So the cost of placing a
 report depends on those bounds, never on how many reports were ever stored.
@@ -12,6 +12,7 @@ report depends on those bounds, never on how many reports were ever stored.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ PRUNE_BELOW = 1e-3
 # weights are small and a long story's memory would grow with its vocabulary.
 WORDS_KEPT = 128
 GRAMS_KEPT = 512
+CENTROID_WEIGHTS = np.float16  # how a centroid keeps its weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +221,11 @@ def _decayed_sum(centroid: Vector, vector: Vector, keep: float, kept: int) -> tu
         # The heaviest, ties to the lower feature id, then back in id order.
         top = np.sort(np.lexsort((unique, -summed))[:kept])
         unique, summed = unique[top], summed[top]
-    weights32 = summed.astype(np.float32)
-    total = Vector(unique.astype(np.int32), weights32)
-    return total, total.norm()
+    # Half precision: a centroid's weights are most of a story's bytes, and a cosine
+    # with them moves by less than 1e-3. The norm is of the weights as kept.
+    kept_weights = summed.astype(CENTROID_WEIGHTS)
+    as_kept = kept_weights.astype(np.float64)
+    return Vector(unique.astype(np.int32), kept_weights), math.sqrt(float(as_kept @ as_kept))
 
 
 class EmbeddingShelf:
@@ -287,7 +291,9 @@ class StoryIndex:
     ) -> None:
         self.stories: dict[str, Story] = {}
         self._kept = (words_kept, grams_kept)
-        self._postings: dict[int, dict[str, None]] = {}
+        # term -> ids of the stories that used it, least recently first. Lists, not
+        # dicts: most terms have a story or two, and a dict costs 200 bytes more.
+        self._postings: dict[int, list[str]] = {}
         self._postings_cap = postings_per_term
         self._memory = memory
         self._recent = recent
@@ -342,17 +348,21 @@ class StoryIndex:
             self._shelf.put(into.id, into.embedding_unit)
 
     def _post(self, term: int, story_id: str) -> None:
-        posting = self._postings.setdefault(term, {})
-        posting.pop(story_id, None)
-        posting[story_id] = None  # most recent last
+        posting = self._postings.get(term)
+        if posting is None:
+            self._postings[term] = [story_id]
+            return
+        if story_id in posting:
+            posting.remove(story_id)
+        posting.append(story_id)  # most recent last
         if len(posting) > self._postings_cap:
             # A very common term: only its most recent stories stay reachable by it.
-            del posting[next(iter(posting))]
+            del posting[0]
 
     def _unpost(self, term: int, story_id: str) -> None:
         posting = self._postings.get(term)
-        if posting is not None:
-            posting.pop(story_id, None)
+        if posting is not None and story_id in posting:
+            posting.remove(story_id)
             if not posting:
                 del self._postings[term]
 
