@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -113,7 +114,9 @@ def _read_xml_feed(
         io.BytesIO(_defused(body)),
         response_headers=response_headers,
         sanitize_html=False,  # nh3 sanitises each entry later, once, with our own rules
-        resolve_relative_uris=True,
+        # Without Content-Location, only xml:base gives feedparser a base to resolve
+        # links in HTML against; nh3 resolves the rest against the entry link later.
+        resolve_relative_uris=_may_have_xml_base(body),
     )
     _check_parsed(parsed, body, response_headers.get("content-type", ""), url, source)
     feed = parsed.get("feed", {})
@@ -124,6 +127,12 @@ def _read_xml_feed(
         ttl_minutes=_ttl(feed.get("ttl")),
         entries=tuple(_xml_entry(entry) for entry in parsed.get("entries", [])),
     )
+
+
+def _may_have_xml_base(body: bytes) -> bool:
+    # A body that does not start like ASCII (UTF-16, UTF-32) cannot be searched as bytes.
+    ascii_compatible = body.lstrip(codecs.BOM_UTF8 + b" \t\r\n")[:1] == b"<"
+    return not ascii_compatible or b"xml:base" in body
 
 
 def _drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
@@ -212,21 +221,23 @@ def _has_substance(entry: Any) -> bool:
 
 
 def _xml_entry(entry: Any) -> _RawEntry:
-    author = (entry.get("author_detail") or {}).get("name") or entry.get("author")
+    # Plain dict look-ups: FeedParserDict.get maps and derives keys in Python, none of
+    # them these, and for "updated_parsed" it would quietly answer with the published date.
+    get = partial(dict.get, entry)
+    author = (get("author_detail") or {}).get("name") or get("author")
     if author and (named := _EMAIL_WITH_NAME.match(author)):
         author = named.group(1)  # RSS writes "mail@example.com (Name)"; keep the name
-    bodies = [(content.get("value"), content.get("type")) for content in entry.get("content", [])]
-    summary_type = (entry.get("summary_detail") or {}).get("type")
-    bodies.append((entry.get("summary"), summary_type))
+    bodies = [(content.get("value"), content.get("type")) for content in get("content") or ()]
+    summary_type = (get("summary_detail") or {}).get("type")
+    bodies.append((get("summary"), summary_type))
     return _RawEntry(
-        id=entry.get("id"),
-        title=_detail_text(entry.get("title"), entry.get("title_detail")),
-        link=entry.get("link"),
+        id=get("id"),
+        title=_detail_text(get("title"), get("title_detail")),
+        link=get("link"),
         html=_richest((value, "plain" not in (kind or "html")) for value, kind in bodies),
         author=author,
-        published=_struct_utc(entry.get("published_parsed")),
-        # dict.get: FeedParserDict.get would quietly answer with the published date.
-        updated=_struct_utc(dict.get(entry, "updated_parsed")),
+        published=_struct_utc(get("published_parsed")),
+        updated=_struct_utc(get("updated_parsed")),
     )
 
 

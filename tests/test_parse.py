@@ -640,15 +640,16 @@ def test_plain_text_is_stored_as_the_sanitiser_writes_it(fragment: str) -> None:
     assert _html_text(expected) == extractor_text
 
 
-def test_relative_links_resolve_against_xml_base() -> None:
-    atom = """<?xml version="1.0" encoding="utf-8"?>
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_relative_links_resolve_against_xml_base(encoding: str) -> None:
+    atom = f"""<?xml version="1.0" encoding="{encoding}"?>
 <feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://outlet.test/blog/">
 <title>Outlet</title><id>urn:o</id><updated>2024-05-01T10:00:00Z</updated>
 <entry><id>urn:o:1</id><title>One</title><link href="2024/one"/>
 <updated>2024-05-01T10:00:00Z</updated>
 <content type="html">&lt;a href="pics/"&gt;pictures&lt;/a&gt; &lt;img src="a.png"&gt;</content>
 </entry></feed>"""
-    entry = only_entry(atom)
+    entry = only_entry(atom.encode(encoding))
 
     assert entry.link == "http://outlet.test/blog/2024/one"
     assert 'href="http://outlet.test/blog/pics/"' in entry.summary_html
