@@ -110,6 +110,7 @@ _RNG = np.random.default_rng(20240806)  # fixed: signatures must agree across ru
 _MULTIPLIERS = _RNG.integers(1, 2**63, SIGNATURE_SIZE, dtype=np.uint64) | np.uint64(1)
 _OFFSETS = _RNG.integers(0, 2**63, SIGNATURE_SIZE, dtype=np.uint64)
 _BAND_BYTES = SIGNATURE_SIZE // BANDS * 4  # a band's rows as uint32 bytes
+_ONES = np.ones(SIGNATURE_SIZE, np.float32)
 _MANY_CANDIDATES = 256  # from here, repeated candidates cost more than dropping them
 
 
@@ -210,7 +211,9 @@ class NearDuplicates:
         rows = np.frombuffer(met, np.int32)
         if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
             rows = rows[np.sort(np.unique(rows, return_index=True)[1])]
-        agreeing = np.count_nonzero(self._signatures[rows] == sig, axis=1)
+        # Agreeing rows counted by a matrix-vector product: exact (at most 64), and
+        # much quicker than count_nonzero along an axis.
+        agreeing = (self._signatures[rows] == sig).astype(np.float32) @ _ONES
         first = int(agreeing.argmax())
         if int(agreeing[first]) / len(sig) < self.threshold:
             return None
