@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, update
+from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from aggregator.dedupe import canonical_url
@@ -283,6 +283,17 @@ def _apply_outcome(source: Source, state: FetchState, outcome: PollOutcome) -> N
         source.url = outcome.new_url
 
 
+# Built once: building a statement and its cache key costs more than running it.
+_TOMBSTONED = select(Tombstone.key).where(
+    Tombstone.source_id == bindparam("source_id"),
+    col(Tombstone.key).in_(bindparam("keys", expanding=True)),
+)
+_STORED_HASHES = select(Entry.key, Entry.content_hash).where(
+    Entry.source_id == bindparam("source_id"),
+    col(Entry.key).in_(bindparam("keys", expanding=True)),
+)
+
+
 def _upsert_entries(
     session: Session, source_id: int, entries: Sequence[EntryData], now: datetime
 ) -> IngestCounts:
@@ -291,22 +302,11 @@ def _upsert_entries(
         unique.setdefault(data.key, data)  # a feed listing one guid twice keeps the first
     if not unique:
         return IngestCounts()
-    removed = set(
-        session.exec(
-            select(Tombstone.key).where(
-                Tombstone.source_id == source_id, col(Tombstone.key).in_(list(unique))
-            )
-        ).all()
-    )
+    keys = {"source_id": source_id, "keys": list(unique)}
+    removed = set(session.exec(_TOMBSTONED, params=keys).all())
     # Most entries of a poll are stored already and unchanged: their hashes say so,
     # without loading their rows.
-    stored = dict(
-        session.exec(
-            select(Entry.key, Entry.content_hash).where(
-                Entry.source_id == source_id, col(Entry.key).in_(list(unique))
-            )
-        ).all()
-    )
+    stored = dict(session.exec(_STORED_HASHES, params=keys).all())
     seen = to_db(now)
     fresh = [
         _new_entry(source_id, data, seen)
