@@ -62,6 +62,8 @@ def canonical_url(url: str) -> str:
 
 
 def _clean_query(query: str) -> str:
+    if not query:
+        return ""  # most article links have none
     pairs = [
         (key, value)
         for key, value in parse_qsl(query, keep_blank_values=True)
