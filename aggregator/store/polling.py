@@ -148,12 +148,15 @@ def due_requests(session: Session, now: datetime, limit: int | None) -> list[Fet
     return [_request(source, state) for source, state in session.exec(query).all()]
 
 
+_SOURCE_AND_STATE = (
+    select(Source, FetchState)
+    .join(FetchState, col(FetchState.source_id) == col(Source.id))
+    .where(col(Source.id) == bindparam("source_id"))
+)
+
+
 def _source_and_state(session: Session, source_id: int) -> tuple[Source, FetchState]:
-    row = session.exec(
-        select(Source, FetchState)
-        .join(FetchState, col(FetchState.source_id) == col(Source.id))
-        .where(col(Source.id) == source_id)
-    ).first()
+    row = session.exec(_SOURCE_AND_STATE, params={"source_id": source_id}).first()
     if row is None:
         raise StoreError(f"source {source_id} does not exist")
     return row[0], row[1]
