@@ -575,12 +575,14 @@ class Pipeline:
         if report.stories:
             self.store.delete_documents(_paths(timelines.story_slug(i) for i in report.stories))
             self._refresh_due = True
-        if report.entries:
+        if report.entries or report.tombstones:
             log.info(
-                "retention removed %d entries older than %s and %d emptied stories",
+                "retention removed %d entries older than %s, %d emptied stories and %d "
+                "tombstones no feed listed since",
                 report.entries,
                 cutoff.isoformat(timespec="seconds"),
                 len(report.stories),
+                report.tombstones,
                 extra={"event": "retention"},
             )
         return report.entries

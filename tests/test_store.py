@@ -261,6 +261,30 @@ def test_retention_keeps_tombstones_so_old_entries_do_not_come_back(migrated: St
     assert migrated.counts()["entries"] == 1
 
 
+def test_a_tombstone_lasts_while_its_feed_lists_the_entry_and_goes_after(migrated: Store) -> None:
+    migrated.sync_sources(sources(1), T0)
+    [request] = migrated.claim_due(T0, "w", lease_s=60, limit=1)
+    old = T0 - timedelta(days=100)
+    migrated.record_poll(
+        request.source_id,
+        outcome(T0),
+        [entry("kept", published=old), entry("dropped", published=old)],
+    )
+    report = migrated.expire_entries(T0 - timedelta(days=90), T0)
+    assert report is not None and (report.entries, report.tombstones) == (2, 0)
+
+    # The feed lists "kept" for another 60 days; "dropped" left it at once.
+    later = T0 + timedelta(days=60)
+    counts = migrated.record_poll(request.source_id, outcome(later), [entry("kept", published=old)])
+    assert (counts.new, counts.tombstoned) == (0, 1)
+    now = later + timedelta(days=31)
+    report = migrated.expire_entries(now - timedelta(days=90), now)
+    assert report is not None and report.tombstones == 1, "unlisted for the retention age"
+    assert migrated.tombstones() == 1
+    counts = migrated.record_poll(request.source_id, outcome(later), [entry("kept", published=old)])
+    assert (counts.new, counts.tombstoned) == (0, 1), "still listed: still not new"
+
+
 def test_retention_turns_a_copy_of_a_removed_entry_into_an_original(migrated: Store) -> None:
     migrated.sync_sources(sources(1), T0)
     [request] = migrated.claim_due(T0, "w", lease_s=60, limit=1)

@@ -299,7 +299,8 @@ class Store:
     def expire_entries(
         self, cutoff: datetime, now: datetime, term: Term | None = None, *, batch: int = 1000
     ) -> RetentionReport | None:
-        """Remove entries dated before `cutoff`, keeping tombstones; None if `term` was lost."""
+        """Remove entries dated before `cutoff`, keeping tombstones, and tombstones
+        no feed listed since `cutoff`; None if `term` was lost."""
         entries, stories = 0, list[int]()
         while True:
             with self.session() as session:
@@ -307,10 +308,13 @@ class Store:
                     session.rollback()
                     return None
                 removed, emptied = retention.expire_batch(session, cutoff, now, batch)
+                tombstones = 0 if removed == batch else retention.expire_tombstones(session, cutoff)
                 session.commit()
             entries, stories = entries + removed, stories + emptied
             if removed < batch:
-                return RetentionReport(entries=entries, stories=tuple(stories))
+                return RetentionReport(
+                    entries=entries, stories=tuple(stories), tombstones=tombstones
+                )
 
     def tombstones(self) -> int:
         with self.session() as session:

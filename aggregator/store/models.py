@@ -118,7 +118,7 @@ class Tombstone(SQLModel, table=True):
 
     source_id: int = Field(primary_key=True, foreign_key="source.id")
     key: str = Field(primary_key=True)
-    removed_at: datetime
+    removed_at: datetime  # when removed, or since then last listed by its feed
 
 
 class Leader(SQLModel, table=True):

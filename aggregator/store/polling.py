@@ -307,6 +307,12 @@ def _upsert_entries(
         return IngestCounts()
     keys = {"source_id": source_id, "keys": list(unique)}
     removed = set(session.exec(_TOMBSTONED, params=keys).all())
+    if removed:  # still listed: the tombstone must outlive the listing (see retention)
+        session.exec(
+            update(Tombstone)
+            .where(col(Tombstone.source_id) == source_id, col(Tombstone.key).in_(removed))
+            .values(removed_at=to_db(now))
+        )
     # Most entries of a poll are stored already and unchanged: their hashes say so,
     # without loading their rows.
     stored = dict(session.exec(_STORED_HASHES, params=keys).all())

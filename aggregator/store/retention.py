@@ -1,7 +1,9 @@
 """Retention: entries older than the configured age leave the database, their identity stays.
 
 Each removed entry leaves a tombstone (source id, key), so a feed that still lists
-it does not bring it back as new. Copies of a removed entry become originals; a
+it does not bring it back as new. Ingest stamps a tombstone again whenever its
+feed lists the entry, so a tombstone goes only once its feed has stopped listing
+the entry for the retention age. Copies of a removed entry become originals; a
 story left without entries is removed with its timeline memberships.
 """
 
@@ -50,6 +52,12 @@ def expire_batch(
         session.exec(delete(TimelineStory).where(col(TimelineStory.story_id).in_(removed)))
         session.exec(delete(Story).where(col(Story.id).in_(removed)))
     return len(ids), removed
+
+
+def expire_tombstones(session: Session, before: datetime) -> int:
+    """Remove tombstones no feed has listed since `before`; how many. The caller commits."""
+    result = session.exec(delete(Tombstone).where(col(Tombstone.removed_at) < to_db(before)))
+    return int(result.rowcount or 0)
 
 
 def tombstone_count(session: Session) -> int:

@@ -107,3 +107,4 @@ class LeaderView:
 class RetentionReport:
     entries: int = 0  # entries removed (their identity kept as tombstones)
     stories: tuple[int, ...] = ()  # stories left without entries, removed too
+    tombstones: int = 0  # tombstones of entries no feed listed for the retention age
