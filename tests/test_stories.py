@@ -38,10 +38,10 @@ def test_embedding_cosines_match_float64_arithmetic() -> None:
         total = total * keep + row.astype(np.float64)
     mean = total / np.linalg.norm(total)
     probe = unit_rows(1, seed=1)[0]
-    assert abs(story.embedding_cosine(probe) - float(probe @ mean)) < 1e-5
+    assert abs(story.embedding_cosine(probe) - float(probe @ mean)) < 1e-3
     unit = story.embedding_unit
     assert unit is not None and unit.dtype == np.float32
-    assert np.allclose(unit, mean, atol=1e-6)
+    assert np.allclose(unit, mean, atol=1e-3)
     # The nearest of the last `recent` members, not of all twelve.
     nearest = max(float(probe.astype(np.float64) @ r) for r in rows[-4:])
     assert abs(story.nearest_member_cosine(probe) - nearest) < 1e-3
@@ -67,12 +67,14 @@ def test_centroid_cosines_stay_within_1e3_of_float64_arithmetic() -> None:
         assert abs(story.words_cosine(probe) - expected) < 1e-3
 
 
-def test_members_keep_half_precision_embeddings_and_share_empty_keys() -> None:
+def test_members_keep_one_byte_a_dimension_and_share_empty_keys() -> None:
     row = unit_rows(1)[0]
     story = Story(id="s", latest=T0, memory=5)
     story.add(EMPTY, EMPTY, member(row, numbers=np.zeros(0, np.uint32)))
     kept = story.members[0]
-    assert kept.embedding is not None and kept.embedding.dtype == np.float16
+    assert kept.embedding is not None and kept.embedding.dtype == np.int8
+    assert np.allclose(kept.embedding * kept.scale, row, atol=kept.scale / 2 + 1e-7)
+    assert abs(story.nearest_member_cosine(row) - 1.0) < 1e-3
     assert kept.names is NO_KEYS and kept.numbers is NO_KEYS
     assert story.embedding_sum is not None and story.embedding_sum is not row
 
@@ -94,9 +96,9 @@ def test_absorb_adds_the_other_storys_embedding_sum() -> None:
     a.absorb(b)
     total = rows[0].astype(np.float64) + rows[1]
     assert a.embedding_unit is not None
-    assert np.allclose(a.embedding_unit, total / np.linalg.norm(total), atol=1e-6)
+    assert np.allclose(a.embedding_unit, total / np.linalg.norm(total), atol=1e-3)
     assert len(a.members) == 2
-    assert b.embedding_sum is not None and np.allclose(b.embedding_sum, rows[1])
+    assert b.embedding_sum is not None and np.allclose(b.embedding_sum, rows[1], atol=1e-3)
 
 
 # -- a replayed window is the window the live clusterer built ------------------

@@ -17,15 +17,20 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 import numpy as np
 
 from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
 
 EmbeddingRow = np.ndarray  # one L2-normalised, language-centred embedding (float32)
-# How a story keeps its members' embeddings: half the bytes of float32, and a
-# cosine with one moves by about 1e-4, far below what a join decision can see.
-MEMBER_EMBEDDING = np.float16
+# How a story keeps its members' embeddings: a byte per dimension with one scale
+# per member, a quarter of float32's bytes; a cosine with one moves by about
+# 1e-3, far below what a join decision can see.
+MEMBER_EMBEDDING = np.int8
+_INT8_MAX = 127.0
+# How a story keeps the decayed sum of its members' embeddings.
+EMBEDDING_SUM = np.float16
 # A member vector is unit length; weights decayed below this no longer matter.
 PRUNE_BELOW = 1e-3
 # A centroid keeps at most this many of its heaviest features: beyond them the
@@ -43,7 +48,8 @@ class Member:
     names: np.ndarray  # name keys, ascending (features.key_array)
     numbers: np.ndarray  # figure keys, ascending
     lang: str
-    embedding: np.ndarray | None  # float32 as prepared; float16 once a story keeps it
+    embedding: np.ndarray | None  # float32 as prepared; int8 once a story keeps it
+    scale: float = 1.0  # what one step of a kept int8 embedding stands for
 
 
 @dataclass(slots=True)
@@ -67,8 +73,7 @@ class Story:
     grams_norm: float = 0.0
     # Lists, not deques: short, and an empty deque costs 600 bytes a story.
     members: list[Member] = field(default_factory=list)
-    terms: Counter[int] = field(default_factory=Counter)  # index terms of the last `memory`
-    member_terms: list[tuple[int, ...]] = field(default_factory=list)
+    member_terms: list[tuple[int, ...]] = field(default_factory=list)  # of the last `memory`
     names: np.ndarray = field(
         default_factory=lambda: NO_KEYS
     )  # name keys of the `recent` members, ascending
@@ -99,15 +104,20 @@ class Story:
         if member.embedding is not None:
             self._add_embedding(member.embedding)
         self.member_terms.append(member.index_terms)
-        self.terms.update(member.index_terms)
-        dropped: list[int] = []
-        if len(self.member_terms) > self.memory:
-            old_terms = self.member_terms.pop(0)
-            self.terms.subtract(old_terms)
-            dropped = [t for t in set(old_terms) if self.terms[t] <= 0]
-            for term in dropped:
-                del self.terms[term]
-        return dropped
+        if len(self.member_terms) <= self.memory:
+            return []
+        old_terms = self.member_terms.pop(0)
+        still = set(chain.from_iterable(self.member_terms))
+        return [t for t in set(old_terms) if t not in still]
+
+    @property
+    def terms(self) -> Counter[int]:
+        """Index terms of the last `memory` members, with how many used each.
+
+        Counted when asked (merges, and candidates found by embedding alone):
+        a counter kept per story cost a kilobyte each.
+        """
+        return Counter(chain.from_iterable(self.member_terms))
 
     def absorb(self, other: Story) -> None:
         """Take in every trace of a story found to be the same event (a merge)."""
@@ -118,13 +128,12 @@ class Story:
         self.members.extend(other.members)
         self._recount_members()
         self.member_terms.extend(other.member_terms)
-        self.terms.update(other.terms)
         if other.embedding_sum is not None:
             if self.embedding_sum is None:
                 self.embedding_sum = other.embedding_sum.copy()
             else:
                 self.embedding_sum += other.embedding_sum
-            self.embedding_norm = float(np.linalg.norm(self.embedding_sum))
+            self.embedding_norm = _norm(self.embedding_sum)
         self.keys.extend(other.keys)
         self.size += other.size
         self.latest = max(self.latest, other.latest)
@@ -140,20 +149,21 @@ class Story:
         return shared_keys(keys, self.numbers)
 
     def _add_embedding(self, row: EmbeddingRow) -> None:
-        # float32 is plenty: the sum mostly holds the last `memory` unit vectors.
+        # Half precision is plenty: the sum mostly holds the last `memory` unit
+        # vectors, so its entries stay far from float16's limits.
         if self.embedding_sum is None:
-            self.embedding_sum = row.astype(np.float32)  # a copy, never the caller's row
+            self.embedding_sum = row.astype(EMBEDDING_SUM)  # a copy, never the caller's row
         else:
-            self.embedding_sum *= self._keep
-            self.embedding_sum += row
-        self.embedding_norm = float(np.linalg.norm(self.embedding_sum))
+            self.embedding_sum *= EMBEDDING_SUM(self._keep)
+            self.embedding_sum += row.astype(EMBEDDING_SUM)
+        self.embedding_norm = _norm(self.embedding_sum)
 
     @property
     def embedding_unit(self) -> EmbeddingRow | None:
         """The members' decayed mean direction (float32), or None without embeddings."""
         if self.embedding_sum is None or not self.embedding_norm:
             return None
-        return self.embedding_sum / np.float32(self.embedding_norm)
+        return self.embedding_sum.astype(np.float32) / np.float32(self.embedding_norm)
 
     def words_cosine(self, vector: Vector) -> float:
         return _centroid_cosine(vector, self.words, self.words_norm)
@@ -164,27 +174,43 @@ class Story:
     def embedding_cosine(self, row: EmbeddingRow) -> float:
         if self.embedding_sum is None or not self.embedding_norm:
             return 0.0
-        return float(row @ self.embedding_sum) / self.embedding_norm
+        return float(row @ self.embedding_sum.astype(np.float32)) / self.embedding_norm
 
     def nearest_member_cosine(self, row: EmbeddingRow) -> float:
         """The best cosine with one recent member: a story's newest turn may be far from its mean."""
-        rows = [m.embedding for m in self.members if m.embedding is not None]
-        if not rows:
+        kept = [m for m in self.members if m.embedding is not None]
+        if not kept:
             return 0.0
-        return float(np.max(np.stack(rows) @ row))
+        rows = np.stack([m.embedding for m in kept]).astype(np.float32)  # type: ignore[misc]
+        scales = np.fromiter((m.scale for m in kept), np.float32, len(kept))
+        return float(np.max((rows @ row) * scales))
 
 
 def _as_kept(member: Member) -> Member:
-    """The member as a story keeps it: its embedding in half precision, and no empty
-    key arrays of its own (each costs a hundred bytes, and most reports have some)."""
-    embedding = member.embedding
+    """The member as a story keeps it: its embedding in a byte per dimension, and no
+    empty key arrays of its own (each costs a hundred bytes, and most reports have some)."""
+    embedding, scale = member.embedding, member.scale
     if embedding is not None and embedding.dtype != MEMBER_EMBEDDING:
-        embedding = embedding.astype(MEMBER_EMBEDDING)
+        embedding, scale = _quantised(embedding)
     names = member.names if len(member.names) else NO_KEYS
     numbers = member.numbers if len(member.numbers) else NO_KEYS
     if embedding is member.embedding and names is member.names and numbers is member.numbers:
         return member
-    return Member(member.index_terms, names, numbers, member.lang, embedding)
+    return Member(member.index_terms, names, numbers, member.lang, embedding, scale)
+
+
+def _quantised(row: np.ndarray) -> tuple[np.ndarray, float]:
+    """int8 steps and the size of one step, the largest entry mapped to 127."""
+    peak = float(np.max(np.abs(row))) if len(row) else 0.0
+    if peak == 0.0:
+        return np.zeros(len(row), MEMBER_EMBEDDING), 1.0
+    scale = peak / _INT8_MAX
+    return np.rint(row / scale).astype(MEMBER_EMBEDDING), scale
+
+
+def _norm(row: np.ndarray) -> float:
+    as32 = row.astype(np.float32)
+    return math.sqrt(float(as32 @ as32))
 
 
 def _centroid_cosine(vector: Vector, centroid: Vector, norm: float) -> float:
