@@ -2,9 +2,10 @@
 
 A story keeps decayed centroids, each cut to its heaviest features and held as
 two small arrays (weights in half precision), and only its latest members' name
-and figure keys and embeddings (also in half precision), so a story costs a few
-kilobytes however long it runs. Reports find candidate stories two ways, both bounded: an inverted
-index that lists, per term, only the stories that used it most recently, and an
+and figure keys and embeddings (a byte per dimension), so a story costs a few
+kilobytes however long it runs. Reports find candidate stories two ways, both
+bounded: an inverted index that lists, per term, only the stories that used it
+most recently, and an
 embedding matrix of the most recently active stories. So the cost of placing a
 report depends on those bounds, never on how many reports were ever stored.
 """
