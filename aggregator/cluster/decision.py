@@ -87,7 +87,7 @@ def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, flo
 def member(p: Prepared) -> Member:
     """What a story keeps of a report that joins it."""
     return Member(
-        index_terms=tuple(t for t, _ in p.index_terms),
+        index_terms=np.fromiter((t for t, _ in p.index_terms), np.int32, len(p.index_terms)),
         names=p.names,
         numbers=p.numbers,
         lang=p.doc.lang,

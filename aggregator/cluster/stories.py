@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
 
 import numpy as np
 
@@ -37,7 +36,7 @@ PRUNE_BELOW = 1e-3
 # A centroid keeps at most this many of its heaviest features: beyond them the
 # weights are small and a long story's memory would grow with its vocabulary.
 WORDS_KEPT = 128
-GRAMS_KEPT = 512
+GRAMS_KEPT = 384
 CENTROID_WEIGHTS = np.float16  # how a centroid keeps its weights
 
 
@@ -45,7 +44,7 @@ CENTROID_WEIGHTS = np.float16  # how a centroid keeps its weights
 class Member:
     """What a story remembers of each of its latest reports."""
 
-    index_terms: tuple[int, ...]
+    index_terms: np.ndarray  # the report's heaviest stems (int32): 40 bytes, not 400 as a tuple
     names: np.ndarray  # name keys, ascending (features.key_array)
     numbers: np.ndarray  # figure keys, ascending
     lang: str
@@ -74,7 +73,7 @@ class Story:
     grams_norm: float = 0.0
     # Lists, not deques: short, and an empty deque costs 600 bytes a story.
     members: list[Member] = field(default_factory=list)
-    member_terms: list[tuple[int, ...]] = field(default_factory=list)  # of the last `memory`
+    member_terms: list[np.ndarray] = field(default_factory=list)  # of the last `memory`
     names: np.ndarray = field(
         default_factory=lambda: NO_KEYS
     )  # name keys of the `recent` members, ascending
@@ -107,8 +106,8 @@ class Story:
         self.member_terms.append(member.index_terms)
         if len(self.member_terms) <= self.memory:
             return []
-        old_terms = self.member_terms.pop(0)
-        still = set(chain.from_iterable(self.member_terms))
+        old_terms = self.member_terms.pop(0).tolist()
+        still = set(_all_terms(self.member_terms))
         return [t for t in set(old_terms) if t not in still]
 
     @property
@@ -118,7 +117,7 @@ class Story:
         Counted when asked (merges, and candidates found by embedding alone):
         a counter kept per story cost a kilobyte each.
         """
-        return Counter(chain.from_iterable(self.member_terms))
+        return Counter(_all_terms(self.member_terms))
 
     def absorb(self, other: Story) -> None:
         """Take in every trace of a story found to be the same event (a merge)."""
@@ -185,6 +184,10 @@ class Story:
         rows = np.stack([m.embedding for m in kept]).astype(np.float32)  # type: ignore[misc]
         scales = np.fromiter((m.scale for m in kept), np.float32, len(kept))
         return float(np.max((rows @ row) * scales))
+
+
+def _all_terms(arrays: list[np.ndarray]) -> list[int]:
+    return np.concatenate(arrays).tolist() if arrays else []
 
 
 def _as_kept(member: Member) -> Member:
@@ -359,7 +362,7 @@ class StoryIndex:
         dropped = story.add(words, grams, member)
         for term in dropped:
             self._unpost(term, story.id)
-        for term in member.index_terms:
+        for term in member.index_terms.tolist():
             self._post(term, story.id)
         if story.embedding_unit is not None:
             self._shelf.put(story.id, story.embedding_unit)
