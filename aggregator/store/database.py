@@ -10,6 +10,7 @@ Queries live by concern beside this file: polling, clustering, leadership, reten
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,17 @@ class Store:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def _fenced(self, term: Term | None, now: datetime) -> Iterator[Session | None]:
+        """A session whose writes belong to `term` (its lease renewed first, in the same
+        transaction), or None when that term was lost; without a term, a plain session."""
+        with self.session() as session:
+            if term is not None and not leadership.fence(session, term, now):
+                session.rollback()
+                yield None
+            else:
+                yield session
 
     def close(self) -> None:
         self.engine.dispose()
@@ -254,9 +266,8 @@ class Store:
         self, vectors: Mapping[str, bytes], now: datetime, term: Term | None = None
     ) -> bool:
         """Store entries' vectors (by entry id); False (and nothing stored) if `term` was lost."""
-        with self.session() as session:
-            if term is not None and not leadership.fence(session, term, now):
-                session.rollback()
+        with self._fenced(term, now) as session:
+            if session is None:
                 return False
             clustering.save_embeddings(session, vectors)
             session.commit()
@@ -270,9 +281,8 @@ class Store:
         Returns the ids of the stories retired, or None (and nothing changed) if
         `term` was lost.
         """
-        with self.session() as session:
-            if term is not None and not leadership.fence(session, term, now):
-                session.rollback()
+        with self._fenced(term, now) as session:
+            if session is None:
                 return None
             retired = clustering.merge_stories(session, merges, now)
             session.commit()
@@ -282,9 +292,8 @@ class Store:
         self, assignments: Sequence[Assignment], now: datetime, term: Term | None = None
     ) -> set[int] | None:
         """Attach entries to stories; the story ids touched, or None if `term` was lost."""
-        with self.session() as session:
-            if term is not None and not leadership.fence(session, term, now):
-                session.rollback()
+        with self._fenced(term, now) as session:
+            if session is None:
                 return None
             touched = clustering.save_assignments(session, assignments, now)
             session.commit()
@@ -303,9 +312,8 @@ class Store:
         no feed listed since `cutoff`; None if `term` was lost."""
         entries, stories = 0, list[int]()
         while True:
-            with self.session() as session:
-                if term is not None and not leadership.fence(session, term, now):
-                    session.rollback()
+            with self._fenced(term, now) as session:
+                if session is None:
                     return None
                 removed, emptied = retention.expire_batch(session, cutoff, now, batch)
                 tombstones = 0 if removed == batch else retention.expire_tombstones(session, cutoff)
@@ -364,9 +372,8 @@ class Store:
 
         False (and nothing marked) if `term` was lost.
         """
-        with self.session() as session:
-            if term is not None and not leadership.fence(session, term, now):
-                session.rollback()
+        with self._fenced(term, now) as session:
+            if session is None:
                 return False
             for story in stories:
                 session.exec(
@@ -404,9 +411,8 @@ class Store:
         self, documents: Sequence[Document], now: datetime | None = None, term: Term | None = None
     ) -> bool:
         """Store rendered documents; False (and nothing stored) if `term` was lost."""
-        with self.session() as session:
-            if term is not None and not leadership.fence(session, term, now or utc_now()):
-                session.rollback()
+        with self._fenced(term, now or utc_now()) as session:
+            if session is None:
                 return False
             for doc in documents:
                 row = session.get(PublishedDocument, doc.path)
