@@ -306,17 +306,17 @@ def _upsert_entries(
     if not unique:
         return IngestCounts()
     keys = {"source_id": source_id, "keys": list(unique)}
+    seen = to_db(now)
     removed = set(session.exec(_TOMBSTONED, params=keys).all())
     if removed:  # still listed: the tombstone must outlive the listing (see retention)
         session.exec(
             update(Tombstone)
             .where(col(Tombstone.source_id) == source_id, col(Tombstone.key).in_(removed))
-            .values(removed_at=to_db(now))
+            .values(removed_at=seen)
         )
     # Most entries of a poll are stored already and unchanged: their hashes say so,
     # without loading their rows.
     stored = dict(session.exec(_STORED_HASHES, params=keys).all())
-    seen = to_db(now)
     fresh = [
         _new_entry(source_id, data, seen)
         for key, data in unique.items()
