@@ -292,7 +292,7 @@ class StoryAssigner:
             for story_id in stories.by_embedding(p.embedding, limit):
                 if story_id not in seen and story_id in stories.stories:
                     story = stories.stories[story_id]
-                    out.append((story, len(terms & story.terms.keys())))
+                    out.append((story, story.shared_terms(terms)))
         return out
 
     # -- remembering ------------------------------------------------------------

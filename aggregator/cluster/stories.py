@@ -119,6 +119,10 @@ class Story:
         """
         return Counter(_all_terms(self.member_terms))
 
+    def shared_terms(self, terms: set[int]) -> int:
+        """How many of `terms` the last `memory` members used (no counting needed)."""
+        return len(terms.intersection(_all_terms(self.member_terms)))
+
     def absorb(self, other: Story) -> None:
         """Take in every trace of a story found to be the same event (a merge)."""
         self.words, self.words_norm = _decayed_sum(self.words, other.words, 1.0, self.words_kept)
