@@ -76,7 +76,7 @@ class ClusterSettings:
     threshold: float = setting(
         0.0,
         "Probability from the learned pair model a report needs to join a story "
-        "(0 = the method's own cut: tfidf 0.25, embedding 0.5).",
+        "(0 = the method's own cut: tfidf 0.25, embedding 0.45).",
     )
     window_hours: float = setting(96.0, "Stories idle longer than this stop taking new reports.")
     merge_stories: bool = setting(True, "Merge live stories that have grown into one event.")

@@ -384,9 +384,29 @@ def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
 
 
 def test_merge_pass_keeps_other_events_apart() -> None:
-    assigner = StoryAssigner(SETTINGS)
+    # Second looks due after every report, so each lone report is weighed again.
+    assigner = StoryAssigner(SETTINGS, tuning=Tuning(second_look_after=(1, 2, 3)))
     for d in STREAM:
         assigner.add(d)
+        assert assigner.merge_converged() == []
+
+
+def test_a_lone_report_moves_into_the_story_it_belongs_to_on_a_second_look() -> None:
+    strict = replace(SETTINGS, threshold=0.999)  # every new report founds its own story
+    # Stories that grew are never merged here: only second looks move anything.
+    tuning = Tuning(second_look_after=(2,), merge_probability=1.0)
+    assigner = StoryAssigner(strict, tuning=tuning)
+    for story, reports in (("kursk", INCURSION[:2]), ("depot", DEPOT)):
+        for report in reports:
+            assigner.restore(report, Assignment(report.id, story))
+    late, other = INCURSION[2], OTHER[0]
+    assert assigner.add(late).new_story and assigner.add(other).new_story
+    assert assigner.merge_converged() == []  # "inc3" is not due yet: one report since
+    assigner.add(OTHER[1])
+    # Due now, the lone Kursk report joins the Kursk story, which has grown since.
+    assert assigner.merge_converged() == [("inc3", "kursk")]
+    # The first rate-cut report is due next: no larger story is its event.
+    assigner.add(doc("quake", "Earthquake shakes southern Chile", minutes=400))
     assert assigner.merge_converged() == []
 
 

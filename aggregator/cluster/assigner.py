@@ -55,6 +55,15 @@ class Tuning:
     # Two stories merge only when the model is this sure they are one event: a
     # merge cannot be undone, and whole stories carry more evidence than one report.
     merge_probability: float = 0.9
+    # A story of at most `second_look_size` reports is weighed again against the
+    # stories near it each time `second_look_after` more reports have been placed:
+    # they have grown since its report arrived, and the decision taken against them
+    # young may now differ. It moves into the most probable larger one if that
+    # reaches `second_look_probability`, which does not depend on the method's cut:
+    # a move is a merge and cannot be undone.
+    second_look_size: int = 2
+    second_look_after: tuple[int, ...] = (10, 40, 160, 640, 2560)
+    second_look_probability: float = 0.45
 
 
 class StoryAssigner:
@@ -100,6 +109,12 @@ class StoryAssigner:
         self._story_of_doc: dict[str, str] = {}  # near-duplicate candidates' stories
         self._clock: datetime | None = None
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
+        self._placed = 0  # reports placed by `add`: the clock of second looks
+        # One queue per delay, each in due order: (due at `_placed`, story id).
+        self._second_looks = tuple(
+            deque[tuple[int, str]](maxlen=self.tuning.shelf_rows)
+            for _ in self.tuning.second_look_after
+        )
         self._window = timedelta(hours=settings.window_hours)
 
     @property
@@ -122,8 +137,11 @@ class StoryAssigner:
             return Assignment(doc.id, story_id, duplicate_of=doc_id, similarity=1.0)
         prepared = self._prepare(doc, keys, vector, learn=True)
         story, score = self._best_story(prepared)
+        self._placed += 1
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
+            for delay, queue in zip(self.tuning.second_look_after, self._second_looks, strict=True):
+                queue.append((self._placed + delay, doc.id))
             return Assignment(doc.id, doc.id, new_story=True, similarity=round(score, 6))
         self._join(prepared, story)
         return Assignment(doc.id, story.id, similarity=round(score, 6))
@@ -155,33 +173,52 @@ class StoryAssigner:
         """Merge live stories that have grown into one event: (absorbed id, into id) pairs.
 
         Only stories that took reports since the last call are compared, each
-        with its candidates as a report would be, so the cost stays bounded. The
-        caller re-points stored assignments of each absorbed story (and of the
-        stories absorbed into it earlier) to the story it went into.
+        with its candidates as a report would be, and so are the small stories
+        due a second look (see `Tuning.second_look_after`), so the cost stays
+        bounded. The caller re-points stored assignments of each absorbed story
+        (and of the stories absorbed into it earlier) to the story it went into.
         """
         merges: list[tuple[str, str]] = []
         changed, self._changed = list(self._changed), {}
         for story_id in changed:
             story = self._stories.get(story_id)
-            if story is None:
-                continue  # expired, or absorbed earlier in this pass
-            other = self._converged_with(story)
-            if other is None:
-                continue
-            # The larger story keeps its id (ties: the older id), so links move least.
-            into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
-            self._stories.merge(into, gone)
-            self._repoint(gone.id, into.id)
-            merges.append((gone.id, into.id))
+            if story is not None:  # else expired, or absorbed earlier in this pass
+                other = self._converged_with(story, self.tuning.merge_probability)
+                self._absorb(story, other, merges)
+        for story_id in self._due_second_looks():
+            story = self._stories.get(story_id)
+            if story is not None and story.size <= self.tuning.second_look_size:
+                bar = self.tuning.second_look_probability
+                other = self._converged_with(story, bar, larger=True)
+                self._absorb(story, other, merges)
         return merges
 
-    def _converged_with(self, story: Story) -> Story | None:
+    def _due_second_looks(self) -> list[str]:
+        due = []
+        for queue in self._second_looks:
+            while queue and queue[0][0] <= self._placed:
+                due.append(queue.popleft()[1])
+        return due
+
+    def _absorb(self, story: Story, other: Story | None, merges: list[tuple[str, str]]) -> None:
+        if other is None:
+            return
+        # The larger story keeps its id (ties: the older id), so links move least.
+        into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
+        self._stories.merge(into, gone)
+        self._repoint(gone.id, into.id)
+        merges.append((gone.id, into.id))
+
+    def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
+        """The candidate the story most probably belongs with, if that reaches `bar`."""
         p = self._as_report(story)
         best: Story | None = None
-        best_score = self.tuning.merge_probability
+        best_score = bar
         for other, shared in self._candidates(p):
-            if other.id == story.id:
+            if other.id == story.id or (larger and other.size <= story.size):
                 continue
+            if p.doc.published - other.latest > self._window:
+                continue  # idle past the window: it takes no more reports
             score = self.decision.probability(pair_features(p, other, shared))
             if score >= best_score:
                 best, best_score = other, score

@@ -22,6 +22,7 @@ import numpy as np
 from unidecode import unidecode
 
 from aggregator.cluster import background
+from aggregator.cluster.embedding import LEAD_CHARS
 from aggregator.types import ClusterDoc
 
 Counts = dict[int, float]  # feature -> weighted term frequency
@@ -102,7 +103,9 @@ class FeatureWeights:
     title_weight: float = 2.0  # a headline word counts as this many body words
     stem_length: int = 6  # words are cut to this many letters before matching
     ngram_sizes: tuple[int, ...] = (3, 4, 5)  # in-word character n-grams; () turns them off
-    body_chars: int = 1200  # the lead carries the event; later paragraphs drift
+    # The lead carries the event and later paragraphs drift: read the headline
+    # and as much of the body as the embedding does.
+    body_chars: int = LEAD_CHARS
     url_words: bool = True  # use the URL slug's words when the body is empty
     background_docs: float = 20_000.0  # the shipped frequencies weigh as this many reports
     name_max_share: float = 2e-3  # a capitalised word in fewer documents than this is a name

@@ -152,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s.name}: {len(s.labels)} candidates, {int(s.labels.sum())} right" for s in sets
         ],
         "half": args.half,
-        "command": f"python -m aggregator.cluster.training DATA --method {method}",
+        "command": (
+            f"python -m aggregator.cluster.training DATA --method {method}"
+            f" --threshold {args.threshold}"
+        ),
     }
     out = args.out or MODEL_DIR / f"{method}.json"
     out.write_text(model.to_json(notes), encoding="utf-8")
