@@ -7,7 +7,8 @@
 - cluster_dps: documents per second through the default clusterer, embedding
   included (the worker embeds each batch once, then adds each entry).
 - cluster_us_10k / cluster_us_100k: microseconds to place one (already embedded)
-  document when 10,000 and 100,000 entries have been placed before it.
+  document when 10,000 and 100,000 entries have been placed before it, its
+  share of the merge pass and second looks included.
 
     .venv/bin/python benchmarks/pipeline.py [--feeds 40] [--entries 50] [--rounds 5]
         [--cluster-docs 200] [--skip-cluster]
@@ -156,6 +157,7 @@ def cluster_rates(n_dps: int) -> dict[str, float]:
         vectors = assigner.embed(batch)
         for doc, vec in zip(batch, vectors, strict=True):
             assigner.add(doc, vec)
+        assigner.merge_converged()  # as the worker does after each batch
     dps = len(docs) / (time.perf_counter() - started)
     out = {"cluster_dps": round(dps, 1)}
     # Cost per document after 10k and 100k placed, with cheap random unit vectors
@@ -166,13 +168,19 @@ def cluster_rates(n_dps: int) -> dict[str, float]:
         vectors = rng.normal(size=(len(docs), 384)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         assigner = StoryAssigner(settings)
-        for doc, vec in zip(docs[:stored], vectors[:stored], strict=True):
-            assigner.add(doc, vec)
+        _place(assigner, docs[:stored], vectors[:stored])
         started = time.perf_counter()
-        for doc, vec in zip(docs[stored:], vectors[stored:], strict=True):
-            assigner.add(doc, vec)
+        _place(assigner, docs[stored:], vectors[stored:])
         out[label] = round((time.perf_counter() - started) / 500 * 1e6, 1)
     return out
+
+
+def _place(assigner: StoryAssigner, docs: list[ClusterDoc], vectors: np.ndarray) -> None:
+    """Add in the worker's batches, each followed by its merge pass and second looks."""
+    for i in range(0, len(docs), 16):
+        for doc, vec in zip(docs[i : i + 16], vectors[i : i + 16], strict=True):
+            assigner.add(doc, vec)
+        assigner.merge_converged()
 
 
 def main(argv: list[str] | None = None) -> int:

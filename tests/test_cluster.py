@@ -381,6 +381,9 @@ def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
     # Later reports find the merged story under the id that survived.
     later = assigner.add(replace(INCURSION[2], url=first.url))  # a repost of the first
     assert later.duplicate_of == "inc1" and later.story_id == merges[0][1]
+    edited = replace(second, id="inc2-copy", url="", text=second.text + " (Wire)")
+    copy = assigner.add(edited)  # a lightly edited copy of the second
+    assert copy.duplicate_of == "inc2" and copy.story_id == merges[0][1]
 
 
 def test_merge_pass_keeps_other_events_apart() -> None:

@@ -107,6 +107,7 @@ class StoryAssigner:
         # there, so their signatures are computed on the first `add`, not each one.
         self._near_pending: deque[tuple[str, str, str]] = deque(maxlen=self.tuning.near_duplicates)
         self._story_of_doc: dict[str, str] = {}  # near-duplicate candidates' stories
+        self._moved: dict[str, str] = {}  # absorbed story id -> the story it went into
         self._clock: datetime | None = None
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
         self._placed = 0  # reports placed by `add`: the clock of second looks
@@ -206,7 +207,7 @@ class StoryAssigner:
         # The larger story keeps its id (ties: the older id), so links move least.
         into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
         self._stories.merge(into, gone)
-        self._repoint(gone.id, into.id)
+        self._repoint(gone, into)
         merges.append((gone.id, into.id))
 
     def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
@@ -240,14 +241,22 @@ class StoryAssigner:
             keys=(),
         )
 
-    def _repoint(self, gone: str, into: str) -> None:
-        for key, (doc_id, story_id) in list(self._first_copy.items()):
-            if story_id == gone:
-                self._first_copy[key] = (doc_id, into)
-        for doc_id, story_id in list(self._story_of_doc.items()):
-            if story_id == gone:
-                self._story_of_doc[doc_id] = into
-        self._changed.pop(gone, None)
+    def _repoint(self, gone: Story, into: Story) -> None:
+        # Only the absorbed story's own keys can point at it: no scan of the window.
+        for key in gone.keys:
+            first = self._first_copy.get(key)
+            if first is not None and first[1] == gone.id:
+                self._first_copy[key] = (first[0], into.id)
+        # Near-duplicate candidates find their story through the merges it went through.
+        self._moved[gone.id] = into.id
+        if len(self._moved) > self._near.capacity:
+            del self._moved[next(iter(self._moved))]
+        self._changed.pop(gone.id, None)
+
+    def _current(self, story_id: str) -> str:
+        while story_id in self._moved:
+            story_id = self._moved[story_id]
+        return story_id
 
     def warm(self, docs: Sequence[ClusterDoc], vectors: np.ndarray | None = None) -> None:
         """Learn term and language statistics from reports without placing them."""
@@ -366,9 +375,10 @@ class StoryAssigner:
         # A lightly edited copy: its first copy must still be in a live story.
         near = self._near.add(doc.id, doc.title, doc.text)
         story_id = self._story_of_doc.get(near) if near is not None else None
-        if near is not None and story_id is not None and story_id in self._stories.stories:
-            return near, story_id
-        return None
+        if near is None or story_id is None:
+            return None
+        story_id = self._current(story_id)
+        return (near, story_id) if story_id in self._stories.stories else None
 
     def _apply_duplicate(
         self, doc: ClusterDoc, story_id: str, first_id: str, keys: tuple[int, ...]
