@@ -112,8 +112,9 @@ class StoryAssigner:
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
         self._placed = 0  # reports placed by `add`: the clock of second looks
         # One queue per delay, each in due order: (due at `_placed`, story id).
+        # Bounded like the other per-report state; a restart forgets them.
         self._second_looks = tuple(
-            deque[tuple[int, str]](maxlen=self.tuning.shelf_rows)
+            deque[tuple[int, str]](maxlen=self.tuning.near_duplicates)
             for _ in self.tuning.second_look_after
         )
         self._window = timedelta(hours=settings.window_hours)
