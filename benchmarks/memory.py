@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert
 
-from aggregator.settings import Settings, SourceConfig, TimelineConfig, parse_settings
+from aggregator.settings import (
+    ClusterSettings,
+    Settings,
+    SourceConfig,
+    TimelineConfig,
+    parse_settings,
+)
 from aggregator.store import open_store
 from aggregator.store.models import Entry, FetchState, Source, Story
 
@@ -52,7 +58,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--window-entries", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="build the database in DIR and keep it")
-    default_method = parse_settings("", environ={}).cluster.method
+    default_method = ClusterSettings().method
     parser.add_argument(
         "--method", default=default_method, help=f"cluster method (default: {default_method})"
     )
@@ -149,8 +155,7 @@ def load(database: Path, entries: int, window_entries: int, *, with_vectors: boo
     leaves them, so the measured cycle restores vectors instead of computing them."""
     store = open_store(f"sqlite:///{database}")
     words = Words(entries)
-    window_hours = parse_settings("", environ={}).cluster.window_hours
-    vectors_since = NOW - timedelta(hours=window_hours + 24)
+    vectors_since = NOW - timedelta(hours=ClusterSettings().window_hours + 24)
     try:
         with store.engine.begin() as connection:
             connection.execute(insert(Source), source_rows())

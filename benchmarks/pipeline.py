@@ -45,6 +45,7 @@ _VOCABULARY = """
 """
 WORDS = _VOCABULARY.split()
 T0 = datetime(2024, 8, 6, tzinfo=UTC)
+PLACE_BATCH = 16  # reports placed between merge passes
 
 
 def fake_feed(rng: random.Random, feed: int, entries: int) -> bytes:
@@ -152,12 +153,7 @@ def cluster_rates(n_dps: int) -> dict[str, float]:
     assigner = StoryAssigner(settings)
     assigner.embed(docs[:4])  # load the model outside the timing
     started = time.perf_counter()
-    for i in range(0, len(docs), 16):  # the worker's batches
-        batch = docs[i : i + 16]
-        vectors = assigner.embed(batch)
-        for doc, vec in zip(batch, vectors, strict=True):
-            assigner.add(doc, vec)
-        assigner.merge_converged()  # as the worker does after each batch
+    _place(assigner, docs)
     dps = len(docs) / (time.perf_counter() - started)
     out = {"cluster_dps": round(dps, 1)}
     # Cost per document after 10k and 100k placed, with cheap random unit vectors
@@ -175,10 +171,16 @@ def cluster_rates(n_dps: int) -> dict[str, float]:
     return out
 
 
-def _place(assigner: StoryAssigner, docs: list[ClusterDoc], vectors: np.ndarray) -> None:
-    """Add in the worker's batches, each followed by its merge pass and second looks."""
-    for i in range(0, len(docs), 16):
-        for doc, vec in zip(docs[i : i + 16], vectors[i : i + 16], strict=True):
+def _place(
+    assigner: StoryAssigner, docs: list[ClusterDoc], vectors: np.ndarray | None = None
+) -> None:
+    """Add in batches, each embedded first (unless `vectors` are given) and followed by
+    its merge pass and second looks, as the worker does; batches of PLACE_BATCH are
+    smaller than the worker's, so merge passes cost a document no less than there."""
+    for i in range(0, len(docs), PLACE_BATCH):
+        batch = docs[i : i + PLACE_BATCH]
+        rows = assigner.embed(batch) if vectors is None else vectors[i : i + PLACE_BATCH]
+        for doc, vec in zip(batch, rows, strict=True):
             assigner.add(doc, vec)
         assigner.merge_converged()
 

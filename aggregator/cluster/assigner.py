@@ -187,10 +187,10 @@ class StoryAssigner:
             if story is not None:  # else expired, or absorbed earlier in this pass
                 other = self._converged_with(story, self.tuning.merge_probability)
                 self._absorb(story, other, merges)
+        bar = self.tuning.second_look_probability
         for story_id in self._due_second_looks():
             story = self._stories.get(story_id)
             if story is not None and story.size <= self.tuning.second_look_size:
-                bar = self.tuning.second_look_probability
                 other = self._converged_with(story, bar, larger=True)
                 self._absorb(story, other, merges)
         return merges

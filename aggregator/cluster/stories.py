@@ -5,9 +5,9 @@ two small arrays (weights in half precision), and only its latest members' name
 and figure keys and embeddings (a byte per dimension), so a story costs a few
 kilobytes however long it runs. Reports find candidate stories two ways, both
 bounded: an inverted index that lists, per term, only the stories that used it
-most recently, and an
-embedding matrix of the most recently active stories. So the cost of placing a
-report depends on those bounds, never on how many reports were ever stored.
+most recently, and an embedding matrix of the most recently active stories. So
+the cost of placing a report depends on those bounds, never on how many reports
+were ever stored.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Story:
         default_factory=lambda: NO_KEYS
     )  # figure keys of the `recent` members, ascending
     langs: Counter[str] = field(default_factory=Counter)
-    # The decayed sum of the members' embeddings (float32, owned: updated in place)
+    # The decayed sum of the members' embeddings (float16, owned: updated in place)
     # and its norm; the unit vector is derived when asked, not kept beside it.
     embedding_sum: np.ndarray | None = None
     embedding_norm: float = 0.0
