@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
-from aggregator.cluster.features import name_key, tokens
+from aggregator.cluster.features import calendar_days, name_key, tokens
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
 
@@ -189,6 +189,37 @@ def test_ukrainian_and_russian_reports_of_one_event_join() -> None:
     )
     got = place([uk, ru])
     assert got["ru"].story_id == "uk"
+
+
+def test_headlines_naming_different_days_are_different_events() -> None:
+    stream = [
+        doc("w8", "Weather forecast for 8 November: rain and strong wind across the capital",
+            "Forecasters expect heavy rain and gusts of up to 20 metres a second."),
+        doc("w8b", "Forecast for November 8th: rain and strong wind in the capital",
+            "Heavy rain is expected, with wind gusting to 20 metres a second.",
+            minutes=30, source="daily"),
+        doc("w16", "Weather forecast for 16 November: rain and strong wind across the capital",
+            "Rain and gusty wind are expected to return after a dry week.",
+            minutes=60, source="herald"),
+    ]  # fmt: skip
+    got = place(stream)
+    assert got["w8b"].story_id == "w8"
+    assert got["w16"].new_story
+
+
+@pytest.mark.parametrize(
+    ("title", "days"),
+    [
+        ("Прогноз погоды на 8 ноября", {1108}),
+        ("Укриття мають добудувати до 1 вересня", {901}),
+        ("Fed meets on March 12, 2014; markets wait", {312}),
+        ("Aug. 6th: troops cross the border", {806}),
+        ("May 2024 sales fell 5%", set()),
+        ("Profits rose 12 percent in March", set()),
+    ],
+)
+def test_calendar_days_a_headline_names(title: str, days: set[int]) -> None:
+    assert calendar_days(title) == days
 
 
 def test_cyrillic_and_latin_spellings_meet() -> None:

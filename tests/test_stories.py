@@ -24,7 +24,7 @@ def unit_rows(n: int, seed: int = 0) -> np.ndarray:
 
 def member(row: np.ndarray | None, numbers: np.ndarray = NO_KEYS) -> Member:
     return Member(index_terms=np.array([1, 2], np.int32), names=np.zeros(0, np.uint32), numbers=numbers,
-                  lang="en", embedding=row)  # fmt: skip
+                  days=NO_KEYS, lang="en", embedding=row)  # fmt: skip
 
 
 def test_embedding_cosines_match_float64_arithmetic() -> None:

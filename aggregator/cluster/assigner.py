@@ -238,6 +238,7 @@ class StoryAssigner:
             index_terms=tuple((t, float(n)) for t, n in terms[: self.tuning.index_terms]),
             names=story.names,
             numbers=story.numbers,
+            days=story.days,
             embedding=story.embedding_unit,
             keys=(),
         )
@@ -418,6 +419,7 @@ class StoryAssigner:
             index_terms=tuple(heaviest[: self.tuning.index_terms]),
             names=key_array(counted.names),
             numbers=number_keys(counted.numbers),
+            days=key_array(counted.days),
             embedding=centred,
             keys=keys,
         )

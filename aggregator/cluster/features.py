@@ -34,6 +34,27 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 _WORD = re.compile(r"\w+")
 _APOSTROPHES = re.compile(r"['`\u2019]")  # Unidecode writes the Ukrainian soft sign as '
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+# Month names as headlines write a calendar day: English (with the usual
+# abbreviations; "May" is both), and the genitive of Russian and Ukrainian.
+_MONTH_NAMES = (
+    "january jan января січня",
+    "february feb февраля лютого",
+    "march mar марта березня",
+    "april apr апреля квітня",
+    "may мая травня",
+    "june jun июня червня",
+    "july jul июля липня",
+    "august aug августа серпня",
+    "september sep sept сентября вересня",
+    "october oct октября жовтня",
+    "november nov ноября листопада",
+    "december dec декабря грудня",
+)
+_MONTH = {name: month for month, names in enumerate(_MONTH_NAMES, 1) for name in names.split()}
+_MONTH_ALT = "|".join(sorted(_MONTH, key=len, reverse=True))
+# "8 ноября", "8th of November", "16-го листопада"; and "November 8", "Aug. 6th".
+_DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th|-?го)?\s+(?:of\s+)?({_MONTH_ALT})\b", re.I)
+_MONTH_DAY = re.compile(rf"\b({_MONTH_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?![.,:]\d)", re.I)
 
 # Function words of English and (transliterated) Russian and Ukrainian: they say
 # nothing about which event a report is about.
@@ -119,6 +140,7 @@ class Counted:
     grams: Counts
     names: frozenset[int]  # hashed name keys of capitalised, rare words (people, places)
     numbers: frozenset[str]  # figures as written, separators folded ("1,000" -> "1000")
+    days: frozenset[int]  # calendar days the headline names, as month * 100 + day
 
 
 def tokens(text: str) -> list[str]:
@@ -212,6 +234,15 @@ def numbers(text: str) -> frozenset[str]:
     return frozenset(n.rstrip("0").rstrip(".") if "." in n else n for n in found)
 
 
+def calendar_days(title: str) -> frozenset[int]:
+    """The calendar days a headline names ("forecast for 8 November"), as month * 100 + day."""
+    found = [(day, month) for day, month in _DAY_MONTH.findall(title)]
+    found += [(day, month) for month, day in _MONTH_DAY.findall(title)]
+    return frozenset(
+        _MONTH[month.lower()] * 100 + int(day) for day, month in found if 1 <= int(day) <= 31
+    )
+
+
 def slug_text(url: str) -> str:
     """The words of a URL's path, which often repeat or extend the headline."""
     path = url.split("?", 1)[0].split("#", 1)[0]
@@ -280,7 +311,9 @@ class Featuriser:
             if self.share(self.stem_key(token)) < w.name_max_share
             for key in (_hash("n" + name_key(token)),)
         )
-        return Counted(words, grams, names, numbers(f"{doc.title} {body}"))
+        return Counted(
+            words, grams, names, numbers(f"{doc.title} {body}"), calendar_days(doc.title)
+        )
 
     def learn(self, counted: Counted) -> None:
         """Count one more report in the document frequencies."""

@@ -47,6 +47,7 @@ class Member:
     index_terms: np.ndarray  # the report's heaviest stems (int32): 40 bytes, not 400 as a tuple
     names: np.ndarray  # name keys, ascending (features.key_array)
     numbers: np.ndarray  # figure keys, ascending
+    days: np.ndarray  # calendar days the headline names, ascending
     lang: str
     embedding: np.ndarray | None  # float32 as prepared; int8 once a story keeps it
     scale: float = 1.0  # what one step of a kept int8 embedding stands for
@@ -80,6 +81,9 @@ class Story:
     numbers: np.ndarray = field(
         default_factory=lambda: NO_KEYS
     )  # figure keys of the `recent` members, ascending
+    days: np.ndarray = field(
+        default_factory=lambda: NO_KEYS
+    )  # calendar days the `recent` members' headlines name, ascending
     langs: Counter[str] = field(default_factory=Counter)
     # The decayed sum of the members' embeddings (float16, owned: updated in place)
     # and its norm; the unit vector is derived when asked, not kept beside it.
@@ -145,6 +149,7 @@ class Story:
     def _recount_members(self) -> None:
         self.names = union_keys(m.names for m in self.members)
         self.numbers = union_keys(m.numbers for m in self.members)
+        self.days = union_keys(m.days for m in self.members)
 
     def shared_names(self, keys: np.ndarray) -> int:
         return shared_keys(keys, self.names)
@@ -202,9 +207,12 @@ def _as_kept(member: Member) -> Member:
         embedding, scale = _quantised(embedding)
     names = member.names if len(member.names) else NO_KEYS
     numbers = member.numbers if len(member.numbers) else NO_KEYS
-    if embedding is member.embedding and names is member.names and numbers is member.numbers:
+    days = member.days if len(member.days) else NO_KEYS
+    kept = (embedding, names, numbers, days)
+    given = (member.embedding, member.names, member.numbers, member.days)
+    if all(k is g for k, g in zip(kept, given, strict=True)):
         return member
-    return Member(member.index_terms, names, numbers, member.lang, embedding, scale)
+    return Member(member.index_terms, names, numbers, days, member.lang, embedding, scale)
 
 
 def _quantised(row: np.ndarray) -> tuple[np.ndarray, float]:
