@@ -425,22 +425,36 @@ def test_merge_pass_keeps_other_events_apart() -> None:
         assert assigner.merge_converged() == []
 
 
-def test_a_lone_report_moves_into_the_story_it_belongs_to_on_a_second_look() -> None:
+def _lone_kursk_report(tuning: Tuning) -> StoryAssigner:
+    """A Kursk story of two reports, a depot story, and a third Kursk report alone."""
     strict = replace(SETTINGS, threshold=0.999)  # every new report founds its own story
-    # Stories that grew are never merged here: only second looks move anything.
-    tuning = Tuning(second_look_after=(2,), merge_probability=1.0)
     assigner = StoryAssigner(strict, tuning=tuning)
     for story, reports in (("kursk", INCURSION[:2]), ("depot", DEPOT)):
         for report in reports:
             assigner.restore(report, Assignment(report.id, story))
     late, other = INCURSION[2], OTHER[0]
     assert assigner.add(late).new_story and assigner.add(other).new_story
+    return assigner
+
+
+def test_a_lone_report_moves_into_the_story_it_belongs_to_on_a_second_look() -> None:
+    # Stories that grew are never merged here: only second looks move anything.
+    assigner = _lone_kursk_report(Tuning(second_look_after=(2,), merge_probability=1.0))
     assert assigner.merge_converged() == []  # "inc3" is not due yet: one report since
     assigner.add(OTHER[1])
     # Due now, the lone Kursk report joins the Kursk story, which has grown since.
     assert assigner.merge_converged() == [("inc3", "kursk")]
     # The first rate-cut report is due next: no larger story is its event.
     assigner.add(doc("quake", "Earthquake shakes southern Chile", minutes=400))
+    assert assigner.merge_converged() == []
+
+
+def test_a_second_look_moves_nothing_below_its_methods_bar() -> None:
+    tuning = Tuning(
+        second_look_after=(2,), merge_probability=1.0, second_look_probability={"tfidf": 0.999}
+    )
+    assigner = _lone_kursk_report(tuning)
+    assigner.add(OTHER[1])
     assert assigner.merge_converged() == []
 
 
