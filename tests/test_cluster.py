@@ -449,6 +449,22 @@ def test_a_lone_report_moves_into_the_story_it_belongs_to_on_a_second_look() -> 
     assert assigner.merge_converged() == []
 
 
+def test_a_restart_keeps_the_second_looks_still_to_come() -> None:
+    tuning = Tuning(second_look_after=(2,), merge_probability=1.0)
+    before = _lone_kursk_report(tuning)
+    assert before.merge_converged() == []
+    # The worker restarts: a new clusterer replays the stored decisions in order.
+    after = StoryAssigner(replace(SETTINGS, threshold=0.999), tuning=tuning)
+    for story, reports in (("kursk", INCURSION[:2]), ("depot", DEPOT)):
+        for report in reports:
+            after.restore(report, Assignment(report.id, story))
+    for lone in (INCURSION[2], OTHER[0]):
+        after.restore(lone, Assignment(lone.id, lone.id, new_story=True))
+    assert after.merge_converged() == []
+    after.add(OTHER[1])
+    assert after.merge_converged() == [("inc3", "kursk")]
+
+
 def test_a_second_look_moves_nothing_below_its_methods_bar() -> None:
     tuning = Tuning(
         second_look_after=(2,), merge_probability=1.0, second_look_probability={"tfidf": 0.999}

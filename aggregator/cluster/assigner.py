@@ -121,11 +121,12 @@ class StoryAssigner:
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
         self._placed = 0  # reports placed by `add`: the clock of second looks
         # One queue per delay, each in due order: (due at `_placed`, story id).
-        # Bounded like the other per-report state; a restart forgets them.
+        # Bounded like the other per-report state. A replay queues them again.
         self._second_looks = tuple(
             deque[tuple[int, str]](maxlen=self.tuning.near_duplicates)
             for _ in self.tuning.second_look_after
         )
+        self._replayed = False  # `restore` ran since the last add or merge pass
         self._window = timedelta(hours=settings.window_hours)
 
     @property
@@ -138,6 +139,7 @@ class StoryAssigner:
 
     def add(self, doc: ClusterDoc, vector: np.ndarray | None = None) -> Assignment:
         """Decide where `doc` goes, remember it, and return the decision."""
+        self._end_replay()
         self._advance(doc.published)
         self._flush_near()
         keys = self._keys(doc)
@@ -151,8 +153,7 @@ class StoryAssigner:
         self._placed += 1
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
-            for delay, queue in zip(self.tuning.second_look_after, self._second_looks, strict=True):
-                queue.append((self._placed + delay, doc.id))
+            self._queue_second_looks(doc.id)
             return Assignment(doc.id, doc.id, new_story=True, similarity=round(score, 6))
         self._join(prepared, story)
         return Assignment(doc.id, story.id, similarity=round(score, 6))
@@ -168,6 +169,10 @@ class StoryAssigner:
             self._apply_duplicate(doc, assignment.story_id, assignment.duplicate_of, keys)
             return
         prepared = self._prepare(doc, keys, vector, learn=True)
+        self._placed += 1
+        self._replayed = True
+        if assignment.story_id == doc.id:  # it founded its story: looks were due
+            self._queue_second_looks(doc.id)
         story = self._stories.get(assignment.story_id)
         if story is None:
             # New, or a story this replay already expired: it lives again either way.
@@ -189,6 +194,7 @@ class StoryAssigner:
         bounded. The caller re-points stored assignments of each absorbed story
         (and of the stories absorbed into it earlier) to the story it went into.
         """
+        self._end_replay()
         merges: list[tuple[str, str]] = []
         changed, self._changed = list(self._changed), {}
         for story_id in changed:
@@ -203,6 +209,17 @@ class StoryAssigner:
                 other = self._converged_with(story, bar, larger=True)
                 self._absorb(story, other, merges)
         return merges
+
+    def _queue_second_looks(self, story_id: str) -> None:
+        for delay, queue in zip(self.tuning.second_look_after, self._second_looks, strict=True):
+            queue.append((self._placed + delay, story_id))
+
+    def _end_replay(self) -> None:
+        """Drop the looks a replay found overdue: they ran before the restart,
+        and what they moved is in the stored assignments the replay restored."""
+        if self._replayed:
+            self._replayed = False
+            self._due_second_looks()
 
     def _due_second_looks(self) -> list[str]:
         due = []
