@@ -9,7 +9,7 @@ import numpy as np
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
 from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
-from aggregator.cluster.stories import Member, Story
+from aggregator.cluster.stories import MERGED_RECENT, Member, Story
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
 
@@ -88,17 +88,32 @@ def test_a_story_without_embeddings_scores_zero() -> None:
     assert story.nearest_member_cosine(probe) == 0.0
 
 
-def test_absorb_adds_the_other_storys_embedding_sum() -> None:
+def test_absorbing_a_story_weighs_as_its_reports_joining() -> None:
     rows = unit_rows(2)
     a, b = Story(id="a", latest=T0, memory=5), Story(id="b", latest=T0, memory=5)
+    joined = Story(id="j", latest=T0, memory=5)
     a.add(EMPTY, EMPTY, member(rows[0]))
     b.add(EMPTY, EMPTY, member(rows[1]))
+    joined.add(EMPTY, EMPTY, member(rows[0]))
+    joined.add(EMPTY, EMPTY, member(rows[1]))
     a.absorb(b)
-    total = rows[0].astype(np.float64) + rows[1]
-    assert a.embedding_unit is not None
-    assert np.allclose(a.embedding_unit, total / np.linalg.norm(total), atol=1e-3)
+    assert a.embedding_unit is not None and joined.embedding_unit is not None
+    assert np.allclose(a.embedding_unit, joined.embedding_unit, atol=1e-3)
     assert len(a.members) == 2
     assert b.embedding_sum is not None and np.allclose(b.embedding_sum, rows[1], atol=1e-3)
+
+
+def test_a_story_that_absorbs_many_stays_bounded() -> None:
+    words = Vector(np.array([3, 9], np.int32), np.array([0.6, 0.8]))
+    big = Story(id="big", latest=T0, memory=5, recent=3)
+    big.add(words, words, member(None))
+    for i in range(300):  # lone reports moving in one by one
+        lone = Story(id=str(i), latest=T0, memory=5, recent=3)
+        lone.add(words, words, member(None))
+        assert big.absorb(lone) == []  # every term is still in use
+    assert len(big.members) == MERGED_RECENT * 3 and len(big.member_terms) == 5
+    # A decayed sum of unit vectors stays below `memory` however many come.
+    assert big.words_norm <= 5.0 and big.langs["en"] == 301
 
 
 # -- a replayed window is the window the live clusterer built ------------------
