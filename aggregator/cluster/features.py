@@ -236,8 +236,7 @@ def numbers(text: str) -> frozenset[str]:
 
 def calendar_days(title: str) -> frozenset[int]:
     """The calendar days a headline names ("forecast for 8 November"), as month * 100 + day."""
-    found = [(day, month) for day, month in _DAY_MONTH.findall(title)]
-    found += [(day, month) for month, day in _MONTH_DAY.findall(title)]
+    found = _DAY_MONTH.findall(title) + [(day, month) for month, day in _MONTH_DAY.findall(title)]
     return frozenset(
         _MONTH[month.lower()] * 100 + int(day) for day, month in found if 1 <= int(day) <= 31
     )
