@@ -119,7 +119,7 @@ class StoryAssigner:
         self._moved: dict[str, str] = {}  # absorbed story id -> the story it went into
         self._clock: datetime | None = None
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
-        self._placed = 0  # reports placed by `add`: the clock of second looks
+        self._placed = 0  # reports placed or replayed (not copies): the clock of second looks
         # One queue per delay, each in due order: (due at `_placed`, story id).
         # Bounded like the other per-report state. A replay queues them again.
         self._second_looks = tuple(

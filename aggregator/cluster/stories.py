@@ -227,9 +227,12 @@ def _as_kept(member: Member) -> Member:
     names = member.names if len(member.names) else NO_KEYS
     numbers = member.numbers if len(member.numbers) else NO_KEYS
     days = member.days if len(member.days) else NO_KEYS
-    kept = (embedding, names, numbers, days)
-    given = (member.embedding, member.names, member.numbers, member.days)
-    if all(k is g for k, g in zip(kept, given, strict=True)):
+    if (
+        embedding is member.embedding
+        and names is member.names
+        and numbers is member.numbers
+        and days is member.days
+    ):
         return member
     return Member(member.index_terms, names, numbers, days, member.lang, embedding, scale)
 
