@@ -108,10 +108,10 @@ BANDS = 16  # 16 bands of 4 rows: a pair at Jaccard 0.7 becomes a candidate 99% 
 NEAR_JACCARD = 0.7  # estimated shingle overlap from which two texts are copies
 MIN_CHARS = 40  # shorter texts ("Market update") have too few shingles to judge
 BODY_CHARS = 2000  # a copy is recognisable by its opening; the rest costs time
+SIGNATURE_DTYPE = np.uint32
 _RNG = np.random.default_rng(20240806)  # fixed: signatures must agree across runs
-_MULTIPLIERS = _RNG.integers(1, 2**63, SIGNATURE_SIZE, dtype=np.uint64) | np.uint64(1)
-_OFFSETS = _RNG.integers(0, 2**63, SIGNATURE_SIZE, dtype=np.uint64)
-_BAND_BYTES = SIGNATURE_SIZE // BANDS * 4  # a band's rows as uint32 bytes
+_MULTIPLIERS = (_RNG.integers(0, 2**32, SIGNATURE_SIZE, dtype=np.uint64) | 1).astype(np.uint32)
+_BAND_BYTES = SIGNATURE_SIZE // BANDS * np.dtype(SIGNATURE_DTYPE).itemsize
 _ONES = np.ones(SIGNATURE_SIZE, np.float32)
 _MANY_CANDIDATES = 256  # from here, repeated candidates cost more than dropping them
 
@@ -140,32 +140,32 @@ def shingle_text(title: str, text: str) -> str:
 
 
 def shingle_hashes(folded: str) -> np.ndarray:
-    """CRC-32 (as uint64) of each SHINGLE_CHARS-character shingle's UTF-8; repeats allowed."""
+    """CRC-32 (uint32) of each SHINGLE_CHARS-character shingle's UTF-8; repeats allowed."""
     count = len(folded) - SHINGLE_CHARS + 1
     if count < 1:
-        return np.zeros(0, np.uint64)
+        return np.zeros(0, np.uint32)
     if not folded.isascii():
         # A character is 1 to 4 bytes here, so shingles differ in length: one at a time.
         shingles = {folded[i : i + SHINGLE_CHARS] for i in range(count)}
-        return np.fromiter((zlib.crc32(s.encode()) for s in shingles), np.uint64, len(shingles))
+        return np.fromiter((zlib.crc32(s.encode()) for s in shingles), np.uint32, len(shingles))
     data = np.frombuffer(folded.encode("ascii"), np.uint8)
     crc = np.full(count, _CRC_ZERO, np.uint32)
     for position, table in enumerate(_CRC_TABLES):
         crc ^= table[data[position : position + count]]
-    return crc.astype(np.uint64)
+    return crc
 
 
 def signature(title: str, text: str) -> np.ndarray | None:
-    """MinHash signature (uint32) of a report's character shingles; None if too short."""
+    """MinHash signature (SIGNATURE_DTYPE) of a report's character shingles; None if too short."""
     folded = shingle_text(title, text)
     if len(folded) < MIN_CHARS:
         return None
-    # Multiply-shift hashing, one odd multiplier per row; uint64 wraps by design.
-    # A row's value is the top half of the product, and the smallest top half is
-    # the top half of the smallest product, so the shift waits until after the min.
-    mixed = np.multiply.outer(_MULTIPLIERS, shingle_hashes(folded))
-    mixed += _OFFSETS[:, None]
-    return (mixed.min(axis=1) >> np.uint64(32)).astype(np.uint32)
+    # Multiply-shift hashing in 32 bits, one odd multiplier per row (uint32 wraps
+    # by design). An odd multiplier permutes the 32-bit values, so two rows agree
+    # only when both texts' smallest product comes from the same shingle: no
+    # chance agreements. Half the memory traffic of 64-bit products: it was a
+    # sixth of the ingest path's time per entry.
+    return np.multiply.outer(_MULTIPLIERS, shingle_hashes(folded)).min(axis=1)
 
 
 def similar(a: np.ndarray, b: np.ndarray) -> float:
@@ -189,7 +189,7 @@ class NearDuplicates:
         self._rows: dict[str, int] = {}  # doc id -> its row in _signatures, oldest first
         self._ids: list[str] = []  # row -> doc id
         self._free: list[int] = []  # rows of forgotten reports
-        self._signatures = np.empty((0, SIGNATURE_SIZE), np.uint32)
+        self._signatures = np.empty((0, SIGNATURE_SIZE), SIGNATURE_DTYPE)
         # One dict per band: the band's bytes -> rows with that band (int32), oldest first.
         self._buckets: list[dict[bytes, bytes]] = [{} for _ in range(BANDS)]
 
@@ -241,7 +241,7 @@ class NearDuplicates:
         self._ids.append("")
         if row == len(self._signatures):  # grow by doubling, up to what capacity needs
             size = max(row + 1, min(2 * row, self.capacity + 1), 64)
-            grown = np.empty((size, SIGNATURE_SIZE), np.uint32)
+            grown = np.empty((size, SIGNATURE_SIZE), SIGNATURE_DTYPE)
             grown[:row] = self._signatures
             self._signatures = grown
         return row
