@@ -2,7 +2,9 @@
 
 Runs the story files of ../shared/data (in published order and shuffled), its
 pair files (`--pairs` scoring), our own uk/ru/en set under benchmarks/data and
-the demo's gold events. Usage:
+the demo's gold events. The near-duplicate check is scored apart, on copy and
+not-copy pairs built from the story files and our set (see
+`aggregator.evaluate.near_duplicate_pairs`): it is the same for every method. Usage:
 
     .venv/bin/python benchmarks/cluster.py [--method embedding] [--threshold T]
         [--data ../shared/data] [--cache /tmp/vectors]
@@ -18,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.cluster import recommended_threshold
-from aggregator.evaluate import evaluate_documents, evaluate_file, evaluate_pairs
+from aggregator.evaluate import (
+    evaluate_documents,
+    evaluate_file,
+    evaluate_near_duplicates,
+    evaluate_pairs,
+    load_labelled,
+    near_duplicate_pairs,
+)
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
 
@@ -53,6 +62,12 @@ def demo_documents() -> tuple[list[ClusterDoc], list[str]]:
         )
         gold.append(a["event"])
     return docs, gold
+
+
+def near_duplicates(path: Path) -> dict[str, Any]:
+    """The copy decision on copy and not-copy pairs built from a labelled story file."""
+    docs, gold = load_labelled(path)
+    return evaluate_near_duplicates(near_duplicate_pairs(docs, gold), name=str(path))
 
 
 def _strip_tags(html: str) -> str:
@@ -106,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(_brief(demo), ensure_ascii=False), flush=True)
     summary["demo_bcubed_f1"] = demo["bcubed_f1"]
     summary["demo_pairwise_precision"] = demo["pairwise_precision"]
+    for path in sorted(args.data.glob("*/dev.jsonl")) + [OWN_SET]:
+        copies = near_duplicates(path)
+        print(json.dumps(copies, ensure_ascii=False), flush=True)
+        key = "own" if path == OWN_SET else path.parent.name.split("-")[0]
+        summary[f"{key}_near_duplicates"] = [copies["precision"], copies["recall"]]
     summary["targets_met"] = {
         name: name in summary and summary[name] >= goal for name, goal in TARGETS.items()
     }
