@@ -215,6 +215,7 @@ def test_headlines_naming_different_days_are_different_events() -> None:
         ("Fed meets on March 12, 2014; markets wait", {312}),
         ("Aug. 6th: troops cross the border", {806}),
         ("May 2024 sales fell 5%", set()),
+        ("Rally on May 9; the top 3 may surprise, prices may 10x", {509}),
         ("Profits rose 12 percent in March", set()),
     ],
 )

@@ -238,7 +238,10 @@ def calendar_days(title: str) -> frozenset[int]:
     """The calendar days a headline names ("forecast for 8 November"), as month * 100 + day."""
     found = _DAY_MONTH.findall(title) + [(day, month) for month, day in _MONTH_DAY.findall(title)]
     return frozenset(
-        _MONTH[month.lower()] * 100 + int(day) for day, month in found if 1 <= int(day) <= 31
+        _MONTH[month.lower()] * 100 + int(day)
+        for day, month in found
+        # "Top 3 may surprise": the English month is written with a capital.
+        if 1 <= int(day) <= 31 and month != "may"
     )
 
 
