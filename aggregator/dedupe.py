@@ -108,10 +108,9 @@ BANDS = 16  # 16 bands of 4 rows: a pair at Jaccard 0.7 becomes a candidate 99% 
 NEAR_JACCARD = 0.7  # estimated shingle overlap from which two texts are copies
 MIN_CHARS = 40  # shorter texts ("Market update") have too few shingles to judge
 BODY_CHARS = 2000  # a copy is recognisable by its opening; the rest costs time
-SIGNATURE_DTYPE = np.uint32
 _RNG = np.random.default_rng(20240806)  # fixed: signatures must agree across runs
 _MULTIPLIERS = (_RNG.integers(0, 2**32, SIGNATURE_SIZE, dtype=np.uint64) | 1).astype(np.uint32)
-_BAND_BYTES = SIGNATURE_SIZE // BANDS * np.dtype(SIGNATURE_DTYPE).itemsize
+_BAND_BYTES = SIGNATURE_SIZE // BANDS * 4  # a band's rows as uint32 bytes
 _ONES = np.ones(SIGNATURE_SIZE, np.float32)
 _MANY_CANDIDATES = 256  # from here, repeated candidates cost more than dropping them
 
@@ -156,7 +155,7 @@ def shingle_hashes(folded: str) -> np.ndarray:
 
 
 def signature(title: str, text: str) -> np.ndarray | None:
-    """MinHash signature (SIGNATURE_DTYPE) of a report's character shingles; None if too short."""
+    """MinHash signature (uint32) of a report's character shingles; None if too short."""
     folded = shingle_text(title, text)
     if len(folded) < MIN_CHARS:
         return None
@@ -189,7 +188,7 @@ class NearDuplicates:
         self._rows: dict[str, int] = {}  # doc id -> its row in _signatures, oldest first
         self._ids: list[str] = []  # row -> doc id
         self._free: list[int] = []  # rows of forgotten reports
-        self._signatures = np.empty((0, SIGNATURE_SIZE), SIGNATURE_DTYPE)
+        self._signatures = np.empty((0, SIGNATURE_SIZE), np.uint32)
         # One dict per band: the band's bytes -> rows with that band (int32), oldest first.
         self._buckets: list[dict[bytes, bytes]] = [{} for _ in range(BANDS)]
 
@@ -241,7 +240,7 @@ class NearDuplicates:
         self._ids.append("")
         if row == len(self._signatures):  # grow by doubling, up to what capacity needs
             size = max(row + 1, min(2 * row, self.capacity + 1), 64)
-            grown = np.empty((size, SIGNATURE_SIZE), SIGNATURE_DTYPE)
+            grown = np.empty((size, SIGNATURE_SIZE), np.uint32)
             grown[:row] = self._signatures
             self._signatures = grown
         return row
