@@ -146,17 +146,15 @@ def _signature_by_definition(title: str, text: str) -> list[int] | None:
     """MinHash over the set of 5-character shingles, one CRC-32 each, as documented."""
     import zlib
 
-    import numpy as np
-
     from aggregator import dedupe
 
     folded = dedupe.shingle_text(title, text)
     if len(folded) < dedupe.MIN_CHARS:
         return None
     shingles = {folded[i : i + dedupe.SHINGLE_CHARS] for i in range(len(folded) - 4)}
-    hashes = np.array([zlib.crc32(s.encode()) for s in shingles], np.uint64)
-    mixed = (hashes[:, None] * dedupe._MULTIPLIERS + dedupe._OFFSETS) >> np.uint64(32)
-    return [int(value) for value in mixed.min(axis=0)]
+    hashes = [zlib.crc32(s.encode()) for s in shingles]
+    # One odd 32-bit multiplier per row, products taken modulo 2**32.
+    return [min(int(a) * h % 2**32 for h in hashes) for a in dedupe._MULTIPLIERS]
 
 
 _TEXT = st.text(
