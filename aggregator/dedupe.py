@@ -159,11 +159,10 @@ def signature(title: str, text: str) -> np.ndarray | None:
     folded = shingle_text(title, text)
     if len(folded) < MIN_CHARS:
         return None
-    # Multiply-shift hashing in 32 bits, one odd multiplier per row (uint32 wraps
+    # Multiplicative hashing in 32 bits, one odd multiplier per row (uint32 wraps
     # by design). An odd multiplier permutes the 32-bit values, so two rows agree
     # only when both texts' smallest product comes from the same shingle: no
-    # chance agreements. Half the memory traffic of 64-bit products: it was a
-    # sixth of the ingest path's time per entry.
+    # chance agreements. 32 bits, not 64: this is the ingest path's costliest step.
     return np.multiply.outer(_MULTIPLIERS, shingle_hashes(folded)).min(axis=1)
 
 
