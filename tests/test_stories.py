@@ -72,10 +72,12 @@ def test_members_keep_one_byte_a_dimension_and_share_empty_keys() -> None:
     story = Story(id="s", latest=T0, memory=5)
     story.add(EMPTY, EMPTY, member(row, numbers=np.zeros(0, np.uint32)))
     kept = story.members[0]
-    assert kept.embedding is not None and kept.embedding.dtype == np.int8
-    assert np.allclose(kept.embedding * kept.scale, row, atol=kept.scale / 2 + 1e-7)
+    assert story.member_rows is not None and story.member_scales is not None
+    assert story.member_rows.shape == (1, DIM) and story.member_rows.dtype == np.int8
+    scale = float(story.member_scales[0])
+    assert np.allclose(story.member_rows[0] * scale, row, atol=scale / 2 + 1e-7)
     assert abs(story.nearest_member_cosine(row) - 1.0) < 1e-3
-    assert kept.names is NO_KEYS and kept.numbers is NO_KEYS
+    assert kept.embedding is None and kept.names is NO_KEYS and kept.numbers is NO_KEYS
     assert story.embedding_sum is not None and story.embedding_sum is not row
 
 
@@ -100,18 +102,23 @@ def test_absorbing_a_story_weighs_as_its_reports_joining() -> None:
     assert a.embedding_unit is not None and joined.embedding_unit is not None
     assert np.allclose(a.embedding_unit, joined.embedding_unit, atol=1e-3)
     assert len(a.members) == 2
+    assert a.member_rows is not None and len(a.member_rows) == 2
+    assert abs(a.nearest_member_cosine(rows[1]) - 1.0) < 1e-3
     assert b.embedding_sum is not None and np.allclose(b.embedding_sum, rows[1], atol=1e-3)
 
 
 def test_a_story_that_absorbs_many_stays_bounded() -> None:
     words = Vector(np.array([3, 9], np.int32), np.array([0.6, 0.8]))
+    rows = unit_rows(301)
     big = Story(id="big", latest=T0, memory=5, recent=3)
-    big.add(words, words, member(None))
+    big.add(words, words, member(rows[0]))
     for i in range(300):  # lone reports moving in one by one
         lone = Story(id=str(i), latest=T0, memory=5, recent=3)
-        lone.add(words, words, member(None))
+        lone.add(words, words, member(rows[i + 1]))
         assert big.absorb(lone) == []  # every term is still in use
     assert len(big.members) == MERGED_RECENT * 3 and len(big.member_terms) == 5
+    assert big.member_rows is not None and len(big.member_rows) == MERGED_RECENT * 3
+    assert abs(big.nearest_member_cosine(rows[-1]) - 1.0) < 1e-3
     # A decayed sum of unit vectors stays below `memory` however many come.
     assert big.words_norm <= 5.0 and big.langs["en"] == 301
 
@@ -148,7 +155,8 @@ def story_state(assigner: StoryAssigner) -> dict[str, tuple[object, ...]]:
             story.words.weights.tolist(),
             story.grams.weights.tolist(),
             story.embedding_sum.tolist(),
-            [m.embedding.tolist() for m in story.members if m.embedding is not None],
+            None if story.member_rows is None else story.member_rows.tolist(),
+            None if story.member_scales is None else story.member_scales.tolist(),
             dict(story.terms),
         )
     return out
