@@ -70,6 +70,11 @@ def near_duplicates(path: Path) -> dict[str, Any]:
     return evaluate_near_duplicates(near_duplicate_pairs(docs, gold), name=str(path))
 
 
+def _short_name(path: Path) -> str:
+    """A data file's name in the summary: its folder's first word ("uci", "tgcontest")."""
+    return path.parent.name.split("-")[0]
+
+
 def _strip_tags(html: str) -> str:
     import re
 
@@ -97,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.threshold or recommended_threshold(args.method)
     settings = ClusterSettings(method=args.method, threshold=threshold)
     summary: dict[str, Any] = {"method": args.method, "threshold": threshold, "merge": args.merge}
+    story_files = []
     for path in sorted(args.data.glob("*/*.jsonl")):
         if path.parent.name.endswith("-pairs"):
             result = evaluate_pairs(path, settings, cache=args.cache)
-            summary[path.parent.name.split("-")[0] + "_f1"] = result["f1"]
+            summary[_short_name(path) + "_f1"] = result["f1"]
             print(json.dumps(result, ensure_ascii=False), flush=True)
             continue
+        story_files.append(path)
         for seed in (None, 1):
             result = evaluate_file(
                 path, settings, shuffle_seed=seed, cache=args.cache, merge=args.merge
@@ -121,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(_brief(demo), ensure_ascii=False), flush=True)
     summary["demo_bcubed_f1"] = demo["bcubed_f1"]
     summary["demo_pairwise_precision"] = demo["pairwise_precision"]
-    for path in sorted(args.data.glob("*/dev.jsonl")) + [OWN_SET]:
+    for path in [*story_files, OWN_SET]:
         copies = near_duplicates(path)
         print(json.dumps(copies, ensure_ascii=False), flush=True)
-        key = "own" if path == OWN_SET else path.parent.name.split("-")[0]
+        key = "own" if path == OWN_SET else _short_name(path)
         summary[f"{key}_near_duplicates"] = [copies["precision"], copies["recall"]]
     summary["targets_met"] = {
         name: name in summary and summary[name] >= goal for name, goal in TARGETS.items()
