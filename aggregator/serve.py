@@ -14,7 +14,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
 from starlette.applications import Starlette
@@ -45,6 +45,7 @@ NOT_FOUND_PAGE = (
     b'<!DOCTYPE html>\n<html lang="en"><meta charset="utf-8"><title>Not found</title>\n'
     b'<h1>Not found</h1><p>Nothing is published at this address. <a href="/">All timelines</a></p>\n'
 )
+MAX_HTTP_DATE_CHARS = 64  # "Sunday, 06-Nov-1994 08:49:37 GMT" and its kin are ~30
 _ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -143,15 +144,19 @@ def accepts_gzip(headers: Headers) -> bool:
     return quality > 0
 
 
-def not_modified(headers: Headers, doc: Document) -> bool:
-    """RFC 9110 13.1: If-None-Match (weak comparison) decides; else If-Modified-Since."""
+def not_modified(headers: Headers, doc: Document, *, now: datetime | None = None) -> bool:
+    """RFC 9110 13.1: If-None-Match (weak comparison) decides; else If-Modified-Since.
+
+    A validator that cannot be read, or a date later than `now`, is ignored: the
+    client gets the whole document, never an error.
+    """
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
         if if_none_match.strip() == "*":
             return True
         ours = _opaque_tag(doc.etag)
         return any(tag == ours for tag in _ENTITY_TAG.findall(if_none_match))
-    since = _http_date(headers.get("if-modified-since"))
+    since = http_date(headers.get("if-modified-since"), now=now or datetime.now(UTC))
     return since is not None and utc(doc.updated).replace(microsecond=0) <= since
 
 
@@ -185,13 +190,20 @@ def _opaque_tag(etag: str) -> str:
     return match.group(1) if match else etag.strip().strip('"')
 
 
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
+def http_date(value: str | None, *, now: datetime) -> datetime | None:
+    """An HTTP-date as aware UTC, or None when it is not one a client could mean.
+
+    Out-of-range years and offsets raise OverflowError deep in datetime (9999-12-31
+    at -14:00 is past datetime.max in UTC); a date later than `now` is invalid too
+    (RFC 7232 3.3), and a value longer than any date is not parsed at all.
+    """
+    if not value or len(value) > MAX_HTTP_DATE_CHARS:
         return None
     try:
-        return utc(parsedate_to_datetime(value))
-    except (TypeError, ValueError, IndexError):
+        moment = utc(parsedate_to_datetime(value))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    return moment if moment <= now else None
 
 
 def _send(

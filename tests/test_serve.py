@@ -121,6 +121,38 @@ async def test_if_modified_since(client: httpx.AsyncClient, since: str, status: 
     assert response.status_code == status
 
 
+# Validators a broken client, cache or attacker may send: each is ignored (the whole
+# document, 200) or, where it still names our tag, honoured; never a 500.
+HOSTILE_VALIDATORS = [
+    ({"If-Modified-Since": "Fri, 31 Dec 9999 23:59:59 -1400"}, 200),  # past datetime.max in UTC
+    ({"If-Modified-Since": "Mon, 01 Jan 0001 00:00:00 +1400"}, 200),  # before datetime.min
+    ({"If-Modified-Since": "Sat, 01 Jan 99999999999999999999 00:00:00 GMT"}, 200),
+    ({"If-Modified-Since": "Sat, 01 Jan 2020 00:00:00 +99999999999999999999"}, 200),
+    ({"If-Modified-Since": "Sat, 01 Jan 10000 00:00:00 GMT"}, 200),
+    ({"If-Modified-Since": "Sat, 99 Jan 2020 99:99:99 GMT"}, 200),
+    ({"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}, 200),  # later than now: invalid
+    ({"If-Modified-Since": LAST_MODIFIED + " " * 10_000}, 200),  # longer than any date
+    ({"If-Modified-Since": b"\xff\xfe"}, 200),  # bytes no client should send
+    ({"If-None-Match": '"a1'}, 200),  # unterminated
+    ({"If-None-Match": "W/"}, 200),
+    ({"If-None-Match": ""}, 200),
+    ({"If-None-Match": ", ,,"}, 200),
+    ({"If-None-Match": b'"\xe9t\xe9"'}, 200),
+    ({"If-None-Match": '"x", ' * 20_000}, 200),  # a huge list, matched in linear time
+    ({"If-None-Match": '"x", ' * 20_000 + '"a1"'}, 304),
+]
+
+
+@pytest.mark.parametrize(("headers", "status"), HOSTILE_VALIDATORS)
+async def test_malformed_or_out_of_range_validators_are_ignored(
+    client: httpx.AsyncClient, headers: dict[str, str | bytes], status: int
+) -> None:
+    response = await client.get("/timelines/quake.atom", headers=headers)
+    assert response.status_code == status
+    if status == 200:
+        assert response.content == ATOM_BODY
+
+
 async def test_gzip_when_accepted(client: httpx.AsyncClient) -> None:
     response = await client.get("/timelines/quake.atom", headers={"Accept-Encoding": "gzip"})
     assert response.status_code == 200
