@@ -299,6 +299,10 @@ def test_systemd_unit_is_hardened_and_verifies(tmp_path: Path) -> None:
         "KillSignal=SIGTERM",
     ):
         assert re.search(rf"^{re.escape(option)}$", unit, re.M), option
+    # Readers' connections, fetches and the database share the descriptor limit: the
+    # default soft limit of 1024 ran out under 300 half-open connections at 256.
+    limit = re.search(r"^LimitNOFILE=(\d+)$", unit, re.M)
+    assert limit is not None and int(limit.group(1)) >= 65536, "LimitNOFILE= is set"
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian: systemd)")
