@@ -10,15 +10,13 @@ same-event decision alone.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,36 +24,39 @@ from aggregator.cluster import StoryAssigner, Tuning
 from aggregator.cluster.decision import PairModel
 from aggregator.cluster.embedding import doc_text, embed
 from aggregator.dedupe import NearDuplicates
-from aggregator.errors import EvalError
+from aggregator.labelled import (
+    LEVELS,
+    UNDATED,
+    Labelled,
+    Level,
+    load_documents,
+    load_labelled,
+    load_levels,
+    load_pairs,
+)
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
 
-# A pair whose dates are both unknown is compared as if published together.
-UNDATED = datetime(2000, 1, 1, tzinfo=UTC)
+__all__ = [  # the readers are re-exported: callers score and read through one module
+    "LEVELS",
+    "UNDATED",
+    "Labelled",
+    "Level",
+    "load_documents",
+    "load_labelled",
+    "load_levels",
+    "load_pairs",
+]
 
-
-def load_documents(path: Path) -> list[ClusterDoc]:
-    """The documents of a labelled file, in file order."""
-    return load_labelled(path)[0]
-
-
-def load_labelled(path: Path) -> tuple[list[ClusterDoc], list[str]]:
-    """Documents and their gold story labels, in file order."""
-    docs: list[ClusterDoc] = []
-    gold: list[str] = []
-    for line_no, row in _rows(path):
-        try:
-            docs.append(_doc(row, ""))
-            gold.append(_text(row, "cluster", required=True))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EvalError(f"bad document: {exc}", file=str(path), line=line_no) from exc
-    return docs, gold
+Label = TypeVar("Label")
 
 
 def evaluate_file(
     path: Path,
     settings: ClusterSettings,
     *,
+    level: Level = "event",
+    split: str | None = None,
     shuffle_seed: int | None = None,
     tuning: Tuning | None = None,
     model: PairModel | None = None,
@@ -65,18 +66,24 @@ def evaluate_file(
 ) -> dict[str, Any]:
     """Stream a labelled file through a fresh StoryAssigner and score the stories.
 
-    Documents go in published order. With `shuffle_seed`, the order is shuffled
-    and the sorted publication times are dealt out again in the new order: a
-    stream whose stories interleave, as real feeds do, instead of each story
-    arriving as one run (an artefact of how some sets were recorded). `cache`
-    names a folder where embeddings are kept between runs, keyed by the texts.
+    `level` says what the file's `cluster` labels (see `aggregator.labelled`);
+    `split` keeps only the documents of that part of the file. Documents go in
+    published order. With `shuffle_seed`, the order is shuffled and the sorted
+    publication times are dealt out again in the new order: a stream whose
+    stories interleave, as real feeds do, instead of each story arriving as one
+    run (an artefact of how some sets were recorded). `cache` names a folder
+    where embeddings are kept between runs, keyed by the texts.
     """
-    docs, gold = load_labelled(path)
+    labelled = load_levels(path, level, split)
+    gold = labelled.labels(level)
+    assert gold is not None  # `cluster` labels the file's own level
     return evaluate_documents(
-        docs,
+        labelled.docs,
         gold,
         settings,
-        name=str(path),
+        level=level,
+        storylines=labelled.storylines if level == "event" else None,
+        name=str(path) if split is None else f"{path} [{split}]",
         shuffle_seed=shuffle_seed,
         tuning=tuning,
         model=model,
@@ -91,6 +98,8 @@ def evaluate_documents(
     gold: Sequence[str],
     settings: ClusterSettings,
     *,
+    level: Level = "event",
+    storylines: Sequence[str] | None = None,
     name: str = "",
     shuffle_seed: int | None = None,
     tuning: Tuning | None = None,
@@ -101,10 +110,20 @@ def evaluate_documents(
 ) -> dict[str, Any]:
     """`evaluate_file` on documents already loaded (the demo's articles, a test's list).
 
+    `gold` labels the documents at `level`; `storylines`, when given with
+    event labels, labels them at the storyline level too. The top-level
+    figures score against `gold`; `levels` holds the figures at every level
+    labelled. Today's clusterer makes one kind of story, so the same predicted
+    stories are scored against each level's labels.
+
     With `merge`, a merge pass runs after each report, as a worker would after
     each batch, and the stories it absorbs are re-pointed to the ones they went into.
     """
-    docs, gold = stream_order(docs, gold, shuffle_seed)
+    if storylines is not None and level != "event":
+        raise ValueError("storyline labels go with event-level gold labels")
+    labels = list(zip(gold, storylines or [""] * len(gold), strict=True))
+    docs, labels = stream_order(docs, labels, shuffle_seed)
+    gold = [event for event, _ in labels]
     assigner = StoryAssigner(settings, tuning=tuning, model=model)
     started = time.perf_counter()
     # The worker embeds each entry once, when stored; timed apart from clustering.
@@ -120,8 +139,12 @@ def evaluate_documents(
     elapsed = time.perf_counter() - started
     pred = [_final_story(a.story_id, merged_into) for a in assignments]
     langs = [doc.lang or "?" for doc in docs]
+    by_level: dict[str, Sequence[str]] = {level: gold}
+    if storylines is not None:
+        by_level["storyline"] = [storyline for _, storyline in labels]
     return {
         "file": name,
+        "level": level,
         "order": "published" if shuffle_seed is None else f"shuffled(seed={shuffle_seed})",
         "method": settings.method,
         "threshold": assigner.threshold,
@@ -132,6 +155,11 @@ def evaluate_documents(
         "merges": len(merged_into),
         **_scores(gold, pred),
         "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
+        "levels": {
+            one: level_scores(labels_at, pred, langs)
+            for one in LEVELS
+            if (labels_at := by_level.get(one)) is not None
+        },
         "languages": per_language(gold, pred, langs),
         "docs_per_s": round(len(docs) / elapsed, 1) if elapsed > 0 else None,
         "embed_docs_per_s": (
@@ -139,6 +167,17 @@ def evaluate_documents(
         ),
         "worst_merges": worst_merges(gold, pred, docs, examples),
         "worst_splits": worst_splits(gold, pred, docs, examples),
+    }
+
+
+def level_scores(
+    gold: Sequence[Hashable], pred: Sequence[Hashable], langs: Sequence[str]
+) -> dict[str, Any]:
+    """The figures of one level: gold groups, scores, and recall across languages."""
+    return {
+        "gold_clusters": len(set(gold)),
+        **_scores(gold, pred),
+        "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
     }
 
 
@@ -150,16 +189,16 @@ def _final_story(story_id: str, merged_into: dict[str, str]) -> str:
 
 
 def stream_order(
-    docs: Sequence[ClusterDoc], gold: Sequence[str], shuffle_seed: int | None
-) -> tuple[list[ClusterDoc], list[str]]:
+    docs: Sequence[ClusterDoc], labels: Sequence[Label], shuffle_seed: int | None
+) -> tuple[list[ClusterDoc], list[Label]]:
     """Documents in published order, or shuffled with the sorted times dealt out again."""
     order = sorted(range(len(docs)), key=lambda i: docs[i].published)
     if shuffle_seed is None:
-        return [docs[i] for i in order], [gold[i] for i in order]
+        return [docs[i] for i in order], [labels[i] for i in order]
     times = [docs[i].published for i in order]
     random.Random(shuffle_seed).shuffle(order)
     shuffled = [replace(docs[i], published=t) for i, t in zip(order, times, strict=True)]
-    return shuffled, [gold[i] for i in order]
+    return shuffled, [labels[i] for i in order]
 
 
 def cached_vectors(docs: Sequence[ClusterDoc], cache: Path | None) -> np.ndarray:
@@ -396,95 +435,6 @@ def _pairs(n: int) -> int:
 def _f1(precision: float, recall: float) -> float:
     total = precision + recall
     return 2 * precision * recall / total if total else 0.0
-
-
-# -- reading files ---------------------------------------------------------------
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        with path.open(encoding="utf-8") as lines:
-            for line_no, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise EvalError(
-                        f"not JSON ({exc.msg}): fix or remove the line",
-                        file=str(path),
-                        line=line_no,
-                    ) from exc
-                if not isinstance(row, dict):
-                    raise EvalError("expected a JSON object", file=str(path), line=line_no)
-                yield line_no, row
-    except OSError as exc:
-        raise EvalError(f"cannot read: {exc.strerror}", file=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise EvalError("not UTF-8 text", file=str(path)) from exc
-
-
-def _doc(row: dict[str, Any], prefix: str, published: datetime | None = None) -> ClusterDoc:
-    when = published or _time(row.get(prefix + "published"))
-    if when is None:
-        raise ValueError(f"{prefix}published is missing")
-    return ClusterDoc(
-        id=_text(row, prefix + "id", required=True),
-        title=_text(row, prefix + "title", required=True),
-        text=_text(row, prefix + "text"),
-        url=_text(row, prefix + "url"),
-        published=when,
-        source=_text(row, prefix + "source"),
-        lang=_text(row, prefix + "lang"),
-        host=_text(row, prefix + "host"),
-    )
-
-
-def _text(row: dict[str, Any], key: str, *, required: bool = False) -> str:
-    value = row.get(key)
-    if value is None:
-        if required:
-            raise KeyError(f"{key} is missing")
-        return ""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)  # numeric ids
-    if not isinstance(value, str):
-        raise TypeError(f"{key} should be a string, not {type(value).__name__}")
-    return value
-
-
-def _time(value: Any) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"published should be an ISO 8601 string, not {type(value).__name__}")
-    parsed = datetime.fromisoformat(value)  # ValueError names the bad text
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def load_pairs(path: Path) -> list[tuple[ClusterDoc, ClusterDoc, bool]]:
-    pairs = []
-    for line_no, row in _rows(path):
-        try:
-            pairs.append(_pair(row, line_no))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EvalError(f"bad pair: {exc}", file=str(path), line=line_no) from exc
-    return pairs
-
-
-def _pair(row: dict[str, Any], line_no: int) -> tuple[ClusterDoc, ClusterDoc, bool]:
-    same = row.get("same")
-    if not isinstance(same, bool):
-        raise TypeError("same should be true or false")
-    row = {**row}
-    for side in ("a", "b"):
-        row.setdefault(f"{side}_id", f"{side}{line_no}")
-    # A date on one side only is the best guess for the other: the pair was
-    # labelled as news of about one time.
-    a_time, b_time = _time(row.get("a_published")), _time(row.get("b_published"))
-    a_time = a_time or b_time or UNDATED
-    b_time = b_time or a_time
-    return _doc(row, "a_", a_time), _doc(row, "b_", b_time), same
 
 
 # -- near-duplicates ---------------------------------------------------------------

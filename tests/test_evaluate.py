@@ -296,3 +296,88 @@ def test_near_duplicate_pairs_score_copies_and_reports(tmp_path: Path) -> None:
     result = evaluate_near_duplicates(near_duplicate_pairs(docs, gold))
     assert result["copies"] == 2 and result["pairs"] == 4
     assert result["fp"] == 0
+
+
+# -- two levels: events inside storylines ------------------------------------------------
+
+# Kursk and the depot are two events of one storyline ("war"); the rate cut is
+# another storyline. The first two rows belong to the held-out part.
+STORYLINE = {"kursk": "war", "depot": "war", "rate": "economy"}
+LEVEL_ROWS = [
+    {**r, "storyline": STORYLINE[r["cluster"]], "split": "heldout" if i < 2 else "train"}
+    for i, r in enumerate(ROWS)
+]
+
+
+def test_event_file_reads_storylines_beside_events(tmp_path: Path) -> None:
+    from aggregator.evaluate import load_levels
+
+    labelled = load_levels(write_jsonl(tmp_path / "d.jsonl", LEVEL_ROWS))
+    assert labelled.events == ["kursk", "rate", "kursk", "rate", "kursk", "depot"]
+    assert labelled.storylines == ["war", "economy", "war", "economy", "war", "war"]
+
+
+def test_storyline_level_reads_cluster_as_the_storyline(tmp_path: Path) -> None:
+    from aggregator.evaluate import load_levels
+
+    labelled = load_levels(write_jsonl(tmp_path / "d.jsonl", ROWS), "storyline")
+    assert labelled.events is None
+    assert labelled.storylines == ["kursk", "rate", "kursk", "rate", "kursk", "depot"]
+
+
+def test_storyline_on_some_documents_only_is_refused(tmp_path: Path) -> None:
+    from aggregator.evaluate import load_levels
+
+    rows = [*LEVEL_ROWS[:3], ROWS[3]]
+    with pytest.raises(EvalError, match="storyline is given on some documents") as caught:
+        load_levels(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert caught.value.line == 4
+
+
+def test_split_keeps_only_its_part(tmp_path: Path) -> None:
+    from aggregator.evaluate import load_levels
+
+    path = write_jsonl(tmp_path / "d.jsonl", LEVEL_ROWS)
+    assert [d.id for d in load_levels(path, split="heldout").docs] == ["1", "2"]
+    with pytest.raises(EvalError, match="no document has split 'test'"):
+        load_levels(path, split="test")
+    with pytest.raises(EvalError, match="split is missing"):
+        load_levels(write_jsonl(tmp_path / "plain.jsonl", ROWS), split="heldout")
+
+
+def test_one_level_of_stories_is_scored_against_both_label_sets(tmp_path: Path) -> None:
+    # The clusterer keeps the three events apart: perfect at the event level,
+    # while the storyline "war" is split in two (kursk x3, depot x1).
+    result = evaluate_file(write_jsonl(tmp_path / "d.jsonl", LEVEL_ROWS), SETTINGS)
+    event, storyline = result["levels"]["event"], result["levels"]["storyline"]
+    assert result["level"] == "event" and result["bcubed_f1"] == event["bcubed_f1"] == 1.0
+    assert (event["gold_clusters"], storyline["gold_clusters"]) == (3, 2)
+    assert storyline["bcubed_precision"] == 1.0
+    # recall per document: kursk 3/4 (x3), depot 1/4, rate 2/2 (x2) -> 4.5 / 6
+    assert storyline["bcubed_recall"] == 0.75
+    # gold pairs: war 6, economy 1; found: kursk 3, rate 1
+    assert storyline["pairwise_recall"] == pytest.approx(4 / 7, abs=1e-4)
+
+
+def test_storyline_level_file_has_only_storyline_figures(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    result = evaluate_file(path, SETTINGS, level="storyline", shuffle_seed=2)
+    assert result["level"] == "storyline"
+    assert list(result["levels"]) == ["storyline"]
+    assert result["levels"]["storyline"]["bcubed_f1"] == result["bcubed_f1"]
+
+
+def test_eval_command_scores_a_held_out_part_at_both_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aggregator.cli import main
+
+    path = write_jsonl(tmp_path / "d.jsonl", LEVEL_ROWS)
+    config = tmp_path / "absent.toml"
+    config.write_text("", encoding="utf-8")
+    args = ["--config", str(config), "eval", str(path), "--method", "tfidf", "--split", "heldout"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["docs"] == 2 and set(result["levels"]) == {"event", "storyline"}
+    assert main([*args[:3], str(path), "--method", "tfidf", "--level", "storyline"]) == 0
+    assert json.loads(capsys.readouterr().out)["levels"]["storyline"]["gold_clusters"] == 3
