@@ -123,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("file", type=Path, help="JSON Lines in the ../shared/data format")
     ev.add_argument("--pairs", action="store_true", help="the file holds labelled pairs")
     ev.add_argument("--shuffle", type=int, metavar="SEED", help="stream in a shuffled order")
+    ev.add_argument(
+        "--level",
+        choices=["event", "storyline"],
+        default="event",
+        help="what the file's `cluster` labels (UCI's stories are storylines; default: event)",
+    )
+    ev.add_argument("--split", metavar="NAME", help="score only documents whose `split` is NAME")
     ev.add_argument("--method", choices=["tfidf", "embedding"], help="clusterer to use")
     ev.add_argument("--threshold", type=float, help="similarity needed to join a story")
     ev.add_argument("--window-hours", type=float, help="how long a story stays open")
@@ -357,6 +364,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_file(
             args.file,
             cluster,
+            level=args.level,
+            split=args.split,
             shuffle_seed=args.shuffle,
             cache=args.cache,
             merge=cluster.merge_stories,
