@@ -382,7 +382,8 @@ def _cluster_settings(args: argparse.Namespace) -> ClusterSettings:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from aggregator.pipeline import Pipeline, write_documents
+    from aggregator.pipeline import Pipeline
+    from aggregator.publish.documents import write_documents
 
     settings = _settings(args)
     store = _open(settings)

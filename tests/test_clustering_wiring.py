@@ -133,7 +133,7 @@ def test_a_backlog_is_embedded_in_small_batches_each_saved_and_fenced_before_the
     # Embedding runs at tens of entries a second: one batch of thousands would
     # keep the leader from renewing its lease for minutes, and another worker
     # would take over and redo it all.
-    monkeypatch.setattr("aggregator.pipeline.EMBED_BATCH", 2)
+    monkeypatch.setattr("aggregator.cluster.replay.EMBED_BATCH", 2)
     add_reports(store, REPORTS)
     seen: list[tuple[int, datetime | None]] = []
     real = StoryAssigner.embed

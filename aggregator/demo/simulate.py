@@ -16,7 +16,8 @@ from pathlib import Path
 
 from aggregator.demo.outlets import SimClock, demo_sources, load_demo
 from aggregator.demo.server import DemoServer
-from aggregator.pipeline import CycleReport, Pipeline, write_documents
+from aggregator.pipeline import CycleReport, Pipeline
+from aggregator.publish.documents import write_documents
 from aggregator.settings import DemoSettings, Settings, SourceConfig
 from aggregator.store import open_store
 

@@ -1,0 +1,222 @@
+"""The leader's clusterer over the store: replay the window's decisions, then place new entries.
+
+At the start of a term the clusterer is rebuilt from the decisions stored inside
+the clustering window (`restore`), so it sees exactly what the previous leader
+saw. Then pending entries are placed in arrival order, a batch at a time; each
+batch's decisions are one fenced write, which also renews the leader lease.
+Stories that grew into one event are merged after each batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import timedelta
+from itertools import islice
+from typing import NamedTuple, TypeVar
+
+import numpy as np
+
+from aggregator.cluster.assigner import StoryAssigner
+from aggregator.settings import Settings
+from aggregator.store import Store
+from aggregator.store.lease import LeaderLease
+from aggregator.types import Assignment, ClusterDoc
+
+log = logging.getLogger(__name__)
+
+CLUSTER_BATCH = 5000
+# With embeddings a batch is embedded before it is placed (about 35 entries a
+# second here): small batches keep each fenced write, which renews the leader
+# lease, seconds apart rather than minutes.
+EMBED_BATCH = 256
+RESTORE_CHUNK = 500  # decisions replayed per batch of backfilled embeddings
+VECTOR_DTYPE = np.float16  # how embeddings are stored: 768 bytes for 384 dimensions
+
+_T = TypeVar("_T")
+
+
+class Placed(NamedTuple):
+    """What one call of `Clusterer.place` did."""
+
+    entries: int
+    duplicates: int
+    complete: bool  # False when the lead was lost or a merge was refused
+
+
+class Clusterer:
+    """Keeps the online clusterer between cycles for the worker holding the lease.
+
+    `on_lost` is called when a fenced write is refused (another worker leads now);
+    `on_batch` with (entries, duplicates) after each saved batch; `on_retired`
+    with the ids of stories merged into others, whose documents must go.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        lease: LeaderLease,
+        *,
+        on_lost: Callable[[], None],
+        on_batch: Callable[[int, int], None],
+        on_retired: Callable[[Sequence[int]], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lease = lease
+        self.on_lost = on_lost
+        self.on_batch = on_batch
+        self.on_retired = on_retired
+        self.assigner = StoryAssigner(settings.cluster)
+        self.restored = False
+
+    def reset(self, settings: Settings | None = None) -> None:
+        """Start afresh: the next placement replays the window first."""
+        if settings is not None:
+            self.settings = settings
+        self.assigner = StoryAssigner(self.settings.cluster)
+        self.restored = False
+
+    def restore(self) -> None:
+        """Rebuild the clusterer from the decisions stored inside the window.
+
+        With embeddings, each entry's stored vector is replayed, so a restart
+        embeds nothing (entries clustered before vectors were stored are embedded
+        once, in batches, and their vectors kept). A big window takes minutes: the
+        leader lease is renewed as it goes, so that no other worker takes over
+        meanwhile (and if one did, this one stops).
+        """
+        latest = self.store.latest_clustered_at()
+        if latest is not None:
+            since = latest - timedelta(hours=self.settings.cluster.window_hours)
+            renew_every = self.settings.worker.lease_seconds / 3
+            renewed = time.monotonic()
+            uses_embeddings = self.assigner.uses_embeddings
+            decisions = self.store.clustered_since(since, embeddings=uses_embeddings)
+            for chunk in _chunks(decisions, RESTORE_CHUNK):
+                vectors = self._restored_vectors(chunk) if uses_embeddings else {}
+                if vectors is None:
+                    return
+                for doc, assignment, _ in chunk:
+                    self.assigner.restore(doc, assignment, vectors.get(doc.id))
+                if time.monotonic() - renewed > renew_every:
+                    if self.lease.term is not None and not self.lease.renew():
+                        self.on_lost()
+                        return
+                    renewed = time.monotonic()
+        self.restored = True
+
+    def place(self, stopped: Callable[[], bool]) -> Placed:
+        """Assign every pending entry, oldest first, and save the decisions, until `stopped()`."""
+        if not self.restored:
+            self.restore()
+            if not self.restored:  # another worker took the lead meanwhile
+                return Placed(0, 0, complete=False)
+        entries = duplicates = 0
+        batch = EMBED_BATCH if self.assigner.uses_embeddings else CLUSTER_BATCH
+        try:
+            while not stopped() and (docs := self.store.pending_docs(batch)):
+                vectors = self._batch_vectors(docs)
+                if vectors is None:
+                    return Placed(entries, duplicates, complete=False)
+                assignments = [
+                    self.assigner.add(doc, vector)
+                    for doc, vector in zip(docs, vectors, strict=True)
+                ]
+                if (
+                    self.store.save_assignments(assignments, self.lease.clock(), self.lease.term)
+                    is None
+                ):
+                    self.on_lost()
+                    return Placed(entries, duplicates, complete=False)
+                folded = sum(a.duplicate_of is not None for a in assignments)
+                entries += len(assignments)
+                duplicates += folded
+                self.on_batch(len(assignments), folded)
+                if self.settings.cluster.merge_stories and not self._merge_converged():
+                    return Placed(entries, duplicates, complete=False)
+        except BaseException:
+            # The clusterer has taken decisions the store may not have: start afresh.
+            self.reset()
+            raise
+        return Placed(entries, duplicates, complete=True)
+
+    def _merge_converged(self) -> bool:
+        """Merge stories that grew into one event, in the clusterer and the store; False if
+        the lead was lost (the clusterer then starts afresh from what the store holds).
+        """
+        merges = self.assigner.merge_converged()
+        if not merges:
+            return True
+        retired = self.store.merge_stories(merges, self.lease.clock(), self.lease.term)
+        if retired is None:
+            self.on_lost()
+            return False
+        if retired:
+            self.on_retired(retired)
+            log.info(
+                "merged %d stories into the stories they converged with",
+                len(retired),
+                extra={"event": "merge", "stories": len(retired)},
+            )
+        return True
+
+    def _restored_vectors(
+        self, chunk: Sequence[tuple[ClusterDoc, Assignment, bytes | None]]
+    ) -> dict[str, np.ndarray] | None:
+        """The chunk's vectors by doc id, embedding and storing those missing; None if lead lost.
+
+        Duplicates are replayed without a vector, so none is computed for them.
+        """
+        stored = {doc.id: raw for doc, _, raw in chunk if raw is not None}
+        missing = [doc for doc, a, raw in chunk if raw is None and a.duplicate_of is None]
+        if missing:
+            fresh = self._embed_and_store(missing)
+            if fresh is None:
+                return None
+            stored.update(fresh)
+        return {doc_id: decode_vector(raw) for doc_id, raw in stored.items()}
+
+    def _embed_and_store(self, docs: Sequence[ClusterDoc]) -> dict[str, bytes] | None:
+        """Embed docs in one batch and store the vectors; None (lead lost) if refused."""
+        encoded = {
+            doc.id: encode_vector(vector)
+            for doc, vector in zip(docs, self.assigner.embed(docs), strict=True)
+        }
+        if not self.store.save_embeddings(encoded, self.lease.clock(), self.lease.term):
+            self.on_lost()
+            return None
+        return encoded
+
+    def _batch_vectors(self, docs: Sequence[ClusterDoc]) -> list[np.ndarray | None] | None:
+        """A vector for each pending doc: stored ones read back, the rest embedded once.
+
+        Live decisions use the stored (float16) values too, so a replay after a
+        restart sees exactly what the live clusterer saw. None if the lead was lost.
+        """
+        if not self.assigner.uses_embeddings:
+            return [None] * len(docs)
+        stored = self.store.stored_embeddings(doc.id for doc in docs)
+        missing = [doc for doc in docs if doc.id not in stored]
+        if missing:
+            fresh = self._embed_and_store(missing)
+            if fresh is None:
+                return None
+            stored.update(fresh)
+        return [decode_vector(stored[doc.id]) for doc in docs]
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def decode_vector(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32)
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

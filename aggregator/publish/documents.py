@@ -1,0 +1,180 @@
+"""Published documents: which stories become which files, at which paths, with which types.
+
+The Publisher turns changed stories into timelines (aggregator.timelines) and each
+timeline into its four documents; the overview adds the all-stories feed, the
+index page and the OPML. The leader stores the documents for the feed server and,
+when `publish.out_dir` is set, writes them out as static files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aggregator import timelines
+from aggregator.errors import PublishError
+from aggregator.opml import timelines_to_opml
+from aggregator.publish import INDEX_PATH, OPML_PATH
+from aggregator.publish.feeds import render_atom, render_json, render_rss
+from aggregator.publish.pages import render_index, render_timeline_page
+from aggregator.settings import Settings
+from aggregator.store import EntryView, Store, StoryView
+from aggregator.types import Document, TimelineDoc
+
+# Each timeline is published as these four documents, /timelines/<slug>.<kind>.
+CONTENT_TYPES = {
+    "atom": "application/atom+xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+OPML_TYPE = "text/x-opml; charset=utf-8"
+
+
+def timeline_path(slug: str, kind: str) -> str:
+    return f"/timelines/{slug}.{kind}"
+
+
+def timeline_paths(slugs: Iterable[str]) -> list[str]:
+    """Every document path a timeline's slug is published under."""
+    return [timeline_path(slug, kind) for slug in slugs for kind in CONTENT_TYPES]
+
+
+class Publisher:
+    """Turns changed stories into rendered documents."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.publish_settings = settings.publish
+        self.store = store
+
+    def render_changes(
+        self, changed: Sequence[StoryView], *, full: bool
+    ) -> tuple[list[Document], list[str]]:
+        min_sources = self.publish_settings.min_sources
+        entries = _by_story(self.store.story_entries(s.id for s in changed))
+        documents: list[Document] = []
+        slugs: list[str] = []
+        for story in changed:
+            if story.source_count >= min_sources:
+                doc = timelines.story_timeline(story, entries[story.id], self.publish_settings)
+                documents += self.render(doc)
+                slugs.append(doc.slug)
+        configured = self._configured(changed, entries, full=full)
+        for doc in configured:
+            documents += self.render(doc)
+            slugs.append(doc.slug)
+        if slugs or full:
+            documents += self._overview()
+        return documents, slugs
+
+    def _configured(
+        self, changed: Sequence[StoryView], entries: dict[int, list[EntryView]], *, full: bool
+    ) -> list[TimelineDoc]:
+        docs = []
+        for config in self.settings.timelines:
+            matched = [s.id for s in changed if timelines.matches(config, entries[s.id])]
+            self.store.add_timeline_stories(config.name, matched)
+            if not matched and not full:
+                continue
+            ids = self.store.timeline_story_ids(config.name)
+            all_entries = self.store.story_entries(ids) if ids else []
+            docs.append(
+                timelines.configured_timeline(config, all_entries, self.publish_settings, _epoch())
+            )
+        return docs
+
+    def _overview(self) -> list[Document]:
+        """The all-stories feed, the index page and the OPML of every timeline."""
+        stories = self.store.stories(
+            min_sources=self.publish_settings.min_sources,
+            limit=self.publish_settings.max_stories,
+        )
+        entries = _by_story(self.store.story_entries(s.id for s in stories))
+        story_docs = [
+            timelines.story_timeline(s, entries[s.id], self.publish_settings) for s in stories
+        ]
+        configured = [
+            timelines.configured_timeline(
+                c,
+                self.store.story_entries(self.store.timeline_story_ids(c.name)),
+                self.publish_settings,
+                _epoch(),
+            )
+            for c in self.settings.timelines
+        ]
+        overview = timelines.all_stories(
+            [(s, entries[s.id]) for s in stories], self.publish_settings, _epoch()
+        )
+        listed = configured + story_docs
+        updated = max([overview.updated] + [d.updated for d in listed])
+        return self.render(overview) + [
+            make_document(
+                INDEX_PATH,
+                CONTENT_TYPES["html"],
+                render_index(listed, self.publish_settings),
+                updated,
+            ),
+            make_document(
+                OPML_PATH,
+                OPML_TYPE,
+                timelines_to_opml([overview] + listed, self.publish_settings),
+                updated,
+            ),
+        ]
+
+    def render(self, doc: TimelineDoc) -> list[Document]:
+        settings = self.publish_settings
+        bodies = {
+            "atom": render_atom(doc, settings),
+            "rss": render_rss(doc, settings),
+            "json": render_json(doc, settings),
+            "html": render_timeline_page(doc, settings),
+        }
+        return [
+            make_document(timeline_path(doc.slug, kind), CONTENT_TYPES[kind], body, doc.updated)
+            for kind, body in bodies.items()
+        ]
+
+    def write_out(self, documents: Iterable[Document]) -> None:
+        if self.publish_settings.out_dir:
+            write_documents(documents, Path(self.publish_settings.out_dir))
+
+
+def write_documents(documents: Iterable[Document], out_dir: Path) -> list[Path]:
+    """Write documents as static files under out_dir, keeping their URL paths."""
+    written = []
+    for doc in documents:
+        target = out_dir / doc.path.lstrip("/")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(doc.body)
+            tmp.replace(target)  # readers never see half a file
+        except OSError as exc:
+            raise PublishError(
+                f"cannot write: {exc.strerror}; check the folder exists and is writable",
+                path=str(target),
+            ) from exc
+        written.append(target)
+    return written
+
+
+def make_document(path: str, content_type: str, body: bytes, updated: datetime) -> Document:
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return Document(path=path, content_type=content_type, body=body, etag=etag, updated=updated)
+
+
+def _by_story(entries: Iterable[EntryView]) -> defaultdict[int, list[EntryView]]:
+    grouped: defaultdict[int, list[EntryView]] = defaultdict(list)
+    for entry in entries:
+        if entry.story_id is not None:
+            grouped[entry.story_id].append(entry)
+    return grouped
+
+
+def _epoch() -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC)
