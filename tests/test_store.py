@@ -231,15 +231,13 @@ def test_a_story_changed_after_rendering_stays_dirty(migrated: Store) -> None:
 
 
 def test_retention_keeps_tombstones_so_old_entries_do_not_come_back(migrated: Store) -> None:
-    migrated.sync_sources(sources(1), T0)
-    [request] = migrated.claim_due(T0, "w", lease_s=60, limit=1)
     old, recent = T0 - timedelta(days=100), T0 - timedelta(days=1)
-    listed = [
-        entry("old", published=old),
-        entry("old-copy", published=old),
-        entry("new", published=recent),
-    ]
-    migrated.record_poll(request.source_id, outcome(T0), listed, owner="w")
+    migrated.sync_sources(sources(1), old)
+    [request] = migrated.claim_due(old, "w", lease_s=60, limit=1)
+    listed = [entry("old", published=old), entry("old-copy", published=old)]
+    migrated.record_poll(request.source_id, outcome(old), listed, owner="w")
+    listed.append(entry("new", published=recent))
+    migrated.record_poll(request.source_id, outcome(recent), listed)
     docs = {d.id: d for d in migrated.pending_docs()}
     keys = {d.title.removeprefix("Report "): d.id for d in docs.values()}
     migrated.save_assignments(
@@ -262,12 +260,12 @@ def test_retention_keeps_tombstones_so_old_entries_do_not_come_back(migrated: St
 
 
 def test_a_tombstone_lasts_while_its_feed_lists_the_entry_and_goes_after(migrated: Store) -> None:
-    migrated.sync_sources(sources(1), T0)
-    [request] = migrated.claim_due(T0, "w", lease_s=60, limit=1)
     old = T0 - timedelta(days=100)
+    migrated.sync_sources(sources(1), old)
+    [request] = migrated.claim_due(old, "w", lease_s=60, limit=1)
     migrated.record_poll(
         request.source_id,
-        outcome(T0),
+        outcome(old),
         [entry("kept", published=old), entry("dropped", published=old)],
     )
     report = migrated.expire_entries(T0 - timedelta(days=90), T0)
@@ -286,10 +284,11 @@ def test_a_tombstone_lasts_while_its_feed_lists_the_entry_and_goes_after(migrate
 
 
 def test_retention_turns_a_copy_of_a_removed_entry_into_an_original(migrated: Store) -> None:
-    migrated.sync_sources(sources(1), T0)
-    [request] = migrated.claim_due(T0, "w", lease_s=60, limit=1)
-    listed = [entry("a", published=T0 - timedelta(days=30)), entry("b", published=T0)]
-    migrated.record_poll(request.source_id, outcome(T0), listed, owner="w")
+    earlier = T0 - timedelta(days=30)
+    migrated.sync_sources(sources(1), earlier)
+    [request] = migrated.claim_due(earlier, "w", lease_s=60, limit=1)
+    migrated.record_poll(request.source_id, outcome(earlier), [entry("a", published=earlier)])
+    migrated.record_poll(request.source_id, outcome(T0), [entry("b", published=T0)])
     first, copy = migrated.pending_docs()
     migrated.save_assignments(
         [Assignment(first.id, "s", new_story=True), Assignment(copy.id, "s", first.id)], T0
@@ -300,3 +299,29 @@ def test_retention_turns_a_copy_of_a_removed_entry_into_an_original(migrated: St
     assert kept.id == int(copy.id) and kept.duplicate_of is None
     [story] = migrated.stories()
     assert story.entry_count == 1
+
+
+def test_retention_counts_age_from_when_an_entry_was_stored_not_its_outlet_date(
+    migrated: Store,
+) -> None:
+    # A feed first polled years after its articles were dated (the demo's August 2024
+    # on today's clock, or any outlet's archive): nothing may go before it has been
+    # stored for the retention age, and no tombstone may keep it out meanwhile.
+    stored = T0 + timedelta(days=3 * 365)
+    migrated.sync_sources(sources(1), stored)
+    [request] = migrated.claim_due(stored, "w", lease_s=60, limit=1)
+    listed = [
+        entry("week-old", published=T0),
+        entry("years-old", published=T0 - timedelta(days=900)),
+    ]
+    migrated.record_poll(request.source_id, outcome(stored), listed, owner="w")
+
+    for now in (stored, stored + timedelta(days=89, hours=23)):
+        report = migrated.expire_entries(now - timedelta(days=90), now)
+        assert report is not None and report.entries == 0, f"kept at {now:%Y-%m-%d}"
+    assert migrated.counts()["entries"] == 2 and migrated.tombstones() == 0
+
+    now = stored + timedelta(days=90, hours=1)
+    report = migrated.expire_entries(now - timedelta(days=90), now)
+    assert report is not None and report.entries == 2, "gone once stored for 90 days"
+    assert migrated.tombstones() == 2

@@ -308,7 +308,7 @@ class Store:
     def expire_entries(
         self, cutoff: datetime, now: datetime, term: Term | None = None, *, batch: int = 1000
     ) -> RetentionReport | None:
-        """Remove entries dated before `cutoff`, keeping tombstones, and tombstones
+        """Remove entries first stored before `cutoff`, keeping tombstones, and tombstones
         no feed listed since `cutoff`; None if `term` was lost."""
         entries, stories = 0, list[int]()
         while True:

@@ -70,7 +70,7 @@ class Entry(SQLModel, table=True):
     content_hash: str
     published_at: datetime | None = None
     updated_at: datetime | None = None
-    first_seen_at: datetime
+    first_seen_at: datetime = Field(index=True)  # retention counts an entry's age from here
     changed_at: datetime
     sort_at: datetime = Field(index=True)  # published, else first seen: the clustering order
     story_id: int | None = Field(default=None, foreign_key="story.id", index=True)

@@ -1,5 +1,8 @@
-"""Retention: entries older than the configured age leave the database, their identity stays.
+"""Retention: entries stored longer than the configured age leave, their identity stays.
 
+An entry's age counts from when this service first stored it, never from the
+outlet's date: a feed that lists week-old (or years-old) articles must not see them
+removed as soon as they arrive, and their tombstones then keep them out for good.
 Each removed entry leaves a tombstone (source id, key), so a feed that still lists
 it does not bring it back as new. Ingest stamps a tombstone again whenever its
 feed lists the entry, so a tombstone goes only once its feed has stopped listing
@@ -23,13 +26,13 @@ from aggregator.store.views import to_db
 def expire_batch(
     session: Session, cutoff: datetime, now: datetime, limit: int
 ) -> tuple[int, list[int]]:
-    """Remove up to `limit` entries dated before `cutoff`; (entries, stories removed).
+    """Remove up to `limit` entries first stored before `cutoff`; (entries, stories removed).
 
     The caller commits (after fencing the transaction with its leader term).
     """
     rows = session.exec(
         select(Entry.id, Entry.source_id, Entry.key, Entry.story_id)
-        .where(col(Entry.sort_at) < to_db(cutoff))
+        .where(col(Entry.first_seen_at) < to_db(cutoff))
         .order_by(col(Entry.id))
         .limit(limit)
     ).all()
