@@ -381,3 +381,35 @@ def test_eval_command_scores_a_held_out_part_at_both_levels(
     assert result["docs"] == 2 and set(result["levels"]) == {"event", "storyline"}
     assert main([*args[:3], str(path), "--method", "tfidf", "--level", "storyline"]) == 0
     assert json.loads(capsys.readouterr().out)["levels"]["storyline"]["gold_clusters"] == 3
+
+
+# -- our own uk/ru/en set (benchmarks/data): the properties its README promises -----------
+
+OWN_SET = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "conflict-2024-08.jsonl"
+
+
+def test_own_set_is_labelled_at_both_levels_with_a_split_by_storyline() -> None:
+    from collections import defaultdict
+
+    from aggregator.evaluate import load_levels
+
+    rows = [json.loads(line) for line in OWN_SET.read_text(encoding="utf-8").splitlines()]
+    labelled = load_levels(OWN_SET)
+    assert labelled.events is not None and labelled.storylines is not None
+    assert len(rows) >= 300 and len({r["id"] for r in rows}) == len(rows)
+    assert [r["published"] for r in rows] == sorted(r["published"] for r in rows)
+    assert len(set(labelled.events)) >= 40 and len(set(labelled.storylines)) >= 8
+    storyline_of: defaultdict[str, set[str]] = defaultdict(set)
+    langs: defaultdict[str, set[str]] = defaultdict(set)
+    split_of: defaultdict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        storyline_of[r["cluster"]].add(r["storyline"])
+        langs[r["cluster"]].add(r["lang"])
+        split_of[r["storyline"]].add(r["split"])
+    assert all(len(s) == 1 for s in storyline_of.values()), "an event in two storylines"
+    assert all(len(one) >= 2 for one in langs.values()), "an event in one language"
+    assert all(len(s) == 1 for s in split_of.values()), "a storyline on both sides of the split"
+    assert {r["split"] for r in rows} == {"train", "heldout"}
+    kursk = [r for r in rows if r["storyline"] == "kursk-incursion"]
+    days = sorted({r["published"][:10] for r in kursk})
+    assert len({r["cluster"] for r in kursk}) >= 12 and int(days[-1][8:]) - int(days[0][8:]) >= 10
