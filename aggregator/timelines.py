@@ -1,8 +1,20 @@
 """What a timeline contains: pure functions from stored stories and entries to TimelineDocs.
 
 A story with reports from enough outlets is a timeline of its own; a configured
-timeline collects every story whose reports mention one of its words. Item and
-feed ids are tag: URIs derived from database ids, so they never change.
+timeline collects every story whose reports mention one of its words.
+
+Ids are tag: URIs under `tag:<base_url host>,2026:`, derived from database ids and
+timeline names, so they never change; an item's id is unique across every feed the
+OPML lists, because readers such as newsboat keep each id once across all feeds:
+
+    feed of story N          story/N            its items: entry/<entry id>
+    configured timeline T    timeline/T         its items: timeline/T/entry/<entry id>
+    all stories              timeline/all       its items: story/<story id>
+
+An entry belongs to one story at a time, so story timelines keep the bare entry
+ids they have had since the first release. A configured timeline scopes its items
+by its name (until this scheme they shared the story timelines' ids, and readers
+that import the OPML showed each report in one of the two feeds only).
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aggregator.publish import ALL_STORIES_SLUG, timeline_links
 from aggregator.settings import PublishSettings, TimelineConfig
@@ -33,10 +45,21 @@ def story_slug(story_id: int) -> str:
     return f"story-{story_id}"
 
 
+def entry_kind(timeline: str | None) -> str:
+    """The tag kind of an entry's item: bare in story timelines, scoped in a configured one."""
+    return "entry" if timeline is None else f"timeline/{quote(timeline, safe='')}/entry"
+
+
 def build_items(
-    entries: Sequence[EntryView], settings: PublishSettings, limit: int
+    entries: Sequence[EntryView],
+    settings: PublishSettings,
+    limit: int,
+    timeline: str | None = None,
 ) -> tuple[TimelineItem, ...]:
-    """One item per original report, newest first; later copies fold into `also`."""
+    """One item per original report, newest first; later copies fold into `also`.
+
+    `timeline` names the configured timeline the items are for (None: a story's own).
+    """
     copies: dict[int, list[EntryView]] = {}
     originals: list[EntryView] = []
     for entry in entries:
@@ -44,15 +67,18 @@ def build_items(
             originals.append(entry)
         else:
             copies.setdefault(entry.duplicate_of, []).append(entry)
-    items = [_item(entry, copies.get(entry.id, []), settings) for entry in originals]
+    kind = entry_kind(timeline)
+    items = [_item(entry, copies.get(entry.id, []), settings, kind) for entry in originals]
     items.sort(key=lambda item: (item.published, item.id), reverse=True)
     return tuple(items[:limit])
 
 
-def _item(entry: EntryView, copies: list[EntryView], settings: PublishSettings) -> TimelineItem:
+def _item(
+    entry: EntryView, copies: list[EntryView], settings: PublishSettings, kind: str
+) -> TimelineItem:
     updated = max([entry.changed, entry.published] + [c.first_seen for c in copies])
     return TimelineItem(
-        id=tag(settings, "entry", entry.id),
+        id=tag(settings, kind, entry.id),
         title=entry.title or "(untitled)",
         link=entry.url or entry.outlet_site or entry.outlet_url,
         summary_html=entry.summary,
@@ -90,8 +116,9 @@ def _doc(
     entries: Sequence[EntryView],
     settings: PublishSettings,
     updated_floor: datetime,
+    timeline: str | None = None,
 ) -> TimelineDoc:
-    items = build_items(entries, settings, settings.max_items)
+    items = build_items(entries, settings, settings.max_items, timeline)
     updated = max([updated_floor] + [item.updated for item in items])
     return TimelineDoc(
         slug=slug,
@@ -134,6 +161,7 @@ def configured_timeline(
         entries,
         settings,
         updated_floor,
+        timeline=config.name,
     )
 
 

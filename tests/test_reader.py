@@ -3,6 +3,7 @@
 It reloads the feed, a person reads everything, the timeline gains reports and a
 better title, it reloads again, and then once more with nothing new: the new
 reports show as unread, no report shows twice, and the last reload is a 304.
+Another reader imports the OPML of every timeline and shows each one whole.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from typing import Any
 import pytest
 import uvicorn
 from test_publish import T0, item
+from test_timelines import kursk_world
 
+from aggregator.opml import timelines_to_opml
 from aggregator.publish.feeds import render_atom, render_rss
 from aggregator.serve import create_app
 from aggregator.settings import PublishSettings
@@ -137,7 +140,7 @@ class Newsboat:
         assert NEWSBOAT is not None
         command = [NEWSBOAT, "-u", str(self.urls), "-c", str(self.cache), "-C", str(self.config)]
         done = subprocess.run(
-            [*command, "-x", *commands],
+            [*command, *(commands if commands[0].startswith("-") else ("-x", *commands))],
             env=env,
             capture_output=True,
             text=True,
@@ -147,12 +150,12 @@ class Newsboat:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def items(self) -> list[tuple[str, str, int]]:
-        """(guid, title, unread) of every item in the cache, as the reader shows them."""
+    def items(self, feed_url: str | None = None) -> list[tuple[str, str, int]]:
+        """(guid, title, unread) of every item of the feed, as the reader shows them."""
         with sqlite3.connect(self.cache) as db:
             rows = db.execute(
                 "SELECT guid, title, unread FROM rss_item WHERE feedurl = ? AND deleted = 0",
-                (self.feed_url,),
+                (feed_url or self.feed_url,),
             ).fetchall()
         return [(str(guid), str(title), int(unread)) for guid, title, unread in rows]
 
@@ -195,3 +198,28 @@ def test_newsboat_shows_new_reports_once(
     reader.run("reload")  # nothing changed: a conditional request, answered 304
     assert state.statuses[-1] == (path, 304)
     assert [guid for guid, _, _ in reader.items()] == guids
+
+
+def test_newsboat_importing_the_opml_shows_every_timeline_whole(
+    published: tuple[Published, str], tmp_path: Path
+) -> None:
+    # newsboat keeps each item id once across all its feeds: a report listed by the
+    # Kursk timeline and by its story's own timeline must carry two ids, or one of
+    # the two feeds shows up with reports missing.
+    state, base_url = published
+    settings = PublishSettings(base_url=base_url)
+    docs = kursk_world(settings)
+    for doc in docs:
+        path = f"/timelines/{doc.slug}.atom"
+        state.put(path, render_atom(doc, settings), RENDERERS["atom"][1], doc)
+    opml = tmp_path / "timelines.opml"
+    opml.write_bytes(timelines_to_opml(docs, settings))
+    reader = Newsboat(tmp_path, "")
+    reader.urls.write_text("")
+
+    reader.run("-i", str(opml))
+    assert len(reader.urls.read_text().split()) == len(docs)
+    reader.run("reload")
+    for doc in docs:
+        shown = reader.items(f"{base_url}/timelines/{doc.slug}.atom")
+        assert sorted(guid for guid, _, _ in shown) == sorted(i.id for i in doc.items), doc.slug
