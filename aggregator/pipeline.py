@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -37,11 +37,11 @@ from aggregator.errors import ParseError
 from aggregator.fetch import DEFERRED, fetch_all
 from aggregator.parse import parse_feed
 from aggregator.publish.documents import Publisher, timeline_paths
-from aggregator.schedule import host_pauses, poll_outcome
+from aggregator.schedule import error_interval, host_pauses, next_check, poll_outcome
 from aggregator.settings import Settings
 from aggregator.store import IngestCounts, Store, StoryView, Term
 from aggregator.store.lease import LeaderLease
-from aggregator.types import FetchResult, ParsedFeed
+from aggregator.types import EntryData, FetchResult, ParsedFeed, PollOutcome
 from aggregator.websub import changed_topics, notify_hub
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class Events(Protocol):
 
     def published(self, timelines: int, seconds: float) -> None: ...
 
+    def failed(self, stage: str) -> None:
+        """An unexpected error in `stage` (ingest, cluster, publish), logged and survived."""
+
 
 class NoEvents:
     def polled(self, result: FetchResult, status: str, counts: IngestCounts) -> None:
@@ -76,10 +79,14 @@ class NoEvents:
     def published(self, timelines: int, seconds: float) -> None:
         pass
 
+    def failed(self, stage: str) -> None:
+        pass
+
 
 @dataclass
 class CycleReport:
-    polled: int = 0
+    polled: int = 0  # polls; a source due again within one dispatch counts twice
+    sources: set[int] = field(default_factory=set)
     not_modified: int = 0
     errors: int = 0
     new_entries: int = 0
@@ -90,7 +97,8 @@ class CycleReport:
 
     def summary(self) -> str:
         return (
-            f"polled {self.polled} sources ({self.not_modified} unchanged, {self.errors} failed), "
+            f"{self.polled} polls of {len(self.sources)} sources "
+            f"({self.not_modified} unchanged, {self.errors} failed), "
             f"{self.new_entries} new and {self.updated_entries} updated entries, "
             f"{self.clustered} clustered ({self.duplicates} duplicates), "
             f"{len(self.published)} timelines published"
@@ -129,6 +137,7 @@ class Pipeline:
             on_lost=self._lost_lead,
             on_batch=self.events.clustered,
             on_retired=self._retire_documents,
+            on_failed=self.events.failed,
         )
         self._refresh_due = True  # re-render open stories and overviews on the next publish
         self._synced = False
@@ -238,9 +247,22 @@ class Pipeline:
     ) -> IngestCounts:
         """Parse one poll's body and store its entries and fetch state together.
 
+        This is the boundary of one source: whatever goes wrong while parsing,
+        deciding the next check or storing is recorded on that source (and logged
+        once with its traceback), and the caller goes on with the other sources.
         With `owner`, the fetch state is written only while that owner's lease holds.
         """
         report = report if report is not None else CycleReport()
+        try:
+            outcome, counts = self._store_poll(result, owner)
+        except Exception as exc:
+            outcome, counts = self._record_failure(result, exc, owner)
+        self._report_poll(result, outcome, counts, report)
+        return counts
+
+    def _store_poll(
+        self, result: FetchResult, owner: str | None
+    ) -> tuple[PollOutcome, IngestCounts]:
         request = result.request
         state, entry_times = self.store.poll_state(request.source_id)
         feed: ParsedFeed | None = None
@@ -260,10 +282,105 @@ class Pipeline:
             parse_error=parse_error,
             entry_times=entry_times,
         )
-        counts = self.store.record_poll(
-            request.source_id, outcome, feed.entries if feed else (), owner=owner
+        entries = feed.entries if feed else ()
+        try:
+            return outcome, self.store.record_poll(request.source_id, outcome, entries, owner=owner)
+        except Exception as exc:
+            if len(entries) < 2:
+                raise
+            # One entry the database refuses must not cost the feed its others.
+            return self._store_one_by_one(result, outcome, entries, exc)
+
+    def _store_one_by_one(
+        self,
+        result: FetchResult,
+        outcome: PollOutcome,
+        entries: Sequence[EntryData],
+        first: Exception,
+    ) -> tuple[PollOutcome, IngestCounts]:
+        source_id = result.request.source_id
+        stored = IngestCounts()
+        refused = 0
+        for entry in entries:
+            try:
+                counts = self.store.record_poll(source_id, outcome, [entry])
+            except Exception:
+                refused += 1
+                continue
+            stored = IngestCounts(
+                new=stored.new + counts.new,
+                updated=stored.updated + counts.updated,
+                unchanged=stored.unchanged + counts.unchanged,
+                tombstoned=stored.tombstoned + counts.tombstoned,
+            )
+        log.error(
+            "source %r: the database refused %d of its %d entries; the others are stored",
+            result.request.name,
+            refused,
+            len(entries),
+            exc_info=first,
+            extra={"source_id": source_id, "source": result.request.name, "event": "poll"},
         )
+        self.events.failed("ingest")
+        outcome = replace(
+            outcome,
+            status="error",
+            error_code="entries_refused",
+            error=(
+                f"{refused} of {len(entries)} entries could not be stored "
+                f"({_describe(first)}); the others are stored. The log has the details: "
+                "please report it"
+            ),
+        )
+        # The entry-wise writes above already wrote the fetch state and ended the claim
+        # (`owner` is only checked on the first, failed write), so this one is unfenced.
+        self.store.record_poll(source_id, outcome)
+        return outcome, stored
+
+    def _record_failure(
+        self, result: FetchResult, exc: Exception, owner: str | None
+    ) -> tuple[PollOutcome, IngestCounts]:
+        """Record an unexpected failure on its source and hand its claim back."""
+        request = result.request
+        log.error(
+            "source %r: unexpected error while storing its poll; other sources go on",
+            request.name,
+            exc_info=exc,
+            extra={"source_id": request.source_id, "source": request.name, "event": "poll"},
+        )
+        self.events.failed("ingest")
+        now = result.fetched_at
+        interval = error_interval(self.settings.fetch, configured=None, error_count=1)
+        outcome = PollOutcome(
+            checked_at=now,
+            next_check_at=next_check(now, interval, key=request.name),
+            status="error",
+            http_status=result.status,
+            error_code="internal_error",
+            error=(
+                f"the aggregator failed on this poll ({_describe(exc)}); it tries again at "
+                "the next check and the log has the details: please report it"
+            ),
+            keep_validators=True,
+        )
+        try:
+            return outcome, self.store.record_poll(request.source_id, outcome, owner=owner)
+        except Exception:
+            log.exception("source %r: its failure could not be recorded either", request.name)
+            if owner is not None:
+                self.store.release_claims(owner, [request.source_id])
+            return outcome, IngestCounts(recorded=False)
+
+    def _report_poll(
+        self,
+        result: FetchResult,
+        outcome: PollOutcome,
+        counts: IngestCounts,
+        report: CycleReport,
+    ) -> None:
+        request = result.request
         report.polled += 1
+        report.sources.add(request.source_id)
         report.not_modified += result.not_modified
         report.new_entries += counts.new
         report.updated_entries += counts.updated
@@ -298,7 +415,6 @@ class Pipeline:
                 request.name,
                 extra=context,
             )
-        return counts
 
     def pause_hosts(self, results: Sequence[FetchResult]) -> None:
         """Hold every source of a host whose answers showed a host-wide rate limit."""
@@ -382,7 +498,7 @@ class Pipeline:
         changed = self._to_render(full=full, refresh=refresh)
         if not changed and not refresh:
             return []
-        publisher = Publisher(self.settings, self.store)
+        publisher = Publisher(self.settings, self.store, self.events.failed)
         documents, slugs = publisher.render_changes(changed, full=refresh)
         if not self.store.put_documents(documents, self.clock(), self.term):
             self._lost_lead()
@@ -447,3 +563,11 @@ class Pipeline:
                 extra={"event": "retention"},
             )
         return report.entries
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one short line for a source's stored error."""
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:199] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

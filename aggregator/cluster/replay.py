@@ -62,6 +62,7 @@ class Clusterer:
         on_lost: Callable[[], None],
         on_batch: Callable[[int, int], None],
         on_retired: Callable[[Sequence[int]], None],
+        on_failed: Callable[[str], None],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -69,6 +70,7 @@ class Clusterer:
         self.on_lost = on_lost
         self.on_batch = on_batch
         self.on_retired = on_retired
+        self.on_failed = on_failed
         self.assigner = StoryAssigner(settings.cluster)
         self.restored = False
 
@@ -100,7 +102,7 @@ class Clusterer:
                 if vectors is None:
                     return
                 for doc, assignment, _ in chunk:
-                    self.assigner.restore(doc, assignment, vectors.get(doc.id))
+                    self._restore_one(doc, assignment, vectors.get(doc.id))
                 if time.monotonic() - renewed > renew_every:
                     if self.lease.term is not None and not self.lease.renew():
                         self.on_lost()
@@ -122,8 +124,7 @@ class Clusterer:
                 if vectors is None:
                     return Placed(entries, duplicates, complete=False)
                 assignments = [
-                    self.assigner.add(doc, vector)
-                    for doc, vector in zip(docs, vectors, strict=True)
+                    self._add_one(doc, vector) for doc, vector in zip(docs, vectors, strict=True)
                 ]
                 if (
                     self.store.save_assignments(assignments, self.lease.clock(), self.lease.term)
@@ -142,6 +143,26 @@ class Clusterer:
             self.reset()
             raise
         return Placed(entries, duplicates, complete=True)
+
+    def _add_one(self, doc: ClusterDoc, vector: np.ndarray | None) -> Assignment:
+        """Place one doc; one the clusterer cannot handle stands alone, never stopping the rest."""
+        try:
+            return self.assigner.add(doc, vector)
+        except Exception:
+            log.exception(
+                "entry %s could not be clustered; it stands as a story of its own", doc.id
+            )
+            self.on_failed("cluster")
+            return Assignment(doc.id, doc.id, new_story=True)
+
+    def _restore_one(
+        self, doc: ClusterDoc, assignment: Assignment, vector: np.ndarray | None
+    ) -> None:
+        try:
+            self.assigner.restore(doc, assignment, vector)
+        except Exception:
+            log.exception("entry %s could not be replayed; later reports will not meet it", doc.id)
+            self.on_failed("cluster")
 
     def _merge_converged(self) -> bool:
         """Merge stories that grew into one event, in the clusterer and the store; False if

@@ -9,10 +9,13 @@ when `publish.out_dir` is set, writes them out as static files.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from aggregator import timelines
 from aggregator.errors import PublishError
@@ -23,6 +26,9 @@ from aggregator.publish.pages import render_index, render_timeline_page
 from aggregator.settings import Settings
 from aggregator.store import EntryView, Store, StoryView
 from aggregator.types import Document, TimelineDoc
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Each timeline is published as these four documents, /timelines/<slug>.<kind>.
 CONTENT_TYPES = {
@@ -44,32 +50,62 @@ def timeline_paths(slugs: Iterable[str]) -> list[str]:
 
 
 class Publisher:
-    """Turns changed stories into rendered documents."""
+    """Turns changed stories into rendered documents.
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    One timeline that cannot be rendered is logged with its traceback, reported
+    through `on_failed("publish")` and left as it was; the others are published.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        on_failed: Callable[[str], None] = lambda stage: None,
+    ) -> None:
         self.settings = settings
         self.publish_settings = settings.publish
         self.store = store
+        self.on_failed = on_failed
 
     def render_changes(
         self, changed: Sequence[StoryView], *, full: bool
     ) -> tuple[list[Document], list[str]]:
         min_sources = self.publish_settings.min_sources
         entries = _by_story(self.store.story_entries(s.id for s in changed))
+        timeline_docs: list[TimelineDoc | None] = [
+            self._story_doc(story, entries[story.id])
+            for story in changed
+            if story.source_count >= min_sources
+        ]
+        timeline_docs += self._configured(changed, entries, full=full)
         documents: list[Document] = []
         slugs: list[str] = []
-        for story in changed:
-            if story.source_count >= min_sources:
-                doc = timelines.story_timeline(story, entries[story.id], self.publish_settings)
-                documents += self.render(doc)
+        for doc in timeline_docs:
+            if doc is None:
+                continue
+            rendered = self._guarded(doc.slug, partial(self.render, doc))
+            if rendered:
+                documents += rendered
                 slugs.append(doc.slug)
-        configured = self._configured(changed, entries, full=full)
-        for doc in configured:
-            documents += self.render(doc)
-            slugs.append(doc.slug)
         if slugs or full:
-            documents += self._overview()
+            documents += self._guarded("all", self._overview) or []
         return documents, slugs
+
+    def _story_doc(self, story: StoryView, entries: list[EntryView]) -> TimelineDoc | None:
+        return self._guarded(
+            timelines.story_slug(story.id),
+            partial(timelines.story_timeline, story, entries, self.publish_settings),
+        )
+
+    def _guarded(self, slug: str, make: Callable[[], _T]) -> _T | None:
+        """`make()`, or None when it fails: logged, counted, and the timeline's last
+        published version stays."""
+        try:
+            return make()
+        except Exception:
+            log.exception("timeline %s could not be rendered; its last version stays", slug)
+            self.on_failed("publish")
+            return None
 
     def _configured(
         self, changed: Sequence[StoryView], entries: dict[int, list[EntryView]], *, full: bool
@@ -94,9 +130,9 @@ class Publisher:
             limit=self.publish_settings.max_stories,
         )
         entries = _by_story(self.store.story_entries(s.id for s in stories))
-        story_docs = [
-            timelines.story_timeline(s, entries[s.id], self.publish_settings) for s in stories
-        ]
+        rendered = [(s, self._story_doc(s, entries[s.id])) for s in stories]
+        stories = [s for s, doc in rendered if doc is not None]
+        story_docs = [doc for _, doc in rendered if doc is not None]
         configured = [
             timelines.configured_timeline(
                 c,

@@ -1,0 +1,227 @@
+"""One source's failure stays with that source: the batch around it is stored.
+
+The faults are injected where no feed can reach today (a bug in the parser, an
+entry the database refuses), because the point is the boundary itself: whatever
+goes wrong with one source is recorded on it, and every other source is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from httpserver import FeedServer
+from sqlalchemy.exc import DataError
+from test_pipeline import rss
+
+from aggregator import pipeline as pipeline_module
+from aggregator.pipeline import Pipeline
+from aggregator.settings import Settings, SourceConfig, parse_settings
+from aggregator.store import Store
+from aggregator.types import EntryData, PollOutcome
+
+T0 = datetime(2024, 8, 6, 6, 0, tzinfo=UTC)
+HEALTHY = ["alpha", "beta", "gamma", "delta"]
+
+
+def items(outlet: str, count: int = 3) -> list[tuple[str, str, str, datetime, str]]:
+    return [
+        (
+            f"{outlet}-{n}",
+            f"{outlet.title()} report number {n} on the regional council budget",
+            f"The {outlet} council met on day {n} and voted on the budget.",
+            T0 + timedelta(minutes=n),
+            f"http://{outlet}.test/{n}",
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as srv:
+        for outlet in [*HEALTHY, "broken"]:
+            srv.serve_feed(f"/{outlet}.xml", rss(outlet, items(outlet)))
+        yield srv
+
+
+def settings_for(server: FeedServer, names: Sequence[str]) -> Settings:
+    base = parse_settings("", environ={})
+    return dataclasses.replace(
+        base,
+        sources=tuple(
+            SourceConfig(name=name.title(), url=server.url(f"/{name}.xml"), interval=600)
+            for name in names
+        ),
+        fetch=dataclasses.replace(base.fetch, allow_private_networks=True),
+        cluster=dataclasses.replace(base.cluster, method="tfidf"),
+    )
+
+
+class Counted(pipeline_module.NoEvents):
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def failed(self, stage: str) -> None:
+        self.failures.append(stage)
+
+
+def statuses(store: Store) -> dict[str, Any]:
+    return {s.name: s for s in store.source_statuses()}
+
+
+def test_a_source_that_breaks_the_parser_leaves_the_batch_stored(
+    server: FeedServer, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    real_parse = pipeline_module.parse_feed
+
+    def parse(body: bytes, headers: Any, *, url: str, source: str) -> Any:
+        if source == "Broken":
+            raise RuntimeError("a bug the parser has not met before")
+        return real_parse(body, headers, url=url, source=source)
+
+    monkeypatch.setattr(pipeline_module, "parse_feed", parse)
+    # The broken source sits in the middle of the batch.
+    names = ["alpha", "beta", "broken", "gamma", "delta"]
+    events = Counted()
+    now = T0 + timedelta(hours=1)
+    pipeline = Pipeline(settings_for(server, names), store, clock=lambda: now, events=events)
+
+    report = asyncio.run(pipeline.dispatch())
+
+    assert (report.polled, report.errors, report.new_entries) == (5, 1, 12)
+    found = statuses(store)
+    for name in HEALTHY:
+        assert found[name.title()].entries == 3 and found[name.title()].status == "ok"
+    broken = found["Broken"]
+    assert broken.status == "error" and broken.last_error_code == "internal_error"
+    assert "RuntimeError" in broken.last_error and "report" in broken.last_error
+    assert broken.next_check_at is not None and broken.next_check_at > now
+    assert events.failures == ["ingest"]
+    tracebacks = [r for r in caplog.records if r.exc_info and "Broken" in r.getMessage()]
+    assert len(tracebacks) == 1, "logged once, with its traceback"
+    # Its claim was handed back: nothing stays leased to this worker.
+    assert store.claim_due(now + timedelta(days=1), "another", lease_s=60, limit=10)
+    assert pipeline.store.release_claims(pipeline.owner) == 0
+
+
+def test_an_entry_the_database_refuses_costs_its_feed_nothing_else(
+    server: FeedServer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poisoned = items("broken", 4)
+    poisoned[2] = (poisoned[2][0], "POISON " + poisoned[2][1], *poisoned[2][2:])
+    server.serve_feed("/broken.xml", rss("broken", poisoned))
+    real_record = store.record_poll
+
+    def record_poll(
+        source_id: int,
+        outcome: PollOutcome,
+        entries: Sequence[EntryData] = (),
+        *,
+        owner: str | None = None,
+    ) -> Any:
+        if any(e.title and e.title.startswith("POISON") for e in entries):
+            raise DataError("INSERT INTO entry ...", {}, Exception("value refused"))
+        return real_record(source_id, outcome, entries, owner=owner)
+
+    monkeypatch.setattr(store, "record_poll", record_poll)
+    events = Counted()
+    pipeline = Pipeline(
+        settings_for(server, ["alpha", "broken", "beta"]),
+        store,
+        clock=lambda: T0 + timedelta(hours=1),
+        events=events,
+    )
+
+    report = asyncio.run(pipeline.dispatch())
+
+    assert report.new_entries == 3 + 3 + 3
+    broken = statuses(store)["Broken"]
+    assert broken.entries == 3
+    assert broken.last_error_code == "entries_refused"
+    assert broken.last_error.startswith("1 of 4 entries could not be stored")
+    assert statuses(store)["Alpha"].entries == 3 and statuses(store)["Beta"].entries == 3
+    assert events.failures == ["ingest"]
+
+
+def test_an_entry_the_clusterer_cannot_place_stands_alone(
+    server: FeedServer, sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aggregator.cluster.assigner import StoryAssigner
+
+    poisoned = items("broken")
+    poisoned[1] = (poisoned[1][0], "POISON " + poisoned[1][1], *poisoned[1][2:])
+    server.serve_feed("/broken.xml", rss("broken", poisoned))
+    real_add, real_restore = StoryAssigner.add, StoryAssigner.restore
+
+    def add(self: StoryAssigner, doc: Any, vector: Any = None) -> Any:
+        if doc.title.startswith("POISON"):
+            raise OverflowError("date value out of range")
+        return real_add(self, doc, vector)
+
+    def restore(self: StoryAssigner, doc: Any, assignment: Any, vector: Any = None) -> None:
+        if doc.title.startswith("POISON"):
+            raise OverflowError("date value out of range")
+        real_restore(self, doc, assignment, vector)
+
+    monkeypatch.setattr(StoryAssigner, "add", add)
+    monkeypatch.setattr(StoryAssigner, "restore", restore)
+    events = Counted()
+    settings = settings_for(server, ["alpha", "broken", "beta"])
+    clock = lambda: T0 + timedelta(hours=1)  # noqa: E731
+    pipeline = Pipeline(settings, sqlite_store, clock=clock, events=events)
+    asyncio.run(pipeline.dispatch())
+
+    assert pipeline.cluster() == 9
+    assert sqlite_store.pending_docs(10) == []
+    assert events.failures == ["cluster"]
+    # A new leader replays the window past the same entry and goes on.
+    pipeline.close()
+    restarted = Pipeline(settings, sqlite_store, clock=clock, events=events)
+    assert restarted.cluster() == 0 and events.failures == ["cluster", "cluster"]
+
+
+def test_a_timeline_that_cannot_be_rendered_leaves_the_others_published(
+    server: FeedServer, sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aggregator import timelines
+
+    real_story_timeline = timelines.story_timeline
+
+    def story_timeline(story: Any, entries: Any, settings: Any) -> Any:
+        if any(e.title.startswith("Broken") for e in entries):
+            raise ValueError("an entry the renderer cannot take")
+        return real_story_timeline(story, entries, settings)
+
+    monkeypatch.setattr(timelines, "story_timeline", story_timeline)
+    rates = [
+        (f"rates-{n}", title, title, T0 + timedelta(minutes=n), f"http://alpha.test/rates/{n}")
+        for n, title in enumerate(
+            [
+                "Central bank holds interest rate at 4.35 percent",
+                "Central bank keeps interest rate on hold at 4.35 percent",
+            ]
+        )
+    ]
+    server.serve_feed("/alpha.xml", rss("alpha", rates))
+    events = Counted()
+    settings = settings_for(server, ["alpha", "broken"])
+    settings = dataclasses.replace(
+        settings, publish=dataclasses.replace(settings.publish, min_sources=1)
+    )
+    pipeline = Pipeline(
+        settings, sqlite_store, clock=lambda: T0 + timedelta(hours=1), events=events
+    )
+    asyncio.run(pipeline.dispatch())
+    pipeline.cluster()
+
+    published = pipeline.publish()
+
+    assert published, "the healthy stories are published"
+    paths = {doc.path for doc in sqlite_store.documents()}
+    assert "/index.html" in paths and "/timelines/all.atom" in paths
+    assert "publish" in events.failures
