@@ -63,6 +63,13 @@ class Metrics:
             buckets=PUBLISH_BUCKETS,
             registry=self.registry,
         )
+        self.unexpected = Counter(
+            "aggregator_unexpected_errors",
+            "Unexpected errors survived inside a stage (ingest, cluster, publish), by stage; "
+            "each is logged once with its traceback.",
+            ["stage"],
+            registry=self.registry,
+        )
         self.registry.register(StoreCollector(store, settings))
 
     def polled(self, result: FetchResult, status: str, counts: IngestCounts) -> None:
@@ -79,6 +86,9 @@ class Metrics:
 
     def published(self, timelines: int, seconds: float) -> None:
         self.publish_seconds.observe(seconds)
+
+    def failed(self, stage: str) -> None:
+        self.unexpected.labels(stage=stage).inc()
 
     def render(self) -> bytes:
         """The text exposition served at /metrics."""
