@@ -60,6 +60,7 @@ def evaluate_file(
     shuffle_seed: int | None = None,
     tuning: Tuning | None = None,
     model: PairModel | None = None,
+    cross_model: PairModel | None = None,
     cache: Path | None = None,
     examples: int = 5,
     merge: bool = False,
@@ -72,7 +73,8 @@ def evaluate_file(
     publication times are dealt out again in the new order: a stream whose
     stories interleave, as real feeds do, instead of each story arriving as one
     run (an artefact of how some sets were recorded). `cache` names a folder
-    where embeddings are kept between runs, keyed by the texts.
+    where embeddings are kept between runs, keyed by the texts. `model` and
+    `cross_model` replace the shipped pair models (a refit under test).
     """
     labelled = load_levels(path, level, split)
     gold = labelled.labels(level)
@@ -87,6 +89,7 @@ def evaluate_file(
         shuffle_seed=shuffle_seed,
         tuning=tuning,
         model=model,
+        cross_model=cross_model,
         cache=cache,
         examples=examples,
         merge=merge,
@@ -104,6 +107,7 @@ def evaluate_documents(
     shuffle_seed: int | None = None,
     tuning: Tuning | None = None,
     model: PairModel | None = None,
+    cross_model: PairModel | None = None,
     cache: Path | None = None,
     examples: int = 5,
     merge: bool = False,
@@ -124,7 +128,7 @@ def evaluate_documents(
     labels = list(zip(gold, storylines or [""] * len(gold), strict=True))
     docs, labels = stream_order(docs, labels, shuffle_seed)
     gold = [event for event, _ in labels]
-    assigner = StoryAssigner(settings, tuning=tuning, model=model)
+    assigner = StoryAssigner(settings, tuning=tuning, model=model, cross_model=cross_model)
     started = time.perf_counter()
     # The worker embeds each entry once, when stored; timed apart from clustering.
     vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None
@@ -334,6 +338,7 @@ def evaluate_pairs(
     *,
     tuning: Tuning | None = None,
     model: PairModel | None = None,
+    cross_model: PairModel | None = None,
     cache: Path | None = None,
     keep: Callable[[ClusterDoc], bool] | None = None,
 ) -> dict[str, Any]:
@@ -345,7 +350,7 @@ def evaluate_pairs(
     `keep` chooses the pairs scored by their first document (a held-out half).
     """
     pairs = load_pairs(path)
-    assigner = StoryAssigner(settings, tuning=tuning, model=model)
+    assigner = StoryAssigner(settings, tuning=tuning, model=model, cross_model=cross_model)
     unique = list({doc.id: doc for a, b, _ in pairs for doc in (a, b)}.values())
     vectors = cached_vectors(unique, cache) if assigner.uses_embeddings else None
     assigner.warm(unique, vectors)
