@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
+from typing import Any
 from urllib.parse import quote, urlsplit
 
-from aggregator.publish import ALL_STORIES_SLUG, timeline_links
+from aggregator.publish import ALL_STORIES_SLUG, timeline_facts, timeline_links
 from aggregator.settings import PublishSettings, TimelineConfig
 from aggregator.store import EntryView
 from aggregator.store.database import StoryView
@@ -92,20 +93,15 @@ def _item(
     )
 
 
-def describe(title: str, entries: Sequence[EntryView]) -> str:
-    outlets = sorted({e.outlet for e in entries})
-    if not entries:
-        return f"{title}: no reports yet."
-    first = min(e.published for e in entries)
-    latest = max(e.published for e in entries)
-    return (
-        f"{title}: {len(entries)} reports from {len(outlets)} outlets "
-        f"({', '.join(outlets)}); first reported {_when(first)}, latest {_when(latest)}."
-    )
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+def _span(entries: Sequence[EntryView]) -> dict[str, Any]:
+    """What a timeline's description states, from every report it holds: outlets,
+    first and latest report and how many. The one place these facts are computed."""
+    return {
+        "sources": tuple(sorted({e.outlet for e in entries})),
+        "first_report": min((e.published for e in entries), default=None),
+        "latest_report": max((e.published for e in entries), default=None),
+        "reports": len(entries),
+    }
 
 
 def _doc(
@@ -127,9 +123,7 @@ def _doc(
         id=feed_id,
         updated=updated,
         items=items,
-        sources=tuple(sorted({e.outlet for e in entries})),
-        first_report=min((e.published for e in entries), default=None),
-        latest_report=max((e.published for e in entries), default=None),
+        **_span(entries),
     )
 
 
@@ -180,32 +174,38 @@ def all_stories(
     settings: PublishSettings,
     updated_floor: datetime,
 ) -> TimelineDoc:
-    """The all-stories feed: one item per story timeline, linking to its page."""
-    items = []
+    """The all-stories feed: one item per story timeline, linking to its page.
+
+    Items are newest first by when their story began, the date readers show for
+    them; each says what its story's own feed says of it.
+    """
+    items: list[tuple[TimelineItem, Sequence[EntryView]]] = []
     for story, entries in stories:
         first = entries[0] if entries else None
-        slug = story_slug(story.id)
-        items.append(
-            TimelineItem(
-                id=tag(settings, "story", story.id),
-                title=story.title or "(untitled)",
-                link=timeline_links(slug, settings).html,
-                summary_html=f"<p>{escape(describe(story.title, entries))}</p>",
-                outlet=first.outlet if first else settings.title,
-                outlet_url=first.outlet_url if first else settings.base_url,
-                outlet_site=first.outlet_site if first else None,
-                published=story.first_at,
-                updated=max(story.updated_at, story.first_at),
-                language=first.language if first else None,
-            )
+        doc = story_timeline(story, entries, settings)
+        item = TimelineItem(
+            id=tag(settings, "story", story.id),
+            title=story.title or "(untitled)",
+            link=timeline_links(doc.slug, settings).html,
+            summary_html=f"<p>{escape(timeline_facts(doc))}</p>",
+            outlet=first.outlet if first else settings.title,
+            outlet_url=first.outlet_url if first else settings.base_url,
+            outlet_site=first.outlet_site if first else None,
+            published=story.first_at,
+            updated=max(story.updated_at, story.first_at),
+            language=first.language if first else None,
         )
-    items.sort(key=lambda item: (item.updated, item.id), reverse=True)
+        items.append((item, entries))
+    items.sort(key=lambda pair: (pair[0].published, pair[0].id), reverse=True)
+    listed = items[: settings.max_stories]
+    # The description states the facts of the stories listed, and counts stories.
+    span = _span([entry for _, entries in listed for entry in entries]) | {"reports": None}
     return TimelineDoc(
         slug=ALL_STORIES_SLUG,
         title=settings.title,
         description=f"Every story reported by at least {settings.min_sources} outlets.",
         id=tag(settings, "timeline", ALL_STORIES_SLUG),
-        updated=max([updated_floor] + [item.updated for item in items]),
-        items=tuple(items[: settings.max_stories]),
-        sources=tuple(sorted({item.outlet for item in items})),
+        updated=max([updated_floor] + [item.updated for item, _ in listed]),
+        items=tuple(item for item, _ in listed),
+        **span,
     )

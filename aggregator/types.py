@@ -128,6 +128,7 @@ class TimelineDoc:
     sources: tuple[str, ...] = ()  # distinct outlets, for the description and index
     first_report: datetime | None = None
     latest_report: datetime | None = None
+    reports: int | None = None  # every report, copies and items past max_items included
 
 
 @dataclass(frozen=True)

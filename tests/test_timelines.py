@@ -7,12 +7,17 @@ imports these timelines into newsboat through the OPML.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import feedparser
+from lxml import etree
 
 from aggregator import timelines
+from aggregator.opml import timelines_to_opml
+from aggregator.publish import feed_description, timeline_links
 from aggregator.publish.feeds import render_atom, render_json, render_rss
+from aggregator.publish.pages import render_timeline_page
 from aggregator.settings import PublishSettings, TimelineConfig
 from aggregator.store import EntryView, StoryView
 from aggregator.types import TimelineDoc
@@ -109,3 +114,55 @@ def test_item_ids_follow_the_documented_scheme() -> None:
         "tag:feeds.example,2026:story/1",
         "tag:feeds.example,2026:story/2",
     }
+
+
+def test_the_all_stories_feeds_list_stories_newest_first() -> None:
+    # Story 1 began first but changed last: "newest first" is by when a story began,
+    # the date readers show for its item, as every timeline orders its reports.
+    early = [report(1, 1, "Kyiv Wire", 0), report(2, 1, "Dnipro Daily", 50)]
+    late = [report(3, 2, "Kyiv Wire", 20), report(4, 2, "Harbour Post", 21)]
+    middle = [report(5, 3, "Volyn News", 10), report(6, 3, "Harbour Post", 11)]
+    stories = [(story(i, e), e) for i, e in ((1, early), (2, late), (3, middle))]
+    doc = timelines.all_stories(stories, SETTINGS, datetime(1970, 1, 1, tzinfo=UTC))
+    expected = ["Story 2", "Story 3", "Story 1"]
+    assert [i.title for i in doc.items] == expected
+    for render in (render_atom, render_rss):
+        parsed = feedparser.parse(render(doc, SETTINGS)).entries
+        assert [e.title for e in parsed] == expected
+        dates = [e.published_parsed for e in parsed]
+        assert dates == sorted(dates, reverse=True)
+    items = json.loads(render_json(doc, SETTINGS))["items"]
+    assert [i["date_published"] for i in items] == sorted(
+        (i["date_published"] for i in items), reverse=True
+    )
+
+
+def test_descriptions_and_counts_agree_in_feeds_opml_and_pages() -> None:
+    everything, kursk, story_1, story_2 = kursk_world()
+    outlets = "Dnipro Daily, Harbour Post, Kyiv Wire, Volyn News"
+    # Report 5, an hour after story 2 began: the latest story's start is not the latest report.
+    latest = "latest report 2024-08-07 13:00 UTC"
+    expected = {
+        "all": f"2 stories from 4 outlets ({outlets}); first report 2024-08-06 06:00 UTC, {latest}.",
+        "kursk": f"5 reports from 4 outlets ({outlets}); first report 2024-08-06 06:00 UTC, {latest}.",
+        "story-2": "2 reports from 2 outlets (Harbour Post, Kyiv Wire); first report "
+        f"2024-08-07 12:00 UTC, {latest}.",
+    }
+    opml = etree.fromstring(timelines_to_opml([everything, kursk, story_2], SETTINGS))
+    in_opml = {o.get("htmlUrl"): o.get("description") for o in opml.iter("outline")}
+    for doc in (everything, kursk, story_2):
+        facts = expected[doc.slug]
+        atom = feedparser.parse(render_atom(doc, SETTINGS)).feed.subtitle
+        rss = feedparser.parse(render_rss(doc, SETTINGS)).feed.description
+        described = json.loads(render_json(doc, SETTINGS))["description"]
+        page = render_timeline_page(doc, SETTINGS).decode()
+        for text in (atom, rss, described, in_opml[timeline_links(doc.slug, SETTINGS).html]):
+            assert text.endswith(facts), (doc.slug, text)
+        counted = facts.split(" (")[0]
+        assert counted in re.sub("<[^>]+>", "", page), doc.slug
+
+    # The all-stories item of a story says what the story's own feed says.
+    [item_2] = [i for i in everything.items if i.link.endswith("/story-2.html")]
+    assert expected["story-2"] in item_2.summary_html
+    [item_1] = [i for i in everything.items if i.link.endswith("/story-1.html")]
+    assert feed_description(story_1).split(". ", 1)[-1] in item_1.summary_html

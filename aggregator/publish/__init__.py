@@ -223,17 +223,38 @@ def event_description(doc: TimelineDoc) -> str:
     return one_line(doc.description, 1000)
 
 
+class TimelineFacts(NamedTuple):
+    """What feeds, OPML and pages state of a timeline's reports; see `timeline_facts`."""
+
+    counted: str  # "25 reports", or "12 stories" for the all-stories timeline
+    outlets: list[str]  # distinct, sorted
+    first: datetime | None
+    latest: datetime | None
+
+
+def facts(doc: TimelineDoc) -> TimelineFacts:
+    """The one computation of a timeline's counts, outlets and dates, for every format.
+
+    The timeline stage states them from every report (`sources`, `first_report`,
+    `latest_report`, `reports`); a TimelineDoc without them (a day of a page) is
+    described by its items.
+    """
+    first, latest = report_span(doc)
+    return TimelineFacts(counted_items(doc), outlet_names(doc), first, latest)
+
+
 def timeline_facts(doc: TimelineDoc) -> str:
     """ "25 reports from 7 outlets (A, B, ...); first report …, latest report …." """
-    outlets = outlet_names(doc)
-    text = f"{counted_items(doc)} from {plural(len(outlets), 'outlet')}"
-    if outlets:
-        named = ", ".join(outlets[:_DESCRIPTION_OUTLETS])
-        more = len(outlets) - _DESCRIPTION_OUTLETS
+    known = facts(doc)
+    text = f"{known.counted} from {plural(len(known.outlets), 'outlet')}"
+    if known.outlets:
+        named = ", ".join(known.outlets[:_DESCRIPTION_OUTLETS])
+        more = len(known.outlets) - _DESCRIPTION_OUTLETS
         text += f" ({named}" + (f" and {more} more)" if more > 0 else ")")
-    first, latest = report_span(doc)
-    if first is not None and latest is not None:
-        text += f"; first report {human_time(first)}, latest report {human_time(latest)}"
+    if known.first is not None and known.latest is not None:
+        text += (
+            f"; first report {human_time(known.first)}, latest report {human_time(known.latest)}"
+        )
     return text + "."
 
 
@@ -244,6 +265,8 @@ def counted_items(doc: TimelineDoc) -> str:
     """
     if doc.slug == ALL_STORIES_SLUG:
         return plural(len(doc.items), "story")
+    if doc.reports is not None:
+        return plural(doc.reports, "report")
     return plural(sum(1 + len(item.also) for item in doc.items), "report")
 
 

@@ -20,17 +20,15 @@ from aggregator.publish import (
     also_reported,
     clean_html,
     clean_text,
-    counted_items,
     entry_anchor,
     event_description,
+    facts,
     item_link,
     language_tag,
     one_line,
     outlet_name,
-    outlet_names,
     plural,
     plural_noun,
-    report_span,
     rfc3339,
     safe_url,
     site_url,
@@ -160,12 +158,12 @@ def _index_entry(doc: TimelineDoc, settings: PublishSettings, end: datetime | No
 
 def _summary_line(doc: TimelineDoc) -> str:
     """ "12 reports from 5 outlets · first report … · latest report …", escaped."""
-    parts = [f"{counted_items(doc)} from {plural(len(outlet_names(doc)), 'outlet')}"]
-    first, latest = report_span(doc)
-    if first is not None:
-        parts.append(f"first report {_time(first)}")
-    if latest is not None:
-        parts.append(f"latest report {_time(latest)}")
+    known = facts(doc)
+    parts = [f"{known.counted} from {plural(len(known.outlets), 'outlet')}"]
+    if known.first is not None:
+        parts.append(f"first report {_time(known.first)}")
+    if known.latest is not None:
+        parts.append(f"latest report {_time(known.latest)}")
     return " · ".join(parts)
 
 
@@ -198,10 +196,9 @@ def _day_section(slug: str, day: date, items: Sequence[TimelineItem], links: Tim
     heading = (
         f'<h2><time datetime="{day.isoformat()}">{day:%A} {day.day} {day:%B} {day.year}</time></h2>'
     )
-    day_doc = TimelineDoc(slug, "", "", "", utc(items[0].published), tuple(items))
-    outlets = outlet_names(day_doc)
-    named = ", ".join(f"<bdi>{_e(name)}</bdi>" for name in outlets)
-    meta = f"{counted_items(day_doc)} from {plural(len(outlets), 'outlet')} ({named})"
+    that_day = facts(TimelineDoc(slug, "", "", "", utc(items[0].published), tuple(items)))
+    named = ", ".join(f"<bdi>{_e(name)}</bdi>" for name in that_day.outlets)
+    meta = f"{that_day.counted} from {plural(len(that_day.outlets), 'outlet')} ({named})"
     if languages := _languages(items):
         meta += f" · in {_e(', '.join(languages))}"
     day_meta = f'<p class="day-meta">{meta}</p>'
