@@ -12,11 +12,12 @@ import hashlib
 import re
 import unicodedata
 import zlib
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-# Query parameters that say how a reader arrived, never which article it is.
+# Query parameters that say how a reader arrived, never which article it is. The
+# README lists them; dedupe keys and published links drop the same ones.
 TRACKING_PARAMS = frozenset(
     {
         "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid",
@@ -61,18 +62,49 @@ def canonical_url(url: str) -> str:
     return urlunsplit((scheme, host, path, _clean_query(parts.query), ""))
 
 
+def untracked_url(url: str) -> str:
+    """The link without its tracking parameters, otherwise exactly as the outlet gave it.
+
+    What feeds and pages publish: unlike `canonical_url`, it keeps the scheme, host,
+    path, parameter order and encoding, which a site may need to serve the article.
+    A fragment made only of tracking parameters (`#utm_source=rss`) goes too.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    query, fragment = _untracked_pairs(parts.query), parts.fragment
+    if "=" in fragment and not _untracked_pairs(fragment):
+        fragment = ""
+    if (query, fragment) == (parts.query, parts.fragment):
+        return url
+    return urlunsplit(parts._replace(query=query, fragment=fragment))
+
+
+def _untracked_pairs(query: str) -> str:
+    if not query:
+        return ""
+    kept = [
+        pair
+        for pair in query.split("&")
+        if pair and not is_tracking_param(unquote_plus(pair.partition("=")[0]))
+    ]
+    return "&".join(kept)
+
+
 def _clean_query(query: str) -> str:
     if not query:
         return ""  # most article links have none
     pairs = [
         (key, value)
         for key, value in parse_qsl(query, keep_blank_values=True)
-        if not _is_tracking(key)
+        if not is_tracking_param(key)
     ]
     return urlencode(sorted(pairs))
 
 
-def _is_tracking(key: str) -> bool:
+def is_tracking_param(key: str) -> bool:
+    """True for a query parameter that only tracks the reader (TRACKING_PARAMS, prefixes)."""
     key = key.lower()
     return key in TRACKING_PARAMS or key.startswith(TRACKING_PREFIXES)
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.dedupe import canonical_url, normalise_text, text_key
+from aggregator.dedupe import (
+    TRACKING_PARAMS,
+    TRACKING_PREFIXES,
+    canonical_url,
+    normalise_text,
+    text_key,
+    untracked_url,
+)
 
 SAME_ARTICLE = [
     # (one link, another link to the same article)
@@ -54,6 +63,29 @@ def test_links_to_different_articles_stay_apart(a: str, b: str) -> None:
 def test_canonical_url_reads_as_a_url() -> None:
     url = "http://WWW.Example.com:80/news/kursk/?utm_source=x&page=2&id=9#top"
     assert canonical_url(url) == "https://example.com/news/kursk?id=9&page=2"
+
+
+PUBLISHED_LINKS = [
+    # (a link as an outlet's feed gives it, the link we publish)
+    (
+        "https://example.com/news/kursk?utm_source=rss&utm_medium=feed",
+        "https://example.com/news/kursk",
+    ),
+    ("https://example.com/a?fbclid=1&id=7&gclid=2&mc_cid=3&yclid=4", "https://example.com/a?id=7"),
+    ("https://example.com/a?UTM_Campaign=x&b=2&a=1", "https://example.com/a?b=2&a=1"),
+    ("https://example.com/a?q=kursk%20region&utm_term=x", "https://example.com/a?q=kursk%20region"),
+    ("https://example.com/a?id=7#utm_source=rss", "https://example.com/a?id=7"),
+    # Everything else stays as the outlet wrote it: the site may need it.
+    ("http://www.Example.com/News/?id=7#top", "http://www.Example.com/News/?id=7#top"),
+    ("https://example.com/a?", "https://example.com/a?"),
+    ("http://[::1", "http://[::1"),
+]
+
+
+@pytest.mark.parametrize(("link", "published"), PUBLISHED_LINKS)
+def test_published_links_lose_tracking_parameters_only(link: str, published: str) -> None:
+    assert untracked_url(link) == published
+    assert canonical_url(untracked_url(link)) == canonical_url(link), "the same article"
 
 
 @pytest.mark.parametrize("url", ["", "   "])
@@ -199,3 +231,9 @@ def test_a_forgotten_report_leaves_no_trace_in_the_buckets() -> None:
     for n in range(5):
         index.add(f"copy{n}", "Ukrainian troops cross into Kursk region", BODY)
     assert index.add("again", "Ukrainian troops cross into Kursk region", BODY) == "copy3"
+
+
+def test_the_readme_lists_every_tracking_parameter() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    names = [*TRACKING_PARAMS, *(f"{prefix}*" for prefix in TRACKING_PREFIXES)]
+    assert [name for name in names if f"`{name}`" not in readme] == []

@@ -587,3 +587,28 @@ def test_an_entry_without_a_date_renders_dated_by_when_it_was_seen() -> None:
     assert json.loads(render_json(doc, SETTINGS))["items"][0]["date_published"] == (
         "2026-03-01T09:30:00Z"
     )
+
+
+def test_published_links_carry_no_tracking_parameters() -> None:
+    tracked = "https://outlet1.example/news/1?id=7&utm_source=rss&utm_medium=feed&fbclid=x"
+    copy = "https://b.example/story?gclid=1&yclid=2&mc_cid=3"
+    doc = dataclasses.replace(
+        hostile_doc(), items=(item(1, T0, link=tracked, also=(("B News", copy),)),)
+    )
+    atom = render_atom(doc, SETTINGS)
+    [entry] = feedparser.parse(atom).entries
+    assert entry.link == "https://outlet1.example/news/1?id=7"
+    assert [link.href for link in entry.links if link.rel == "related"] == [
+        "https://b.example/story"
+    ]
+    [rss_item] = feedparser.parse(render_rss(doc, SETTINGS)).entries
+    assert rss_item.link == "https://outlet1.example/news/1?id=7"
+    [json_item] = json.loads(render_json(doc, SETTINGS))["items"]
+    assert json_item["url"] == "https://outlet1.example/news/1?id=7"
+    assert json_item["_aggregator"]["also_reported_by"][0]["url"] == "https://b.example/story"
+    page = lxml.html.fromstring(render_timeline_page(doc, SETTINGS))
+    hrefs = page.xpath("//li[@class='entry']//a/@href")
+    assert "https://outlet1.example/news/1?id=7" in hrefs and "https://b.example/story" in hrefs
+    for body in (atom, render_rss(doc, SETTINGS), render_json(doc, SETTINGS)):
+        assert not re.search(rb"utm_|fbclid|gclid|yclid|mc_cid", body)
+    assert not re.search(rb"utm_|fbclid|gclid|yclid|mc_cid", render_timeline_page(doc, SETTINGS))

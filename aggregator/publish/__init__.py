@@ -16,6 +16,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import nh3
 
+from aggregator.dedupe import untracked_url
 from aggregator.settings import PublishSettings
 from aggregator.types import TimelineDoc, TimelineItem
 
@@ -177,9 +178,14 @@ def entry_anchor(item: TimelineItem) -> str:
     return "r-" + hashlib.sha256(item.id.encode("utf-8", "replace")).hexdigest()[:12]
 
 
+def article_url(url: str | None) -> str | None:
+    """A link to an outlet's article as published: safe, its tracking parameters removed."""
+    return safe_url(untracked_url(url)) if url else None
+
+
 def item_link(item: TimelineItem, links: TimelineLinks) -> str:
     """The original article, or the item on our page when its link is not http(s)."""
-    return safe_url(item.link) or f"{links.html}#{entry_anchor(item)}"
+    return article_url(item.link) or f"{links.html}#{entry_anchor(item)}"
 
 
 def outlet_name(item: TimelineItem) -> str:
@@ -193,7 +199,7 @@ def item_updated(item: TimelineItem) -> datetime:
 
 def also_reported(item: TimelineItem) -> list[tuple[str, str | None]]:
     """(outlet, safe link or None) of each merged duplicate, in order."""
-    return [(one_line(outlet), safe_url(link)) for outlet, link in item.also]
+    return [(one_line(outlet), article_url(link)) for outlet, link in item.also]
 
 
 def item_html(item: TimelineItem) -> str:
