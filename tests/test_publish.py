@@ -612,3 +612,28 @@ def test_published_links_carry_no_tracking_parameters() -> None:
     for body in (atom, render_rss(doc, SETTINGS), render_json(doc, SETTINGS)):
         assert not re.search(rb"utm_|fbclid|gclid|yclid|mc_cid", body)
     assert not re.search(rb"utm_|fbclid|gclid|yclid|mc_cid", render_timeline_page(doc, SETTINGS))
+
+
+def test_channel_descriptions_are_plain_text_without_markup() -> None:
+    # Readers render the RSS channel <description> as HTML: a story titled by a report
+    # made of markup, or an outlet named with markup, must reach them as text only.
+    items = (
+        item(1, T0, outlet="<b>Evil</b> News"),
+        item(2, T0, outlet='Outlet <img src=x onerror="alert(2)">', also=(("<i>Copy</i>", ""),)),
+    )
+    doc = dataclasses.replace(
+        hostile_doc(items), title="<img src=x onerror=alert(1)>", description="", sources=()
+    )
+    rss = etree.fromstring(render_rss(doc, SETTINGS), STRICT_XML)
+    atom = etree.fromstring(render_atom(doc, SETTINGS), STRICT_XML)
+    opml = etree.fromstring(timelines_to_opml([doc], SETTINGS), STRICT_XML)
+    texts = {
+        "rss": rss.findtext("channel/description"),
+        "atom": atom.findtext(f"{ATOM}subtitle"),
+        "json": json.loads(render_json(doc, SETTINGS))["description"],
+        "opml": opml.find("body/outline").get("description"),
+    }
+    for kind, text in texts.items():
+        assert text and "Evil News" in text and "Copy" in text, kind
+        assert not re.search(r"<[A-Za-z/!?]", text), f"{kind}: {text}"
+        assert lxml.html.fragment_fromstring(text, create_parent="div").xpath("//*[@*]") == []

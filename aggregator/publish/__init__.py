@@ -34,6 +34,7 @@ _DESCRIPTION_OUTLETS = 10  # outlets a description names before "and N more"
 _UNSAFE_CHARS = re.compile("[^\t\n\r\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _LINK_REL = "noopener noreferrer nofollow"  # on links into outlets' sites
+_TAG_LIKE = re.compile(r"<[A-Za-z/!?][^<>]*>?")  # linear: a run stops at the next < or >
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 # nh3's output quotes every attribute value with " and escapes < > & " inside it,
 # so these patterns read its <img> tags exactly.
@@ -218,10 +219,24 @@ def _also_link(outlet: str, url: str | None) -> str:
 
 
 def feed_description(doc: TimelineDoc) -> str:
-    """What the event is, then how many outlets reported it and when; never empty (RSS)."""
-    title = one_line(doc.title) or "one story"
+    """What the event is, then how many outlets reported it and when; never empty (RSS).
+
+    Plain text (see `plain_text`): it becomes the RSS channel description, which
+    readers render as HTML, and story titles and outlet names come from feeds.
+    """
+    title = plain_text(doc.title) or "one story"
     text = event_description(doc) or f"A timeline of reports on {title}."
-    return f"{text} {timeline_facts(doc)}"
+    return plain_text(f"{text} {timeline_facts(doc)}")
+
+
+def plain_text(text: str | None) -> str:
+    """One line with no markup: whatever could open a tag in HTML is removed.
+
+    A `<` followed by a letter, `/`, `!` or `?` starts a tag (or comment) in HTML;
+    each such run up to the next `<` or `>` becomes a space, so no tag can open,
+    nor be formed by what is left around it. Other `<` and `>` are plain text.
+    """
+    return " ".join(_TAG_LIKE.sub(" ", clean_text(text)).split())
 
 
 def event_description(doc: TimelineDoc) -> str:
