@@ -26,11 +26,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.applications import Starlette
 
 from aggregator import logs
+from aggregator.listener import feed_server, serve_until
 from aggregator.metrics import Metrics, shared_state_metrics
 from aggregator.pipeline import Pipeline
 from aggregator.reload import POLL_SECONDS, ConfigWatcher, describe_changes
@@ -257,15 +257,8 @@ class Worker:
         log.info("stopped")
 
     async def _serve(self, lookup: Callable[[str], Document | None], port: int) -> None:
-        server = QuietServer(
-            uvicorn.Config(
-                feed_app(self.settings, lookup, ready=self.ready, metrics=self.metrics.render),
-                host=self.settings.server.host,
-                port=port,
-                log_level="warning",
-                lifespan="off",
-            )
-        )
+        app = feed_app(self.settings, lookup, ready=self.ready, metrics=self.metrics.render)
+        server = feed_server(app, self.settings.server.host, port)
         log.info("serving at http://%s:%d/", self.settings.server.host, port)
         await serve_until(server, self.stopping)
 
@@ -309,37 +302,12 @@ async def run_feed_server(settings: Settings, store: Store) -> None:
     """`aggregator serve`: the feeds, health checks and shared-state metrics, no worker."""
     metrics = shared_state_metrics(store, lambda: settings)
     stopping = asyncio.Event()
-    server = QuietServer(
-        uvicorn.Config(
-            feed_app(settings, store.document, ready=store.ping, metrics=metrics),
-            host=settings.server.host,
-            port=settings.server.port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
+    app = feed_app(settings, store.document, ready=store.ping, metrics=metrics)
+    server = feed_server(app, settings.server.host, settings.server.port)
     log.info("serving timelines at http://%s:%d/", settings.server.host, settings.server.port)
     with stop_on_signals(stopping):
         await serve_until(server, stopping)
     log.info("stopped")
-
-
-async def serve_until(server: uvicorn.Server, stopping: asyncio.Event) -> None:
-    """Run a uvicorn server until `stopping` is set (or the server ends by itself)."""
-    serving = asyncio.create_task(server.serve())
-    stop = asyncio.create_task(stopping.wait())
-    await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await serving
-    stop.cancel()
-
-
-class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the process owns SIGINT and SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @contextlib.contextmanager

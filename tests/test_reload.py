@@ -7,6 +7,7 @@ what the crash and scale-out tests start.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -30,15 +31,31 @@ FEED = (
 
 
 class WorkerProcess:
-    """`aggregator --config FILE run --no-server` in a process of its own, its output kept."""
+    """`aggregator --config FILE run --no-server` in a process of its own, its output kept.
 
-    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
+    With `serve`, the feed server runs too; `open_files` caps its file descriptors.
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        serve: bool = False,
+        open_files: int | None = None,
+    ) -> None:
+        def limit_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "--config", str(config), "run", "--no-server"],
+            [sys.executable, "-m", "aggregator", "--config", str(config), "run"]
+            + ([] if serve else ["--no-server"]),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             text=True,
+            preexec_fn=limit_files,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

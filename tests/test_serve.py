@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
 from aggregator.errors import StoreError
+from aggregator.listener import feed_server
 from aggregator.serve import DocumentCache, create_app
 from aggregator.types import Document
 
@@ -339,3 +342,122 @@ async def test_feeds_carry_websub_link_headers() -> None:
 async def test_no_websub_headers_without_a_hub(client: httpx.AsyncClient) -> None:
     response = await client.get("/timelines/quake.atom")
     assert "link" not in response.headers
+
+
+# -- connections, over real sockets -------------------------------------------------
+#
+# These run the app under uvicorn as `aggregator run` does (aggregator.listener) and
+# hold raw sockets to it. They wait for events (a socket reading EOF) with a bounded
+# wait, never for a span of time.
+
+HALF_REQUESTS = [
+    b"",  # connects and says nothing
+    b"GET /timel",  # half a request line
+    b"GET /timelines/quake.atom HTTP/1.1\r\nHost: feeds.test\r\n",  # headers never ended
+]
+EVENT_WAIT = 30.0  # seconds: only reached when the expected event never comes
+
+
+class RunningServer:
+    """The feed app under `listener.feed_server` on a free 127.0.0.1 port, in a thread."""
+
+    def __init__(self, **bounds: Any) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.server = feed_server(create_app(DOCUMENTS.get), "127.0.0.1", self.port, **bounds)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        while not self.server.started:
+            assert self.thread.is_alive(), "the feed server did not start"
+            threading.Event().wait(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+    def connect(self, send: bytes = b"") -> socket.socket:
+        client = socket.create_connection(("127.0.0.1", self.port), timeout=EVENT_WAIT)
+        if send:
+            client.sendall(send)
+        return client
+
+    def get(self, path: str, **headers: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", headers=headers, timeout=10)
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """Wait (bounded) until the server ends the connection: EOF, a reset, or an answer
+    followed by EOF; False if it is still open when the wait runs out."""
+    client.settimeout(EVENT_WAIT)
+    try:
+        while client.recv(65536):
+            pass  # a 400 or 408 answer before the close is fine too
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def still_open(client: socket.socket) -> bool:
+    client.setblocking(False)
+    try:
+        return client.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True  # nothing to read and no EOF
+    except ConnectionResetError:
+        return False
+
+
+def test_half_open_connections_are_closed_after_the_header_timeout() -> None:
+    with RunningServer(header_timeout=0.5) as server:
+        clients = [server.connect(half) for half in HALF_REQUESTS * 10]
+        # a reader whose response is done and who then sends half a request
+        reader = server.connect(b"GET /healthz HTTP/1.1\r\nHost: feeds.test\r\n\r\n")
+        assert reader.recv(65536).startswith(b"HTTP/1.1 200")
+        reader.sendall(b"GET /time")
+        try:
+            assert all(closed_by_server(client) for client in [*clients, reader])
+            assert server.get("/timelines/quake.rss").status_code == 200
+        finally:
+            for client in [*clients, reader]:
+                client.close()
+
+
+def test_past_the_cap_the_longest_waiting_connections_make_room() -> None:
+    with RunningServer(header_timeout=EVENT_WAIT * 4, max_connections=8) as server:
+        clients = [server.connect(HALF_REQUESTS[n % 3]) for n in range(20)]
+        try:
+            # the reader's connection is the 21st: accepted, served, at the cost of the oldest
+            assert server.get("/timelines/quake.rss").status_code == 200
+            dropped, kept = clients[:13], clients[13:]
+            assert all(closed_by_server(client) for client in dropped)
+            assert all(still_open(client) for client in kept)
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_huge_headers_get_a_400_not_a_500() -> None:
+    with RunningServer() as server:
+        client = server.connect(
+            b"GET /timelines/quake.atom HTTP/1.1\r\nHost: feeds.test\r\n"
+            + b"If-None-Match: "
+            + b'"x", ' * 50_000
+            + b"\r\n\r\n"
+        )
+        try:
+            client.settimeout(EVENT_WAIT)
+            assert client.recv(65536).startswith(b"HTTP/1.1 400")
+        except ConnectionResetError:
+            pass  # closed while the rest of the headers were still arriving: also refused
+        finally:
+            client.close()
+        assert server.get("/healthz").status_code == 200

@@ -13,8 +13,10 @@ import dataclasses
 import logging
 import os
 import re
+import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ import pytest
 import yaml
 from httpserver import FeedServer
 from sqlalchemy import text
+from test_reload import WorkerProcess
 
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, SourceConfig, parse_settings
@@ -235,6 +238,76 @@ def test_serve_answers_feeds_and_probes_without_polling_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
+
+
+def test_300_half_open_connections_under_256_files_stop_neither_server_nor_worker(
+    outlets: FeedServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "aggregator.toml"
+
+    def settings_text(*names: str) -> str:
+        text = (
+            f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {port}\n'
+            "[fetch]\nallow_private_networks = true\n[worker]\ncycle_seconds = 0.3\n"
+        )
+        for name in names:
+            url = outlets.url(f"/{name}.xml")
+            text += f'[[sources]]\nname = "{name}"\nurl = "{url}"\ninterval = 1\n'
+        return text
+
+    outlets.serve_feed("/other.xml", FEED)
+    config.write_text(settings_text("good"))
+    worker = WorkerProcess(config, serve=True, open_files=256)
+    base = f"http://127.0.0.1:{port}"
+    clients: list[socket.socket] = []
+    try:
+        worker.wait_for(lambda: answers(f"{base}/healthz"), 30, "the feed server answers")
+        clients = connect_all(port, 300)
+        for client in clients[::2]:  # half of them send half a request line; all hold on
+            client.sendall(b"GET /timel")
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+        polls = len(outlets.requests_to("/good.xml"))
+        worker.wait_for(
+            lambda: len(outlets.requests_to("/good.xml")) >= polls + 2, 30, "good polled again"
+        )
+        config.write_text(settings_text("good", "other"))  # and a reload still reads the file
+        worker.wait_for(lambda: bool(outlets.requests_to("/other.xml")), 30, "other polled")
+        assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+    finally:
+        for client in clients:
+            client.close()
+        code = worker.stop()
+    assert code == 0, worker.output
+    assert "Too many open files" not in worker.output, worker.output
+
+
+def connect_all(port: int, count: int) -> list[socket.socket]:
+    """`count` connections made at once, as a flood of clients would; blocking again."""
+    clients = [socket.socket() for _ in range(count)]
+    with selectors.DefaultSelector() as selector:
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            selector.register(client, selectors.EVENT_WRITE)
+        pending = set(clients)
+        while pending:
+            ready = selector.select(timeout=30)
+            assert ready, f"{len(pending)} of {count} connections were never accepted"
+            for key, _ in ready:
+                selector.unregister(key.fileobj)
+                pending.discard(key.fileobj)  # type: ignore[arg-type]
+    for client in clients:
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        client.settimeout(30)
+    return clients
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 # -- deployment -------------------------------------------------------------------
