@@ -31,6 +31,9 @@ from aggregator.types import FetchResult, ParsedFeed, PollOutcome
 ACTIVITY_WINDOW = timedelta(days=7)
 ACTIVITY_ENTRIES = 50
 REDIRECT_ADOPT_AFTER = 3  # polls in a row that must show the same permanent redirect
+# No wait is longer, whatever a setting or a header says: a year is already "never",
+# and a wait past datetime's range would fail instead of scheduling.
+LONGEST_WAIT = timedelta(days=366)
 
 
 def jitter_fraction(key: str) -> float:
@@ -46,7 +49,10 @@ def next_check(now: datetime, interval_s: float, *, key: str, jitter: float = 0.
     part ways, and one source does not keep the same offset forever.
     """
     fraction = jitter_fraction(f"{key}@{now.isoformat()}")
-    return now + timedelta(seconds=interval_s * (1 + jitter * fraction))
+    seconds = interval_s * (1 + jitter * fraction)
+    if not seconds < LONGEST_WAIT.total_seconds():  # also true for NaN
+        return now + LONGEST_WAIT
+    return now + timedelta(seconds=max(seconds, 0.0))
 
 
 def _clamped(settings: FetchSettings, interval_s: float) -> float:

@@ -16,6 +16,7 @@ from httpserver import FeedServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.bounds import ELLIPSIS, MAX_TITLE_CHARS
 from aggregator.errors import AggregatorError, ParseError
 from aggregator.parse import MAX_TEXT_CHARS, parse_feed
 from aggregator.types import EntryData, ParsedFeed
@@ -529,7 +530,11 @@ HOSTILE_ITEMS = [
         "<title>t</title><description><![CDATA[<svg><script>x()</script></svg>ok]]></description>",
         {"text": "ok"},
     ),
-    ("huge-title", f"<title>{'T' * 100_000}</title>", {"title": "T" * 100_000}),
+    (
+        "huge-title",
+        f"<title>{'T' * 100_000}</title>",
+        {"title": "T" * (MAX_TITLE_CHARS - 1) + ELLIPSIS},
+    ),
     ("guid-whitespace", "<guid>  spaced  </guid><title>t</title>", {"key": "spaced"}),
     (
         "email-only-author",

@@ -2,11 +2,14 @@
 
 Counting decoded bytes, not the bytes on the wire, is what refuses a gzip bomb; the cap
 is checked as each piece arrives, so an oversized body is never held whole in memory.
+A body labelled gzip or deflate that plainly is not compressed (it starts like a feed)
+is read as it is, as browsers and feedparser do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import zlib
 
 import httpx
@@ -19,6 +22,9 @@ ACCEPT_ENCODING = "gzip, deflate"
 # connection for the next request; past either limit the connection is dropped instead.
 DRAIN_BYTES = 64 * 1024
 DRAIN_SECONDS = 1.0
+GZIP_MAGIC = b"\x1f\x8b"
+# How an uncompressed feed starts: markup, JSON, or a byte order mark (after whitespace).
+_FEED_STARTS = (b"<", b"{", codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 async def read_body(response: httpx.Response, limit: int, url: str) -> bytes:
@@ -84,10 +90,14 @@ class Inflater:
         self._url = url
         self._size = 0
         self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding == "gzip" else None
+        self._zlib_untouched = True  # no compressed byte seen yet: the label may still be wrong
 
     def feed(self, data: bytes) -> bytes:
+        if self._zlib_untouched and _sent_uncompressed(self.coding, data):
+            self.coding = "identity"  # mislabelled: read as it is, under the same cap
         if self.coding == "identity":
             return self._counted(data)
+        self._zlib_untouched = False
         if self._zlib is None:
             self._zlib = zlib.decompressobj(_deflate_wbits(data))
         parts = []
@@ -110,6 +120,22 @@ class Inflater:
         if self._size > self._limit:
             raise too_large(self._limit, self._url)
         return data
+
+
+def _sent_uncompressed(coding: str, head: bytes) -> bool:
+    """Whether the first bytes of a body labelled `coding` are in fact not compressed.
+
+    A gzip stream always starts with its magic number; a zlib stream with a checksummed
+    header. Raw deflate has no header, so only a body that starts like a feed is taken
+    as uncompressed.
+    """
+    if coding == "identity" or not head:
+        return False
+    if coding == "gzip" and not head.startswith(GZIP_MAGIC[: len(head)]):
+        return True
+    return _deflate_wbits(head) != zlib.MAX_WBITS and head.lstrip(b" \t\r\n").startswith(
+        _FEED_STARTS
+    )
 
 
 def _deflate_wbits(head: bytes) -> int:

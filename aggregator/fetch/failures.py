@@ -97,7 +97,7 @@ def http_error(status: int, headers: hints.Headers) -> tuple[str, str]:
             "the feed is gone for good (HTTP 410), so polling stopped; fix the source's url "
             "to resume, or remove the source"
         )
-    asked = headers.get("retry-after", "").strip()
+    asked = headers.get("retry-after", "").strip()[:40]  # quoted, not a whole header
     wait = f", waiting as the server asked (Retry-After: {asked})" if asked else ""
     if status == 429:
         return code, (

@@ -33,6 +33,9 @@ QUOTA_HEADERS = frozenset(
     }
 )
 HOST_WIDE_AFTER = 2  # rate-limited sources of one host in one cycle that pause the host
+# Longer numbers than this are no delay a server means (ten digits of seconds is over
+# 300 years); they are ignored like any other value we cannot read.
+_LONGEST_SECONDS_DIGITS = 10
 
 
 def is_rate_limited(status: int | None, headers: Headers) -> bool:
@@ -50,7 +53,7 @@ def retry_after(headers: Headers, received: datetime) -> float | None:
     if not value:
         return None
     if value.isdigit():
-        return float(value)
+        return _seconds(value)
     moment = _http_date(value)
     if moment is None:
         return None
@@ -66,10 +69,9 @@ def freshness(headers: Headers, received: datetime) -> float | None:
     directives = _cache_control(headers.get("cache-control", ""))
     if "no-store" in directives or "no-cache" in directives:
         return None
-    max_age = directives.get("max-age")
-    if max_age is not None and max_age.isdigit():
-        age = headers.get("age", "").strip()
-        fresh = float(max_age) - (float(age) if age.isdigit() else 0.0)
+    max_age = _seconds(directives.get("max-age", ""))
+    if max_age is not None:
+        fresh = max_age - (_seconds(headers.get("age", "")) or 0.0)
     else:
         expires = _http_date(headers.get("expires", ""))
         if expires is None:
@@ -99,6 +101,14 @@ def host_pause(
     return max(ends)
 
 
+def _seconds(value: str) -> float | None:
+    """Delta-seconds (RFC 9111 section 1.2.2): ASCII digits only, so "²" or "٣" are no number."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= _LONGEST_SECONDS_DIGITS):
+        return None
+    return float(value)
+
+
 def _cache_control(value: str) -> dict[str, str]:
     directives = {}
     for part in value.split(","):
@@ -112,8 +122,8 @@ def _http_date(value: str) -> datetime | None:
     if not value.strip():
         return None
     try:
-        moment = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+        moment = parsedate_to_datetime(value.strip()[:64])
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 

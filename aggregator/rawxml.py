@@ -1,0 +1,164 @@
+"""Cleaning an XML feed's bytes before feedparser sees them.
+
+Part of the parse stage (fetch -> parse -> store). Each step here is one linear pass
+over the body and only removes or replaces what the XML parsers choke on or spend
+unbounded time on: stray control bytes, an internal DTD subset, character references
+to code points XML cannot carry, and overlong text in the small elements (authors,
+dates, ttl) whose values feedparser reads with regular expressions.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+# The same C0 controls as bytes, ESC excepted because ISO-2022 encodings need it.
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+# `[^\[<>]*` stops at the next tag: "<!DOCTYPE x " repeated must not be rescanned to the
+# end of the body from each of its starts.
+_DOCTYPE_WITH_SUBSET = re.compile(rb"<!DOCTYPE\s[^\[<>]*\[", re.IGNORECASE)
+_SUBSET_END = re.compile(rb"\]\s*>")
+_ROOT_ELEMENT = re.compile(rb"<[A-Za-z_]")
+_XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9A-Fa-f]+)|([0-9]+));")
+_REPLACEMENT_REF = b"&#xFFFD;"
+_LONGEST_CHAR_REF_DIGITS = 7  # "1114111" and "10FFFF" fit; more digits are out of range
+
+# Elements whose text feedparser matches with regular expressions that backtrack
+# (the author's e-mail pattern is quadratic in a run of letters), with or without a
+# namespace prefix. Their real values are short; longer text is cut before parsing.
+_SMALL_ELEMENT = re.compile(
+    rb"<(?:[\w.-]+:)?(?:author|creator|managingeditor|webmaster|publisher|owner|email|"
+    rb"pubdate|published|updated|issued|modified|created|date|lastbuilddate|ttl)"
+    rb"(?:\s[^<>]*)?>",
+    re.IGNORECASE,
+)
+SMALL_ELEMENT_BYTES = 1024  # more than any cap in aggregator.bounds needs
+_RUN = 64  # longest run of e-mail letters left unbroken in those elements
+_EMAIL_LETTERS_RUN = re.compile(rb"[A-Za-z0-9_.+-]{%d}(?=[A-Za-z0-9_.+-])" % _RUN)
+_CDATA = b"<![CDATA["
+_ELLIPSIS_REF = b"&#8230;"
+_UTF16_32_STARTS = (
+    codecs.BOM_UTF32_LE,
+    codecs.BOM_UTF32_BE,
+    codecs.BOM_UTF16_LE,
+    codecs.BOM_UTF16_BE,
+)
+
+
+def cleaned(body: bytes) -> bytes:
+    """The body, as bytes the XML parsers read in linear time and never fail on."""
+    body = _as_utf8(body)
+    if b"\x00" in body[:4]:
+        return body  # UTF-16 or UTF-32 without a BOM we could read: left to feedparser
+    body = body.translate(None, _CONTROL_BYTES)
+    body = _without_internal_subset(body)
+    body = _legal_char_refs(body)
+    return _small_elements_capped(body)
+
+
+def _as_utf8(body: bytes) -> bytes:
+    """UTF-16 and UTF-32 bodies with a byte order mark, re-encoded as UTF-8.
+
+    Every later step works on ASCII-compatible bytes; a wide body would skip them.
+    """
+    for bom in _UTF16_32_STARTS:
+        if body.startswith(bom):
+            encoding = {2: "utf-16", 4: "utf-32"}[len(bom)]
+            try:
+                text = body.decode(encoding)
+            except UnicodeDecodeError:
+                return body
+            return _XML_ENCODING.sub(b'encoding="utf-8"', text.encode("utf-8"), count=1)
+    return body
+
+
+def _without_internal_subset(body: bytes) -> bytes:
+    """Drop a DTD's internal subset, where entity bombs and external entities live.
+
+    feedparser and expat already refuse the worst, but dropping it means nothing is
+    expanded at all.
+    """
+    doctype = _DOCTYPE_WITH_SUBSET.search(body)
+    if doctype is None or _ROOT_ELEMENT.search(body, 0, doctype.start()):
+        return body
+    end = _SUBSET_END.search(body, doctype.end())
+    if end is None:
+        return body
+    return body[: doctype.end() - 1] + b">" + body[end.end() :]
+
+
+def _legal_char_refs(body: bytes) -> bytes:
+    """Character references to code points XML forbids become U+FFFD.
+
+    feedparser's fallback parser calls chr() on them and fails on surrogates
+    (&#xD800;) and numbers past U+10FFFF.
+    """
+    if b"&#" not in body:
+        return body
+    return _CHAR_REF.sub(_legal_char_ref, body)
+
+
+def _legal_char_ref(reference: re.Match[bytes]) -> bytes:
+    hex_digits, decimal_digits = reference.groups()
+    digits = (hex_digits or decimal_digits).lstrip(b"0") or b"0"
+    if len(digits) > _LONGEST_CHAR_REF_DIGITS:
+        return _REPLACEMENT_REF
+    code = int(digits, 16 if hex_digits else 10)
+    legal = (
+        code in (0x9, 0xA, 0xD)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+    return reference.group() if legal else _REPLACEMENT_REF
+
+
+def _small_elements_capped(body: bytes) -> bytes:
+    """Cut the text of author, date and ttl elements to SMALL_ELEMENT_BYTES.
+
+    A cut author ends with an ellipsis reference, so that the stored value says it was
+    cut; runs of e-mail letters are broken every _RUN characters, which bounds the work
+    of feedparser's e-mail pattern.
+    """
+    parts: list[bytes] = []
+    position = 0
+    for start in _SMALL_ELEMENT.finditer(body):
+        text_start = start.end()
+        if text_start < position:
+            continue
+        in_cdata = body.startswith(_CDATA, text_start)
+        if in_cdata:
+            text_start += len(_CDATA)
+            text_end = body.find(b"]]>", text_start)
+        else:
+            text_end = body.find(b"<", text_start)
+        if text_end < 0:
+            text_end = len(body)
+        text = body[text_start:text_end]
+        shorter = _shortened(text, in_cdata)
+        if shorter is text:
+            continue
+        parts += [body[position:text_start], shorter]
+        position = text_end
+    if not parts:
+        return body
+    parts.append(body[position:])
+    return b"".join(parts)
+
+
+def _shortened(text: bytes, in_cdata: bool) -> bytes:
+    was_cut = len(text) > SMALL_ELEMENT_BYTES
+    if was_cut:
+        text = text[:SMALL_ELEMENT_BYTES]
+        while text and 0x80 <= text[-1] < 0xC0:  # inside a UTF-8 sequence
+            text = text[:-1]
+        if text and text[-1] >= 0xC0:  # a lead byte whose sequence was cut
+            text = text[:-1]
+        amp = text.rfind(b"&")
+        if not in_cdata and amp > text.rfind(b";"):
+            text = text[:amp]  # inside a reference
+        text += b"]]>" + _ELLIPSIS_REF + _CDATA if in_cdata else _ELLIPSIS_REF
+    if len(text) > _RUN and _EMAIL_LETTERS_RUN.search(text):
+        return _EMAIL_LETTERS_RUN.sub(lambda run: run.group() + b" ", text)
+    return text
