@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aggregator import logs
+from aggregator import database_errors, logs
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.settings import (
     DEFAULT_CONFIG,
     ClusterSettings,
     Settings,
-    SourceConfig,
+    check_source,
     load_settings,
 )
 
@@ -46,13 +46,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or EXIT_OK)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in exc.problems:  # every mistake, one per line
+            _error(str(problem))
         return EXIT_CONFIG
-    except AggregatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except Exception as exc:
+        # Database errors are translated here, once, for every command.
+        url = _database_url(args)
+        if url is not None and database_errors.is_database_error(exc):
+            _error(database_errors.describe(exc, url))
+            return EXIT_FAILURE
+        if isinstance(exc, AggregatorError):
+            _error(str(exc))
+            return EXIT_FAILURE
+        raise
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _error(message: str) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    """The database the command opened: known once `_settings` has read the settings."""
+    settings = getattr(args, "settings", None)
+    return settings.resolved_database_url if isinstance(settings, Settings) else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     add = verbs.add_parser("add", help="add a source to the settings file")
     add.add_argument("name")
     add.add_argument("url")
-    add.add_argument("--interval", type=float, help="seconds between polls")
+    add.add_argument(
+        "--interval",
+        help='time between polls, as in the file: seconds, or "30s", "15m", "2h", "1d"',
+    )
     add.add_argument("--language", help="ISO 639-1 code, e.g. uk")
     add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     add.set_defaults(handler=cmd_sources_add)
@@ -154,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
+    args.settings = settings  # for main's database error messages
     logs.configure(settings.log_level, settings.worker.log_format)
     return settings
 
@@ -290,17 +312,28 @@ def _config_path(args: argparse.Namespace) -> Path:
     return Path(load_settings(args.config).path or DEFAULT_CONFIG)
 
 
+# What each source key is called on the command line, for error messages.
+_ADD_OPTIONS = {
+    "name": "NAME",
+    "url": "URL",
+    "interval": "--interval",
+    "language": "--language",
+    "tags": "--tag",
+}
+
+
 def cmd_sources_add(args: argparse.Namespace) -> int:
     from aggregator.sourcelist import add_sources
 
     path = _config_path(args)
-    source = SourceConfig(
-        name=args.name,
-        url=args.url,
-        interval=args.interval,
-        language=args.language,
-        tags=tuple(args.tag),
-    )
+    given = {
+        "name": args.name,
+        "url": args.url,
+        "interval": args.interval,
+        "language": args.language,
+        "tags": args.tag,
+    }
+    source = check_source(given, names=_ADD_OPTIONS)
     if not add_sources(path, [source]):
         raise ConfigError(
             f"a source named {args.name!r} or with the URL {args.url} exists already",

@@ -1,7 +1,9 @@
 """The one exception tree of the aggregator; every error carries its context.
 
     AggregatorError                 base: catch this to catch ours
-    ├── ConfigError                 a settings file or value is wrong (.file, .key, .line)
+    ├── ConfigError                 a settings file or value is wrong (.file, .key, .line,
+    │   │                           or .variable for an environment override)
+    │   └── ConfigErrors            several such mistakes found in one pass (.problems)
     ├── SourceError                 one source failed (.source, .url, .code)
     │   ├── FetchError              the HTTP exchange failed or was refused
     │   └── ParseError              the bytes are not a usable feed
@@ -29,17 +31,42 @@ class ConfigError(AggregatorError):
         file: str | None = None,
         key: str | None = None,
         line: int | None = None,
+        variable: str | None = None,
     ) -> None:
         self.file = file
         self.key = key
         self.line = line
+        self.variable = variable  # "AGGREGATOR_SERVER__PORT=x" when the value came from there
         self.reason = message
-        where = file or "<settings>"
-        if line is not None:
-            where += f":{line}"
-        if key:
-            where += f": {key}"
-        super().__init__(f"{where}: {message}")
+        origin = variable or (f"{file}:{line}" if file and line is not None else file)
+        super().__init__(": ".join([part for part in (origin, key) if part] + [message]))
+
+    @property
+    def problems(self) -> tuple[ConfigError, ...]:
+        """Each mistake on its own: this one, or every one a ConfigErrors gathered."""
+        return (self,)
+
+
+class ConfigErrors(ConfigError):
+    """Every mistake of one settings file at once; file, key and line are the first's."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(
+            first.reason, file=first.file, key=first.key, line=first.line, variable=first.variable
+        )
+        self._problems = tuple(problems)
+        # One line, for logs; the CLI prints `problems` one per line.
+        self.args = ("; ".join(str(problem) for problem in problems),)
+
+    @property
+    def problems(self) -> tuple[ConfigError, ...]:
+        return self._problems
+
+    @staticmethod
+    def of(problems: list[ConfigError]) -> ConfigError:
+        """The one error, or all of them together."""
+        return problems[0] if len(problems) == 1 else ConfigErrors(problems)
 
 
 class SourceError(AggregatorError):

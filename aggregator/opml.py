@@ -1,7 +1,8 @@
 """OPML 2.0 in and out: import and export the source list, and list the published timelines.
 
-`parse_opml` reads what feed readers export (folders of outlines) into SourceConfig;
-it refuses DTDs, entities and network access, and raises ConfigError naming the line.
+`parse_opml` reads what feed readers export (folders of outlines) into SourceConfig,
+holding each outline to the settings file's checks; it refuses DTDs, entities and
+network access, and raises ConfigError naming the line of every refused outline.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, ConfigErrors
 from aggregator.publish import (
     clean_text,
     feed_description,
@@ -22,7 +23,7 @@ from aggregator.publish import (
     timeline_links,
     utc,
 )
-from aggregator.settings import PublishSettings, SourceConfig
+from aggregator.settings import PublishSettings, SourceConfig, check_source
 from aggregator.types import TimelineDoc
 
 _OPML_DOCS = "http://opml.org/spec2.opml"
@@ -65,8 +66,13 @@ def parse_opml(data: bytes, *, file: str) -> list[SourceConfig]:
     """
     body = _parse_body(data, file=file)
     found: dict[str, SourceConfig] = {}
+    problems: list[ConfigError] = []
     for outline, folders in _feed_outlines(body, ()):
-        source = _source(outline, folders, file=file)
+        try:
+            source = _source(outline, folders, file=file)
+        except ConfigError as exc:
+            problems += exc.problems  # report every refused outline at once
+            continue
         if source.url in found:
             first = found[source.url]
             tags = tuple(dict.fromkeys((*first.tags, *source.tags)))
@@ -75,6 +81,8 @@ def parse_opml(data: bytes, *, file: str) -> list[SourceConfig]:
             )
         else:
             found[source.url] = source
+    if problems:
+        raise ConfigErrors.of(problems)
     return list(found.values())
 
 
@@ -124,47 +132,41 @@ def _feed_outlines(
             yield from _feed_outlines(outline, (*folders, name) if name else folders)
 
 
+# What each SourceConfig field is called in an outline, for error messages.
+_OUTLINE_NAMES = {
+    "name": "text",
+    "url": "xmlUrl",
+    "interval": "interval",
+    "language": "language",
+    "tags": "category",
+    "enabled": "enabled",
+}
+
+
 def _source(outline: etree._Element, folders: tuple[str, ...], *, file: str) -> SourceConfig:
-    line = outline.sourceline
-    url = safe_url(outline.get("xmlUrl", "").strip())
-    if url is None:
-        raise ConfigError(
-            f"xmlUrl {outline.get('xmlUrl')!r} is not an http(s) URL",
-            file=file,
-            key="xmlUrl",
-            line=line,
-        )
-    name = one_line(outline.get("text") or outline.get("title")) or urlsplit(url).hostname or url
+    """The outline's feed, held to the settings file's own checks (URL, interval...)."""
+    raw_url = outline.get("xmlUrl", "").strip()
+    url = safe_url(raw_url) or raw_url  # a refused URL is reported as written
+    name = one_line(outline.get("text") or outline.get("title")) or _host(url) or url
     categories = (
         part.strip().strip("/") for part in clean_text(outline.get("category")).split(",")
     )
-    tags = tuple(dict.fromkeys(tag for tag in (*folders, *categories) if tag))
-    return SourceConfig(
-        name=name,
-        url=url,
-        interval=_interval(outline, file=file),
-        language=language_tag(outline.get("language")),
-        tags=tags,
-        enabled=outline.get("enabled", "true").strip().lower() != "false",
-    )
+    given = {
+        "name": name,
+        "url": url,
+        "interval": outline.get("interval"),
+        "language": language_tag(outline.get("language")),
+        "tags": [tag for tag in dict.fromkeys((*folders, *categories)) if tag],
+        "enabled": outline.get("enabled", "true").strip().lower() != "false",
+    }
+    return check_source(given, names=_OUTLINE_NAMES, file=file, line=outline.sourceline)
 
 
-def _interval(outline: etree._Element, *, file: str) -> float | None:
-    raw = outline.get("interval")
-    if raw is None:
-        return None
+def _host(url: str) -> str | None:
     try:
-        seconds = float(raw)
+        return urlsplit(url).hostname
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0:  # also refuses nan
-        raise ConfigError(
-            f"interval {raw!r} is not a positive number of seconds",
-            file=file,
-            key="interval",
-            line=outline.sourceline,
-        )
-    return seconds
+        return None
 
 
 def _document(title: str) -> tuple[etree._Element, etree._Element, etree._Element]:

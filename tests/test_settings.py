@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.cli import main
-from aggregator.errors import ConfigError
-from aggregator.settings import documented_settings, load_settings, parse_settings
+from aggregator.errors import ConfigError, ConfigErrors
+from aggregator.opml import parse_opml
+from aggregator.settings import check_source, documented_settings, load_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = """
@@ -140,3 +141,188 @@ def test_a_misspelt_environment_override_is_an_error() -> None:
         parse_settings(GOOD, environ={"AGGREGATOR_DATABSE_URL": "sqlite://"})
     # the test suite's own variables are not settings
     parse_settings(GOOD, environ={"AGGREGATOR_TEST_POSTGRES_URL": "postgresql://x"})
+
+
+# -- every value held to its declaration, wherever it comes from ----------------
+
+# (TOML assignment, its table, what the message says); each value is out of range.
+OUT_OF_RANGE = [
+    ("timeout_total = nan", "fetch", "expected seconds"),
+    ("timeout_total = -1", "fetch", "more than 0"),
+    ("timeout_connect = inf", "fetch", "expected seconds"),
+    ("timeout_read = 0", "fetch", "more than 0"),
+    ("concurrency = 0", "fetch", "from 1 to 10000"),
+    ("per_host_concurrency = -2", "fetch", "from 1 to 10000"),
+    ("max_body_bytes = 0", "fetch", "from 1"),
+    ("max_redirects = -1", "fetch", "from 0 to 100"),
+    ("default_interval = inf", "fetch", "at most 31536000 seconds"),
+    ("min_interval = 0", "fetch", "more than 0"),
+    ("max_interval = 1e300", "fetch", "at most 31536000 seconds"),
+    ("jitter = nan", "fetch", "from 0 to 1"),
+    ('allowed_networks = "127.0.0.1/33"', "fetch", "'127.0.0.1/33' is not a network"),
+    ('user_agent = "agg\\nX-Evil: 1"', "fetch", "printable ASCII"),
+    ("threshold = 1", "cluster", "below 1"),
+    ("window_hours = -5", "cluster", "more than 0"),
+    ("window_hours = inf", "cluster", "more than 0"),
+    ("min_sources = 0", "publish", "from 1"),
+    ("max_items = 0", "publish", "from 1"),
+    ("max_stories = -1", "publish", "from 1"),
+    ('base_url = "http://[::1"', "publish", "not an http or https URL"),
+    ('websub_hub = "ftp://hub"', "publish", "not an http or https URL"),
+    ("port = 0", "server", "from 1 to 65535"),
+    ('host = "a b"', "server", "not a host name"),
+    ("cycle_seconds = 0", "worker", "more than 0"),
+    ("lease_seconds = nan", "worker", "expected seconds"),
+    ("retention_days = 0", "worker", "more than 0"),
+    ("retention_days = -1", "worker", "more than 0"),
+    ("retention_days = inf", "worker", "more than 0"),
+    ("port = 70000", "demo", "from 1 to 65535"),
+    ("seconds_per_day = -10", "demo", "more than 0"),
+]
+
+
+@pytest.mark.parametrize(("assignment", "table", "reason"), OUT_OF_RANGE)
+def test_out_of_range_values_are_refused(assignment: str, table: str, reason: str) -> None:
+    key = f"{table}.{assignment.split(' =')[0]}"
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(f"[{table}]\n{assignment}\n", file="conf.toml", environ={})
+    assert str(caught.value).startswith(f"conf.toml:2: {key}: ")
+    assert reason in caught.value.reason
+
+
+def test_every_number_is_declared_with_bounds() -> None:
+    """A new numeric setting cannot slip in without its range."""
+    from aggregator.settings import _scalar_fields
+
+    unbounded = [
+        key
+        for key, declared in _scalar_fields()
+        if declared.type in ("int", "float") and declared.metadata.get("bounds") is None
+    ]
+    assert not unbounded
+
+
+@pytest.mark.parametrize(("assignment", "table", "reason"), OUT_OF_RANGE)
+def test_an_override_is_refused_with_the_files_message(
+    assignment: str, table: str, reason: str
+) -> None:
+    leaf, value = (part.strip() for part in assignment.split("=", 1))
+    if value.startswith('"'):
+        value = value[1:-1].replace("\\n", "\n")
+    variable = f"AGGREGATOR_{table.upper()}__{leaf.upper()}"
+    with pytest.raises(ConfigError) as from_file:
+        parse_settings(f"[{table}]\n{assignment}\n", file="conf.toml", environ={})
+    with pytest.raises(ConfigError) as from_env:
+        parse_settings("", file="conf.toml", environ={variable: value})
+    assert from_env.value.reason == from_file.value.reason
+    assert from_env.value.variable == f"{variable}={value}"
+    assert str(from_env.value).startswith(f"{variable}={value}: {table}.{leaf}: ")
+
+
+def test_a_source_interval_of_inf_is_refused_everywhere_alike(tmp_path: Path) -> None:
+    text = '[[sources]]\nname = "a"\nurl = "http://a.example/feed"\ninterval = inf\n'
+    with pytest.raises(ConfigError) as from_file:
+        parse_settings(text, file="conf.toml", environ={})
+    assert str(from_file.value).startswith("conf.toml:4: sources[0].interval: ")
+    assert "got inf" in from_file.value.reason
+    opml = (
+        b'<opml version="2.0"><body>\n'
+        b'<outline text="a" xmlUrl="http://a.example/feed" interval="inf"/></body></opml>'
+    )
+    with pytest.raises(ConfigError) as from_opml:
+        parse_opml(opml, file="feeds.opml")
+    assert str(from_opml.value).startswith("feeds.opml:2: interval: ")
+    with pytest.raises(ConfigError) as from_cli:
+        check_source(
+            {"name": "a", "url": "http://a.example/feed", "interval": "inf"},
+            names={"interval": "--interval"},
+        )
+    assert str(from_cli.value).startswith("--interval: ")
+    assert from_file.value.reason == from_opml.value.reason == from_cli.value.reason
+
+
+def test_durations_take_units_in_sections_and_sources() -> None:
+    settings = parse_settings(
+        '[worker]\ncycle_seconds = "1m"\n[fetch]\nmax_interval = "2d"\n'
+        '[[sources]]\nname = "a"\nurl = "http://a.example/"\ninterval = "30s"\n',
+        environ={"AGGREGATOR_FETCH__TIMEOUT_TOTAL": "2m"},
+    )
+    assert settings.worker.cycle_seconds == 60.0
+    assert settings.fetch.max_interval == 2 * 86400.0
+    assert settings.fetch.timeout_total == 120.0
+    assert settings.sources[0].interval == 30.0
+
+
+def test_every_mistake_is_reported_at_once_in_file_order() -> None:
+    text = (
+        'log_level = "LOUD"\n'  # 1
+        "[fetch]\n"
+        "timeout_total = nan\n"  # 3
+        'allowed_networks = "127.0.0.1/33"\n'  # 4
+        "[worker]\n"
+        "retention_days = 0\n"  # 6
+        "[[sources]]\n"
+        'name = "a"\n'
+        'url = "gopher://a"\n'  # 9
+        "interval = inf\n"  # 10
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings(text, file="conf.toml", environ={"AGGREGATOR_SERVER__PORT": "x"})
+    found = [(p.line, p.key) for p in caught.value.problems]
+    assert found == [
+        (1, "log_level"),
+        (3, "fetch.timeout_total"),
+        (4, "fetch.allowed_networks"),
+        (6, "worker.retention_days"),
+        (9, "sources[0].url"),
+        (10, "sources[0].interval"),
+        (None, "server.port"),
+    ]
+
+
+def test_check_config_prints_every_mistake_one_per_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[fetch]\nconcurency = 3\ntimeout_total = -1\n\n[cluster]\nwindow_hours = -5\n")
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"error: {path}:2: fetch.concurency: unknown key; [fetch] takes "
+        "allow_private_networks, allowed_networks, concurrency, default_interval, "
+        "jitter, max_body_bytes, max_interval, max_redirects, min_interval, "
+        "per_host_concurrency, timeout_connect, timeout_read, timeout_total, user_agent",
+        f'error: {path}:3: fetch.timeout_total: expected seconds or a duration like "15m", '
+        "more than 0 and at most 86400 seconds; got -1",
+        f"error: {path}:6: cluster.window_hours: expected a number more than 0 and "
+        "at most 87600, got -5",
+    ]
+
+
+def test_an_overrides_mistake_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD + "\n[server]\nport = 8080\n")
+    monkeypatch.setenv("AGGREGATOR_SERVER__PORT", "notaport")
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "error: AGGREGATOR_SERVER__PORT=notaport: server.port: "
+        "expected a whole number, got 'notaport'\n"
+    )
+
+
+def test_an_overrides_password_is_not_shown() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(
+            "", environ={"AGGREGATOR_DATABASE_URL": "nodriver://user:hunter2@db.example/agg"}
+        )
+    assert "hunter2" not in str(caught.value)
+    assert "AGGREGATOR_DATABASE_URL=nodriver://user:***@db.example/agg" in str(caught.value)
+
+
+def test_errors_point_at_the_key_in_its_own_table() -> None:
+    text = "[server]\nport = 8080\n\n[demo]\nport = 0\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, file="conf.toml", environ={})
+    assert (caught.value.key, caught.value.line) == ("demo.port", 5)
