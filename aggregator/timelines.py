@@ -19,6 +19,7 @@ that import the OPML showed each report in one of the two feeds only).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
@@ -157,6 +158,28 @@ def configured_timeline(
         updated_floor,
         timeline=config.name,
     )
+
+
+def rule_key(config: TimelineConfig) -> str:
+    """What decides a configured timeline's stories, as a short stable string.
+
+    Only the words count, as `matches` reads them (case-folded, in any order): a
+    new title or description keeps the stories, another word collects them again.
+    """
+    words = sorted({word.casefold() for word in config.match})
+    return "match:" + hashlib.sha256("\x1f".join(words).encode()).hexdigest()[:32]
+
+
+def matching_stories(
+    configs: Sequence[TimelineConfig], stories: Iterable[tuple[int, Sequence[EntryView]]]
+) -> dict[str, set[int]]:
+    """For each timeline, which of the (story id, its entries) match its words."""
+    found: dict[str, set[int]] = {config.name: set() for config in configs}
+    for story_id, entries in stories:
+        for config in configs:
+            if matches(config, entries):
+                found[config.name].add(story_id)
+    return found
 
 
 def matches(config: TimelineConfig, entries: Iterable[EntryView]) -> bool:

@@ -1,14 +1,17 @@
 """What timelines contain and how their items are named, from stored stories and entries.
 
-Pure functions of data: no database, no network. The reader test (test_reader.py)
-imports these timelines into newsboat through the OPML.
+Mostly pure functions of data; the configured timelines' stories are kept in a real
+SQLite file, as the worker keeps them. The reader test (test_reader.py) imports
+these timelines into newsboat through the OPML.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import feedparser
 from lxml import etree
@@ -16,11 +19,12 @@ from lxml import etree
 from aggregator import timelines
 from aggregator.opml import timelines_to_opml
 from aggregator.publish import feed_description, timeline_links
+from aggregator.publish.documents import Publisher
 from aggregator.publish.feeds import render_atom, render_json, render_rss
 from aggregator.publish.pages import render_timeline_page
-from aggregator.settings import PublishSettings, TimelineConfig
-from aggregator.store import EntryView, StoryView
-from aggregator.types import TimelineDoc
+from aggregator.settings import PublishSettings, SourceConfig, TimelineConfig, parse_settings
+from aggregator.store import EntryView, Store, StoryView, open_store
+from aggregator.types import Assignment, EntryData, PollOutcome, TimelineDoc
 
 T0 = datetime(2024, 8, 6, 6, tzinfo=UTC)
 SETTINGS = PublishSettings(base_url="https://feeds.example")
@@ -166,3 +170,80 @@ def test_descriptions_and_counts_agree_in_feeds_opml_and_pages() -> None:
     assert expected["story-2"] in item_2.summary_html
     [item_1] = [i for i in everything.items if i.link.endswith("/story-1.html")]
     assert feed_description(story_1).split(". ", 1)[-1] in item_1.summary_html
+
+
+# -- a configured timeline's stories, stored ------------------------------------------
+
+
+def stored_world(tmp_path: Path) -> tuple[Store, dict[str, int]]:
+    """A SQLite store with three one-report stories, by their subject."""
+    store = open_store(f"sqlite:///{tmp_path / 'aggregator.db'}")
+    store.sync_sources([SourceConfig(name="Kyiv Wire", url="http://kw.test/feed")], T0)
+    [request] = store.claim_due(T0, "w", lease_s=60, limit=1)
+    subjects = {
+        "sudzha": "Troops enter Sudzha in the Kursk region",
+        "oil": "Drone strikes an oil depot in the Kursk region",
+        "belgorod": "Shelling in Belgorod overnight",
+    }
+    listed = [
+        EntryData(
+            key=key,
+            title=title,
+            link=f"http://kw.test/{key}",
+            summary_html=f"<p>{title}</p>",
+            text=title,
+            author=None,
+            published=T0,
+            updated=None,
+            content_hash=key,
+        )
+        for key, title in subjects.items()
+    ]
+    status = PollOutcome(checked_at=T0, next_check_at=T0 + timedelta(hours=1), status="ok")
+    store.record_poll(request.source_id, status, listed, owner="w")
+    docs = store.pending_docs()
+    store.save_assignments([Assignment(d.id, d.id, new_story=True) for d in docs], T0)
+    by_title = {s.title: s.id for s in store.stories()}
+    return store, {key: by_title[title] for key, title in subjects.items()}
+
+
+def publish_with(store: Store, *words: str, full: bool = True) -> None:
+    base = parse_settings("", environ={})
+    config = TimelineConfig("kursk", "Kursk incursion", tuple(words), "")
+    settings = dataclasses.replace(base, timelines=(config,))
+    changed = store.dirty_stories()
+    Publisher(settings, store).render_changes(changed, full=full)
+    store.mark_published(changed, T0)
+
+
+def test_narrowing_a_timelines_rule_drops_the_stories_it_no_longer_matches(
+    tmp_path: Path,
+) -> None:
+    store, story = stored_world(tmp_path)
+    publish_with(store, "Kursk")
+    assert store.timeline_story_ids("kursk") == {story["sudzha"], story["oil"]}
+    publish_with(store, "Sudzha")  # the oil depot strike was never part of the incursion
+    assert store.timeline_story_ids("kursk") == {story["sudzha"]}
+    publish_with(store, "Sudzha", full=False)  # nothing changed: nothing moves
+    assert store.timeline_story_ids("kursk") == {story["sudzha"]}
+    store.close()
+
+
+def test_widening_a_timelines_rule_finds_stories_that_did_not_change(tmp_path: Path) -> None:
+    store, story = stored_world(tmp_path)
+    publish_with(store, "Sudzha")
+    assert store.timeline_story_ids("kursk") == {story["sudzha"]}
+    assert store.dirty_stories() == [], "every story is published and unchanged from here"
+    publish_with(store, "sudzha", "BELGOROD")
+    assert store.timeline_story_ids("kursk") == {story["sudzha"], story["belgorod"]}
+    store.close()
+
+
+def test_a_timeline_removed_then_configured_again_is_collected_afresh(tmp_path: Path) -> None:
+    store, story = stored_world(tmp_path)
+    publish_with(store, "Belgorod")
+    Publisher(parse_settings("", environ={}), store).render_changes([], full=True)  # removed
+    assert store.timeline_story_ids("kursk") == set()
+    publish_with(store, "Belgorod")
+    assert store.timeline_story_ids("kursk") == {story["belgorod"]}
+    store.close()

@@ -23,7 +23,7 @@ from aggregator.opml import timelines_to_opml
 from aggregator.publish import INDEX_PATH, OPML_PATH
 from aggregator.publish.feeds import render_atom, render_json, render_rss
 from aggregator.publish.pages import render_index, render_timeline_page
-from aggregator.settings import Settings
+from aggregator.settings import Settings, TimelineConfig
 from aggregator.store import EntryView, Store, StoryView
 from aggregator.types import Document, TimelineDoc
 
@@ -38,6 +38,7 @@ CONTENT_TYPES = {
     "html": "text/html; charset=utf-8",
 }
 OPML_TYPE = "text/x-opml; charset=utf-8"
+_COLLECT_BATCH = 200  # stories whose reports are read at once when a rule changes
 
 
 def timeline_path(slug: str, kind: str) -> str:
@@ -110,11 +111,19 @@ class Publisher:
     def _configured(
         self, changed: Sequence[StoryView], entries: dict[int, list[EntryView]], *, full: bool
     ) -> list[TimelineDoc]:
+        configs = self.settings.timelines
+        if full:
+            self.store.forget_other_timelines(c.name for c in configs)
+        collected = self.store.timeline_rules()
+        stale = [c for c in configs if collected.get(c.name) != timelines.rule_key(c)]
+        self._collect_again(stale)
         docs = []
-        for config in self.settings.timelines:
-            matched = [s.id for s in changed if timelines.matches(config, entries[s.id])]
-            self.store.add_timeline_stories(config.name, matched)
-            if not matched and not full:
+        for config in configs:
+            # A changed story joins or leaves as its reports now read.
+            matched = {s.id for s in changed if timelines.matches(config, entries[s.id])}
+            unmatched = {s.id for s in changed} - matched
+            moved = self.store.update_timeline_stories(config.name, matched, unmatched)
+            if not (matched or moved or full or config in stale):
                 continue
             ids = self.store.timeline_story_ids(config.name)
             all_entries = self.store.story_entries(ids) if ids else []
@@ -122,6 +131,22 @@ class Publisher:
                 timelines.configured_timeline(config, all_entries, self.publish_settings, _epoch())
             )
         return docs
+
+    def _collect_again(self, configs: Sequence[TimelineConfig]) -> None:
+        """Match every stored story against timelines whose rule is new or changed, and
+        keep exactly those: a narrowed rule drops stories, a widened one finds old ones."""
+        if not configs:
+            return
+        stories = [s.id for s in self.store.stories(min_sources=1)]
+        found: dict[str, set[int]] = {c.name: set() for c in configs}
+        for start in range(0, len(stories), _COLLECT_BATCH):
+            entries = _by_story(self.store.story_entries(stories[start : start + _COLLECT_BATCH]))
+            for name, ids in timelines.matching_stories(configs, entries.items()).items():
+                found[name] |= ids
+        for config in configs:
+            ids = found[config.name]
+            self.store.replace_timeline_stories(config.name, timelines.rule_key(config), ids)
+            log.info("timeline %s collected again by its rule: %d stories", config.name, len(ids))
 
     def _overview(self) -> list[Document]:
         """The all-stories feed, the index page and the OPML of every timeline."""

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, create_engine, delete, select
 
 from aggregator.errors import StoreError
 from aggregator.settings import SourceConfig
-from aggregator.store import clustering, leadership, migrate, polling, retention
+from aggregator.store import clustering, leadership, membership, migrate, polling, retention
 from aggregator.store.leadership import Term
 from aggregator.store.models import (
     Entry,
@@ -406,6 +406,45 @@ class Store:
             session.commit()
 
         retrying(self.session, add)
+
+    def timeline_rules(self) -> dict[str, str]:
+        """The rule each configured timeline's stories were collected by (store/membership.py)."""
+        with self.session() as session:
+            return membership.rules(session)
+
+    def update_timeline_stories(
+        self, timeline: str, matched: Iterable[int], unmatched: Iterable[int]
+    ) -> bool:
+        """Add the matched stories to the timeline, drop the unmatched; True if it changed."""
+        wanted, unwanted = set(matched), set(unmatched)
+
+        def work(session: Session) -> bool:
+            changed = membership.update(session, timeline, wanted, unwanted)
+            session.commit()
+            return changed
+
+        return retrying(self.session, work)
+
+    def replace_timeline_stories(self, timeline: str, rule: str, story_ids: Iterable[int]) -> None:
+        """The timeline holds exactly these stories from now on, collected by `rule`."""
+        ids = set(story_ids)
+
+        def work(session: Session) -> None:
+            membership.replace(session, timeline, rule, ids)
+            session.commit()
+
+        retrying(self.session, work)
+
+    def forget_other_timelines(self, kept: Iterable[str]) -> int:
+        """Drop what timelines no longer configured had collected; how many timelines."""
+        names = set(kept)
+
+        def work(session: Session) -> int:
+            gone = membership.forget_others(session, names)
+            session.commit()
+            return gone
+
+        return retrying(self.session, work)
 
     def put_documents(
         self, documents: Sequence[Document], now: datetime | None = None, term: Term | None = None

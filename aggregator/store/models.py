@@ -103,6 +103,14 @@ class TimelineStory(SQLModel, table=True):
     story_id: int = Field(primary_key=True, foreign_key="story.id")
 
 
+class TimelineRule(SQLModel, table=True):
+    """The match rule a configured timeline's stories were collected by: when the
+    configured rule differs, the timeline's stories are collected again."""
+
+    timeline: str = Field(primary_key=True)
+    rule: str  # aggregator.timelines.rule_key of the configured timeline
+
+
 class PublishedDocument(SQLModel, table=True):
     """A rendered feed, OPML or page, served as stored."""
 
