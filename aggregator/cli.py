@@ -27,6 +27,7 @@ from aggregator.settings import (
     Settings,
     check_source,
     load_settings,
+    with_values,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILURE
         if isinstance(exc, AggregatorError):
             _error(str(exc))
+            return EXIT_FAILURE
+        if isinstance(exc, OSError) and exc.filename is not None:  # a folder we cannot make...
+            _error(f"{exc.filename}: {exc.strerror}; check the path and who may write there")
             return EXIT_FAILURE
         raise
     except KeyboardInterrupt:
@@ -111,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     poll.add_argument("--once", action="store_true", required=True, help="run one cycle and exit")
     poll.set_defaults(handler=cmd_poll)
 
-    check = commands.add_parser("check-config", help="validate a settings file")
+    check = commands.add_parser(
+        "check-config", help="validate a settings file, listing every mistake (exit 2 on any)"
+    )
     check.add_argument("file", nargs="?", type=Path, help="the file (default: --config)")
     check.set_defaults(handler=cmd_check_config)
 
@@ -152,8 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--split", metavar="NAME", help="score only documents whose `split` is NAME")
     ev.add_argument("--method", choices=["tfidf", "embedding"], help="clusterer to use")
-    ev.add_argument("--threshold", type=float, help="similarity needed to join a story")
-    ev.add_argument("--window-hours", type=float, help="how long a story stays open")
+    ev.add_argument(
+        "--threshold",
+        help="probability from the pair model a report needs to join a story "
+        "(default: cluster.threshold; 0 = the method's own)",
+    )
+    ev.add_argument(
+        "--window-hours",
+        help="hours a story stays open to new reports (default: cluster.window_hours)",
+    )
     ev.add_argument(
         "--merge",
         action=argparse.BooleanOptionalAction,
@@ -164,11 +177,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.set_defaults(handler=cmd_eval)
 
     demo = commands.add_parser("demo", help="run the bundled demo's whole period, write feeds")
-    demo.add_argument("--out", type=Path, required=True, help="folder for the documents")
+    demo.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for the documents"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     pub = commands.add_parser("publish", help="write every published document to a folder")
-    pub.add_argument("--out", type=Path, required=True, help="folder for the documents")
+    pub.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for the documents"
+    )
     pub.set_defaults(handler=cmd_publish)
     return parser
 
@@ -380,17 +397,25 @@ def cmd_sources_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_EVAL_OPTIONS = {
+    "method": "--method",
+    "threshold": "--threshold",
+    "window_hours": "--window-hours",
+    "merge_stories": "--merge",
+}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from aggregator.evaluate import evaluate_file, evaluate_pairs
 
-    cluster = _cluster_settings(args)
     overrides = {
         "method": args.method,
         "threshold": args.threshold,
         "window_hours": args.window_hours,
         "merge_stories": args.merge,
     }
-    cluster = dataclasses.replace(cluster, **{k: v for k, v in overrides.items() if v is not None})
+    # held to the file's checks: --threshold nan is refused as `threshold = nan` is
+    cluster = with_values(_cluster_settings(args), overrides, names=_EVAL_OPTIONS)
     if args.pairs:
         result = evaluate_pairs(args.file, cluster, cache=args.cache)
     else:

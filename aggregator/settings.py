@@ -403,6 +403,24 @@ def check_source(
     return source
 
 
+def with_values(section: Any, given: Mapping[str, Any], *, names: Mapping[str, str]) -> Any:
+    """A copy of a settings section (`settings.cluster`...) with values given outside the
+    file, text read as the setting's type and held to its declaration; `names` says what
+    each key is called there (`--threshold`). None values are left out."""
+    ctx = _AtLine(None, None)
+    raw = {key: value for key, value in given.items() if value is not None}
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    taken = {}
+    for key, value in raw.items():
+        checked = ctx.attempt(
+            names.get(key, key), _value, value, fields[key], isinstance(value, str)
+        )
+        if checked is not _SKIP:
+            taken[key] = checked
+    ctx.finish()
+    return dataclasses.replace(section, **taken)
+
+
 def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], ctx: _Context) -> None:
     """AGGREGATOR_DATABASE_URL, AGGREGATOR_FETCH__CONCURRENCY... override the file.
 

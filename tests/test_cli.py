@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -117,3 +120,151 @@ def test_run_serves_merged_timelines_and_stops_cleanly(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0].decode()
     assert process.returncode == 0, output
+
+
+# -- database errors: one line naming the database and what to do -----------------
+
+DB_COMMANDS = [
+    ["sources", "list"],
+    ["poll", "--once"],
+    ["db", "current"],
+    ["db", "upgrade"],
+    ["publish", "--out", "site"],
+    ["serve"],
+]
+
+
+def _settings_file(folder: Path, database_url: str = "") -> Path:
+    path = folder / "aggregator.toml"
+    path.write_text(
+        f'database_url = "{database_url}"\ndata_dir = "{folder / "data"}"\n'
+        '[server]\nport = 1\n[[sources]]\nname = "a"\nurl = "https://a.example/feed"\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize("command", DB_COMMANDS, ids=" ".join)
+def test_a_corrupt_sqlite_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    config = _settings_file(tmp_path)
+    database = tmp_path / "data" / "aggregator.db"
+    database.parent.mkdir()
+    database.write_bytes(random.Random(16).randbytes(64 * 1024))
+    assert main(["--config", str(config), *command]) == 1
+    assert capsys.readouterr().err == (
+        f"error: database {database}: file is not a database (sqlite3); "
+        "restore it from a backup or move it away to start afresh\n"
+    )
+
+
+@pytest.mark.parametrize("command", DB_COMMANDS, ids=" ".join)
+def test_an_unreachable_postgresql_is_one_line_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql+psycopg://aggregator:s3cret@127.0.0.1:{port}/news"
+    config = _settings_file(tmp_path, url)
+    assert main(["--config", str(config), *command]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(
+        f"error: database postgresql+psycopg://aggregator:***@127.0.0.1:{port}/news: "
+    )
+    assert "s3cret" not in err
+    assert "check that the database server runs" in err
+
+
+def test_the_command_line_shows_no_traceback_for_a_database_it_cannot_create(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").write_text("a file where the data folder should be")
+    config = _settings_file(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "sources", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (1, 2), done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+# -- the README's commands exist as written ------------------------------------------
+
+
+def _readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    found = re.findall(r"`(aggregator [^`]+)`", readme)
+    found += re.findall(r"^\$? ?(aggregator [^#\n]+)", readme, re.M)
+    commands = []
+    for text in found:
+        text = text.replace("\\|", "|").strip()
+        # "db upgrade|current" and "[--no-server [--metrics-port PORT]]" name several commands
+        words = re.sub(r"[\[\]]", "", text).split()
+        choices = [word.split("|") for word in words]
+        for index in range(max(len(c) for c in choices)):
+            commands.append(" ".join(c[min(index, len(c) - 1)] for c in choices))
+    return sorted(set(commands))
+
+
+PLACEHOLDERS = {"PORT": "9100", "SEED": "7", "DIR": "out", "FILE": "x.toml", "NAME": "heldout"}
+
+
+@pytest.mark.parametrize("command", _readme_commands())
+def test_every_command_the_readme_names_parses(command: str) -> None:
+    from aggregator.cli import _parser
+
+    words = [PLACEHOLDERS.get(word, word) for word in shlex.split(command)[1:]]
+    parser = _parser()
+    if _subcommand(parser, words) is not None:
+        return  # "sources add" as named in the commands table, without its arguments
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:
+        pytest.fail(f"README's `{command}` is not a command line the CLI takes ({exc})")
+    assert getattr(args, "handler", None), f"`{command}` names no command"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _subcommand(parser: argparse.ArgumentParser, words: list[str]) -> object:
+    """The parser that `words` name as commands only ("sources add"), else None."""
+    for word in words:
+        parser = _subparsers(parser).get(word)  # type: ignore[assignment]
+        if parser is None:
+            return None
+    return parser
+
+
+def test_every_option_the_readme_names_exists() -> None:
+    from aggregator.cli import _parser
+
+    readme = (ROOT / "README.md").read_text()
+    ours = [line for line in readme.splitlines() if not re.search(r"systemctl|docker", line)]
+    mentioned = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", "\n".join(ours)))
+    known: set[str] = set()
+    stack = [_parser()]
+    while stack:
+        parser = stack.pop()
+        known |= set(parser._option_string_actions)
+        stack += _subparsers(parser).values()
+    assert sorted(mentioned - known) == []
+
+
+def test_eval_options_are_held_to_the_settings_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("")
+    args = ["eval", str(data), "--threshold", "nan", "--window-hours", "-5"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --threshold: expected a number at least 0 and below 1, got nan",
+        "error: --window-hours: expected a number more than 0 and at most 87600, got -5",
+    ]
