@@ -22,6 +22,7 @@ from aggregator.types import FetchResult
 
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 PUBLISH_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOBS = ("dispatch", "cluster", "publish", "retention", "reload")  # the worker's
 
 
 class Metrics:
@@ -70,7 +71,19 @@ class Metrics:
             ["stage"],
             registry=self.registry,
         )
+        self.job_failures = Counter(
+            "aggregator_job_failures",
+            "Runs of a worker job that failed: an error, its time limit, or skipped "
+            "because the previous leader step still ran.",
+            ["job"],
+            registry=self.registry,
+        )
+        for job in JOBS:  # every series exists from the start, so rate() sees the first
+            self.job_failures.labels(job=job)
         self.registry.register(StoreCollector(store, settings))
+
+    def job_failed(self, job: str) -> None:
+        self.job_failures.labels(job=job).inc()
 
     def polled(self, result: FetchResult, status: str, counts: IngestCounts) -> None:
         self.fetches.labels(status=status).inc()

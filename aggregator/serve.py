@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import re
 import time
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aggregator.errors import StoreError
+from aggregator.health import Readiness
 from aggregator.publish import INDEX_PATH, utc
 from aggregator.types import Document
 
@@ -56,7 +58,7 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def create_app(
     lookup: Lookup,
     *,
-    ready: Callable[[], bool] | None = None,
+    ready: Callable[[], bool | Readiness] | None = None,
     metrics: Callable[[], bytes] | None = None,
     max_age: int = DEFAULT_MAX_AGE,
     fresh_for: float = FRESH_FOR_SECONDS,
@@ -65,7 +67,8 @@ def create_app(
 ) -> Starlette:
     """The app; `lookup(path)` is blocking (it may query the database) and runs in a thread.
 
-    `metrics()` renders the Prometheus text exposition served at /metrics. `max_age`
+    `ready()` answers /readyz: a `Readiness` (served as JSON, with each job's record)
+    or a plain bool. `metrics()` renders the Prometheus text exposition served at /metrics. `max_age`
     is the Cache-Control lifetime readers may reuse a document for (the worker's cycle
     is a good value); `fresh_for` how many seconds a looked-up document is reused
     here (0 = look up every request). With `hub`, feeds carry WebSub's Link headers
@@ -103,12 +106,13 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         try:
-            is_ready = True if ready is None else await run_in_threadpool(ready)
-        except Exception:  # a failing readiness probe means not ready, never a 500
-            is_ready = False
-        if is_ready:
-            return _plain(request, 200, "ready", _NO_STORE)
-        return _plain(request, 503, "not ready", _NO_STORE)
+            answer = Readiness(True) if ready is None else await run_in_threadpool(ready)
+        except Exception as exc:  # a failing readiness probe means not ready, never a 500
+            answer = Readiness(False, (f"the readiness check failed: {type(exc).__name__}",))
+        if not isinstance(answer, Readiness):
+            answer = Readiness(answer, () if answer else ("not ready",))
+        body = json.dumps(answer.as_json(), indent=1).encode()
+        return _send(request, 200 if answer else 503, body, "application/json", _NO_STORE)
 
     async def metrics_page(request: Request) -> Response:
         if metrics is None:

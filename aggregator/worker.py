@@ -7,8 +7,12 @@
     reload     every 2 s when worker.reload_config: apply edits of the settings file
 
 Every job has max_instances=1, coalesces missed runs and has a misfire grace, and
-runs under a time limit, so a hung fetch cannot hold up the schedule. The three
-leader jobs take turns on one lock: they share the clusterer and the lease.
+runs under a time limit, so a hung fetch cannot hold up the schedule. A job that
+fails is logged (with its traceback the first time the same error comes), counted
+in /metrics and in its health record (/readyz), and runs again at its next time;
+the other jobs go on. The three leader jobs take turns on one lock: they share the
+clusterer and the lease. A reloaded configuration reaches the pipeline under that
+lock too, at the start of the next leader step, never in the middle of one.
 SIGINT and SIGTERM stop the schedule and give running jobs STOP_GRACE_SECONDS to
 end their batch (each is one transaction); fetches still running then are
 cancelled and their claims handed back. The leader lease is released and the
@@ -30,6 +34,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.applications import Starlette
 
 from aggregator import logs
+from aggregator.health import JobHealth, Readiness, readiness
 from aggregator.listener import feed_server, serve_until
 from aggregator.metrics import Metrics, shared_state_metrics
 from aggregator.pipeline import Pipeline
@@ -49,6 +54,10 @@ LEADER_JOBS = ("cluster", "publish", "retention")
 Step = Callable[[float], Awaitable[object]]  # takes the deadline (time.monotonic())
 
 
+class LeaderBusy(Exception):
+    """A leader step waited its whole budget for the previous one to end."""
+
+
 class Worker:
     def __init__(
         self,
@@ -65,22 +74,31 @@ class Worker:
         self.metrics = metrics or Metrics(store, lambda: self.settings)
         self.pipeline = pipeline or Pipeline(settings, store, events=self.metrics)
         self.stopping = asyncio.Event()
-        self.last_success: datetime | None = None
+        self.health = JobHealth()
         self.scheduler: AsyncIOScheduler | None = None
         self.watcher = ConfigWatcher(settings.path) if settings.path else None
         self._running: dict[str, asyncio.Task[object]] = {}
         self._leader_lock = threading.Lock()
+        # Reloaded settings wait here for the next leader step, which applies them
+        # under the leader lock: the clusterer is never swapped while a step uses it.
+        self._pending: Settings | None = None
+        self._pending_lock = threading.Lock()
 
     # -- health ------------------------------------------------------------
 
-    def ready(self) -> bool:
-        """Ready: the scheduler runs, the database answers and a dispatch succeeded recently."""
-        if self.stopping.is_set() or self.scheduler is None or not self.scheduler.running:
-            return False
-        if self.last_success is None or not self.store.ping():
-            return False
-        limit = timedelta(seconds=max(10 * self.settings.worker.cycle_seconds, 300))
-        return datetime.now(UTC) - self.last_success < limit
+    def ready(self) -> Readiness:
+        """/readyz: the scheduler runs, the database answers, a dispatch succeeded
+        recently, and clustering and publishing are not failing cycle after cycle."""
+        scheduling = not self.stopping.is_set() and (
+            self.scheduler is not None and self.scheduler.running
+        )
+        return readiness(
+            self.health.snapshot(),
+            now=datetime.now(UTC),
+            dispatch_within=timedelta(seconds=max(10 * self.settings.worker.cycle_seconds, 300)),
+            scheduling=scheduling,
+            database=self.store.ping(),
+        )
 
     # -- the schedule --------------------------------------------------------
 
@@ -127,8 +145,7 @@ class Worker:
     async def dispatch(self) -> None:
         # No new batch after half a lease; cancelled before the leases could run out.
         lease = self.settings.worker.lease_seconds
-        if await self._run("dispatch", self._dispatch, lease / 2, lease * 0.9):
-            self.last_success = datetime.now(UTC)
+        await self._run("dispatch", self._dispatch, lease / 2, lease * 0.9)
 
     async def _dispatch(self, deadline: float) -> object:
         return await self.pipeline.dispatch(deadline=deadline)
@@ -154,7 +171,8 @@ class Worker:
         for line in describe_changes(old, new) or ["nothing that matters changed"]:
             log.info("config reloaded: %s", line, extra={"event": "reload"})
         self.settings = new
-        await asyncio.to_thread(self.pipeline.apply_settings, new)
+        with self._pending_lock:
+            self._pending = new
         if new.worker.cycle_seconds != old.worker.cycle_seconds:
             self._reschedule(new.worker.cycle_seconds)
         if (new.log_level, new.worker.log_format) != (old.log_level, old.worker.log_format):
@@ -173,9 +191,9 @@ class Worker:
 
         def locked(deadline: float) -> object:
             if not self._leader_lock.acquire(timeout=budget):
-                log.warning("%s skipped: the previous leader step is still running", name)
-                return None
+                raise LeaderBusy(f"the previous leader step still runs after {budget:g} s")
             try:
+                self._apply_pending()
                 return step(deadline)
             finally:
                 self._leader_lock.release()
@@ -186,8 +204,19 @@ class Worker:
         # The thread cannot be cancelled; its deadline makes it stop between batches.
         await self._run(name, in_thread, budget, 2 * budget)
 
+    def _apply_pending(self) -> None:
+        """Hand reloaded settings to the pipeline; called holding the leader lock."""
+        with self._pending_lock:
+            new, self._pending = self._pending, None
+        if new is not None:
+            self.pipeline.apply_settings(new)
+
     async def _run(self, name: str, step: Step, budget: float, limit: float) -> bool:
-        """Run one job under a time limit; True if it succeeded."""
+        """Run one job under a time limit; True if it succeeded.
+
+        Whatever goes wrong is logged, counted and recorded for /readyz, and the job
+        runs again at its next time: one bad run must not end the service.
+        """
         if self.stopping.is_set():
             return False
         task = asyncio.current_task()
@@ -196,22 +225,40 @@ class Worker:
         try:
             async with asyncio.timeout(limit):
                 await step(time.monotonic() + budget)
-            return True
         except TimeoutError:
-            log.error(
-                "%s took longer than %g s and was stopped; it runs again at its next time",
-                name,
-                limit,
-                extra={"event": "job_timeout", "job": name},
-            )
+            self._failed(name, f"took longer than {limit:g} s and was stopped", "job_timeout")
+        except LeaderBusy as exc:
+            self._failed(name, f"skipped: {exc}", "job_skipped")
         except asyncio.CancelledError:
             if not self.stopping.is_set():
                 raise
-        except Exception:  # one bad run must not end the service
-            log.exception("%s failed; it runs again at its next time", name, extra={"job": name})
+        except Exception as exc:
+            self._failed(name, f"{type(exc).__name__}: {exc}", "job_failed", exc)
+        else:
+            self.health.succeeded(name)
+            return True
         finally:
             self._running.pop(name, None)
         return False
+
+    def _failed(self, name: str, error: str, event: str, exc: Exception | None = None) -> None:
+        before = self.health.failed(name, error)
+        self.metrics.job_failed(name)
+        streak = before.consecutive_failures + 1
+        context = {"event": event, "job": name, "consecutive_failures": streak}
+        if exc is None:
+            log.error("%s %s; it runs again at its next time", name, error, extra=context)
+        elif before.consecutive_failures and before.last_error == error:
+            # The same error cycle after cycle: its traceback is in the log already.
+            log.error(
+                "%s failed again (%d times in a row): %s; the traceback is at the first",
+                name,
+                streak,
+                error,
+                extra=context,
+            )
+        else:
+            log.exception("%s failed; it runs again at its next time", name, extra=context)
 
     # -- running and stopping ------------------------------------------------------
 
@@ -284,7 +331,7 @@ def feed_app(
     settings: Settings,
     lookup: Callable[[str], Document | None],
     *,
-    ready: Callable[[], bool],
+    ready: Callable[[], bool | Readiness],
     metrics: Callable[[], bytes],
 ) -> Starlette:
     """The feed server as the settings describe it: readers may cache for one cycle."""

@@ -103,6 +103,17 @@ def test_a_cycle_is_counted_and_served_at_metrics(outlets: FeedServer, store: St
     assert 'aggregator_fetches_total{status="ok"} 2.0' in response.text
 
 
+def test_job_failures_are_counted_per_job_from_zero(sqlite_store: Store) -> None:
+    settings = parse_settings("", environ={})
+    metrics = Metrics(sqlite_store, lambda: settings)
+    metrics.job_failed("cluster")
+    metrics.job_failed("cluster")
+    seen = samples(metrics)
+    assert seen[("aggregator_job_failures_total", (("job", "cluster"),))] == 2
+    for job in ("dispatch", "publish", "retention", "reload"):  # present before any failure
+        assert seen[("aggregator_job_failures_total", (("job", job),))] == 0
+
+
 def test_each_metrics_object_has_its_own_registry(sqlite_store: Store) -> None:
     settings = parse_settings("", environ={})
     first, second = Metrics(sqlite_store, lambda: settings), Metrics(sqlite_store, lambda: settings)

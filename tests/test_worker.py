@@ -19,8 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -28,14 +29,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from httpserver import FeedServer
+from httpserver import FeedServer, Request
 from sqlalchemy import text
 from test_reload import WorkerProcess
 
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, SourceConfig, parse_settings
 from aggregator.store import Store
-from aggregator.worker import Worker
+from aggregator.worker import Worker, feed_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FEED = (
@@ -68,14 +69,28 @@ def settings_for(server: FeedServer, *paths: str, **worker: float) -> Settings:
     )
 
 
-async def run_for(worker: Worker, seconds: float) -> None:
-    async def stop_later() -> None:
-        await asyncio.sleep(seconds)
-        worker.stopping.set()
+EVENT_WAIT = 30.0  # seconds: a bound on waiting for an event, reached only when it never comes
 
-    stopper = asyncio.create_task(stop_later())
-    await worker.run(serve=False)
-    await stopper
+
+async def run_until(worker: Worker, happened: Callable[[], bool], what: str) -> None:
+    """Run the worker until `happened()` (checked every few ms), then stop it; the whole
+    run, stopping included, is bounded by EVENT_WAIT."""
+
+    async def stop_when_it_happens() -> None:
+        try:
+            async with asyncio.timeout(EVENT_WAIT):
+                while not happened():
+                    await asyncio.sleep(0.02)
+        finally:
+            worker.stopping.set()
+
+    watcher = asyncio.create_task(stop_when_it_happens())
+    async with asyncio.timeout(2 * EVENT_WAIT):
+        await worker.run(serve=False)
+    try:
+        await watcher
+    except TimeoutError:
+        raise AssertionError(f"{what} did not happen in {EVENT_WAIT} s") from None
 
 
 def test_every_job_runs_once_at_a_time_coalesced_with_a_grace(sqlite_store: Store) -> None:
@@ -95,21 +110,24 @@ def test_a_hung_fetch_is_cut_off_and_the_other_jobs_keep_running(
     # lease 2 s: the dispatch job is stopped after 1.8 s, long before the fetch's own timeout
     settings = settings_for(outlets, "hung", lease_seconds=2, cycle_seconds=0.3)
     worker = Worker(settings, sqlite_store, stop_grace=1)
-    runs: list[str] = []
+    publishes_while_hung: list[bool] = []
     publish = worker.pipeline.publish_step
 
     def counting_publish(deadline: float | None = None) -> list[str]:
-        runs.append("publish")
+        publishes_while_hung.append("dispatch" in worker._running)
         return publish(deadline)
+
+    def dispatch_cut_off() -> bool:
+        record = worker.health.snapshot().get("dispatch")
+        return record is not None and record.consecutive_failures >= 1
 
     worker.pipeline.publish_step = counting_publish  # type: ignore[method-assign]
     caplog.set_level(logging.INFO)
-    started = time.monotonic()
-    asyncio.run(run_for(worker, 4.5))
-    assert time.monotonic() - started < 10, "stopping is bounded even with a fetch hanging"
+    # the fetch would hang for 120 s: the run ending within EVENT_WAIT shows stopping is bounded
+    asyncio.run(run_until(worker, dispatch_cut_off, "the hung dispatch was cut off"))
 
     assert "dispatch took longer than 1.8 s and was stopped" in caplog.text
-    assert len(runs) >= 5, "the publish job kept its schedule while the fetch hung"
+    assert sum(publishes_while_hung) >= 2, "the publish job kept its schedule while the fetch hung"
     # the hung poll was rolled back: its source is free and due for any worker now
     claimed = sqlite_store.claim_due(worker.pipeline.clock(), "another", lease_s=60, limit=5)
     assert [r.name for r in claimed] == ["hung"]
@@ -120,22 +138,85 @@ def test_ready_after_a_successful_dispatch_and_not_once_stopping(
     outlets: FeedServer, sqlite_store: Store
 ) -> None:
     worker = Worker(settings_for(outlets, "good", cycle_seconds=0.2), sqlite_store)
-    seen: list[bool] = [worker.ready()]
+    seen: list[bool] = [bool(worker.ready())]
 
-    async def probe() -> None:
-        await asyncio.sleep(1.5)
-        seen.append(await asyncio.to_thread(worker.ready))
-        worker.stopping.set()
+    def dispatched() -> bool:
+        if "dispatch" not in worker.health.snapshot():
+            return False
+        seen.append(bool(worker.ready()))
+        return True
 
-    async def main() -> None:
-        prober = asyncio.create_task(probe())
-        await worker.run(serve=False)
-        await prober
-
-    asyncio.run(main())
-    seen.append(worker.ready())
-    assert seen == [False, True, False]
+    asyncio.run(run_until(worker, dispatched, "a dispatch succeeded"))
+    stopped = worker.ready()
+    assert seen == [False, True]
+    assert not stopped and "the scheduler is not running" in stopped.problems[0]
     assert sqlite_store.counts()["entries"] == 1
+
+
+def test_readyz_fails_once_publishing_failed_three_cycles_and_says_why(
+    outlets: FeedServer, sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(outlets, "good")
+    settings = dataclasses.replace(
+        settings, cluster=dataclasses.replace(settings.cluster, method="tfidf")
+    )
+    worker = Worker(settings, sqlite_store)
+    failures = [ValueError("template exploded")] * 4
+
+    def publish_step(deadline: float | None = None) -> list[str]:
+        if failures:
+            raise failures.pop()
+        return []
+
+    worker.pipeline.publish_step = publish_step  # type: ignore[method-assign]
+    app = feed_app(
+        worker.settings, sqlite_store.document, ready=worker.ready, metrics=worker.metrics.render
+    )
+
+    async def readyz() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://feeds.test") as client:
+            return await client.get("/readyz")
+
+    async def main() -> list[httpx.Response]:
+        worker.scheduler = worker._schedule()
+        worker.scheduler.start(paused=True)  # running, but the test calls each job itself
+        try:
+            seen = []
+            await worker.dispatch()
+            for _ in range(4):  # four cycles: clustering works, publishing fails
+                await worker.cluster()
+                await worker.publish()
+                seen.append(await readyz())
+            await worker.publish()  # it works again
+            seen.append(await readyz())
+            return seen
+        finally:
+            worker.scheduler.shutdown(wait=False)
+            worker.pipeline.close()
+
+    caplog.set_level(logging.INFO)
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200, 200, 503, 503, 200]
+    failing = responses[3].json()
+    assert failing["ready"] is False
+    assert failing["problems"] == [
+        "publish failed 4 times in a row (last: ValueError: template exploded); "
+        "see the worker's log"
+    ]
+    assert failing["jobs"]["publish"]["consecutive_failures"] == 4
+    assert failing["jobs"]["publish"]["last_success"] is None
+    assert failing["jobs"]["cluster"]["consecutive_failures"] == 0
+    assert (
+        failing["jobs"]["cluster"]["last_success"] and failing["jobs"]["dispatch"]["last_success"]
+    )
+    recovered = responses[4].json()
+    assert recovered["ready"] is True and recovered["jobs"]["publish"]["consecutive_failures"] == 0
+    # the same error four times: one traceback, then one line each
+    assert caplog.text.count("Traceback") == 1
+    assert caplog.text.count("publish failed again") == 3
+    assert 'aggregator_job_failures_total{job="publish"} 4.0' in worker.metrics.render().decode()
+    assert 'aggregator_job_failures_total{job="cluster"} 0.0' in worker.metrics.render().decode()
 
 
 def test_retention_removes_old_entries_and_a_feed_still_listing_them_adds_nothing(
@@ -180,6 +261,14 @@ def free_port() -> int:
 def test_sigterm_during_a_hung_fetch_exits_0_within_bounded_time(
     outlets: FeedServer, tmp_path: Path
 ) -> None:
+    hung_asked = threading.Event()
+
+    def hang(request: Request) -> tuple[int, dict[str, str], bytes]:
+        hung_asked.set()
+        outlets.stopping.wait()
+        return 503, {}, b""
+
+    outlets.route("/hung.xml", hang)
     config = tmp_path / "aggregator.toml"
     port = free_port()
     config.write_text(
@@ -196,17 +285,12 @@ def test_sigterm_during_a_hung_fetch_exits_0_within_bounded_time(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not outlets.requests_to("/good.xml") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert outlets.requests_to("/good.xml"), "the worker polled"
-        time.sleep(0.5)
+        assert hung_asked.wait(EVENT_WAIT), "the worker polled the hung source"
     finally:
         process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        output = process.communicate(timeout=30)[0].decode()
+        # the hung fetch would take 120 s: exiting within EVENT_WAIT shows stopping is bounded
+        output = process.communicate(timeout=EVENT_WAIT)[0].decode()
     assert process.returncode == 0, output
-    assert time.monotonic() - started < 12, output
     assert "released 2 claimed sources" in output or "waiting up to" in output, output
 
 
