@@ -8,6 +8,7 @@ line. Stages receive the section they need (`settings.fetch`, ...), never a glob
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -30,11 +31,13 @@ def setting(
     *,
     bounds: Bounds | None = None,
     check: Callable[[Any], Any] | None = None,
+    values: str = "",
     factory: Callable[[], Any] | None = None,
 ) -> Any:
     """Declare a setting: its default, the help line the README documents, and the
-    bounds (numbers) or check (text) every value is held to wherever it comes from."""
-    meta = {"help": help, "bounds": bounds, "check": check}
+    bounds (numbers) or check (text, whose `values` say what it takes) every value is
+    held to wherever it comes from."""
+    meta = {"help": help, "bounds": bounds, "check": check, "values": values}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -53,7 +56,12 @@ def count(default: int, help: str, at_least: int, at_most: int) -> Any:
 
 
 def choice(default: str, help: str, choices: tuple[str, ...]) -> Any:
-    return setting(default, help, check=lambda value: values.one_of(value, choices))
+    return setting(
+        default,
+        help,
+        check=lambda value: values.one_of(value, choices),
+        values=", ".join(f'"{choice}"' for choice in choices),
+    )
 
 
 PORT = Bounds(at_least=1, at_most=65535)
@@ -105,11 +113,13 @@ class FetchSettings:
         "Networks reachable even when private networks are refused, as CIDR separated "
         'by commas, e.g. "10.0.0.0/8, 127.0.0.1/32".',
         check=values.networks,
+        values="CIDR networks or addresses",
     )
     user_agent: str = setting(
         f"aggregator/0.1 (+{PROJECT_URL})",
         "User-Agent header sent with every request.",
         check=values.header_value,
+        values="printable ASCII",
     )
 
 
@@ -117,7 +127,7 @@ class FetchSettings:
 class ClusterSettings:
     method: str = choice(
         "embedding",
-        "Event clusterer: 'embedding' (multilingual model, joins languages) or 'tfidf' "
+        'Event clusterer: "embedding" (multilingual model, joins languages) or "tfidf" '
         "(no model, fast, for small machines).",
         CLUSTER_METHODS,
     )
@@ -144,6 +154,7 @@ class PublishSettings:
         "http://127.0.0.1:8080",
         "Public URL of the feed server; feed self links start with it.",
         check=values.http_url,
+        values="http(s) URL",
     )
     min_sources: int = count(
         2, "Distinct outlets a story needs before it becomes a timeline.", 1, 10_000
@@ -152,19 +163,25 @@ class PublishSettings:
     max_stories: int = count(
         100, "Most stories in the all-stories feed and the index page.", 1, 100_000
     )
-    out_dir: str = setting("", "Also write every published document into this folder ('' = off).")
+    out_dir: str = setting("", 'Also write every published document into this folder ("" = off).')
     title: str = setting("Aggregator timelines", "Title of the index page and all-stories feed.")
     websub_hub: str = setting(
         "",
-        "WebSub hub to advertise in feeds and notify on changes ('' = off).",
+        'WebSub hub to advertise in feeds and notify on changes ("" = off).',
         check=_optional_url,
+        values='http(s) URL or ""',
     )
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     enabled: bool = setting(True, "Serve feeds over HTTP while `aggregator run` works.")
-    host: str = setting("127.0.0.1", "Address the feed server listens on.", check=values.host)
+    host: str = setting(
+        "127.0.0.1",
+        "Address the feed server listens on.",
+        check=values.host,
+        values="host name or IP address",
+    )
     port: int = setting(8080, "Port the feed server listens on.", bounds=PORT)
 
 
@@ -180,10 +197,10 @@ class WorkerSettings:
     reload_config: bool = setting(True, "Apply edits of the settings file while running.")
     retention_days: float = setting(
         90.0,
-        "Entries older than this leave the database (their identity is kept).",
+        "Entries stored longer than this leave the database (their identity is kept).",
         bounds=Bounds(more_than=0, at_most=100 * 365),
     )
-    log_format: str = choice("text", "Log lines as 'text' or 'json'.", ("text", "json"))
+    log_format: str = choice("text", 'Log lines as "text" or "json".', ("text", "json"))
 
 
 @dataclass(frozen=True)
@@ -217,14 +234,21 @@ class TimelineConfig:
 class Settings:
     database_url: str = setting(
         "",
-        "SQLAlchemy URL of the database ('' = a SQLite file in data_dir).",
+        'SQLAlchemy URL of the database ("" = a SQLite file in data_dir).',
         check=values.database_url,
+        values='SQLAlchemy URL or ""',
     )
     data_dir: str = setting(
-        "data", "Folder for the SQLite database and other state.", check=values.not_empty
+        "data",
+        "Folder for the SQLite database and other state.",
+        check=values.not_empty,
+        values="a path",
     )
     log_level: str = setting(
-        "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", check=_log_level
+        "INFO",
+        "Logging level: DEBUG, INFO, WARNING or ERROR.",
+        check=_log_level,
+        values=", ".join(f'"{level}"' for level in LOG_LEVELS),
     )
     fetch: FetchSettings = setting(None, "", factory=FetchSettings)
     cluster: ClusterSettings = setting(None, "", factory=ClusterSettings)
@@ -264,6 +288,31 @@ _SKIP = object()  # a value that was refused: reported, and the default stands
 def documented_settings() -> list[tuple[str, Any, str]]:
     """Every scalar setting as (dotted key, default, help): the README's reference table."""
     return [(key, f.default, f.metadata["help"]) for key, f in _scalar_fields()]
+
+
+def reference_rows() -> list[str]:
+    """The README's reference table, one Markdown row per setting, from the declarations."""
+    rows = []
+    for key, declared in _scalar_fields():
+        default = json.dumps(declared.default, ensure_ascii=False)
+        help = declared.metadata["help"]
+        rows.append(f"| `{key}` | `{default}` | {_values_taken(declared)} | {help} |")
+    return rows
+
+
+def _values_taken(declared: dataclasses.Field[Any]) -> str:
+    meta = declared.metadata
+    bounds: Bounds | None = meta.get("bounds")
+    if meta.get("duration") and bounds is not None and bounds.at_most is not None:
+        longest = bounds.at_most / DAY
+        return f'seconds, or "15m", "2h"...; more than 0, at most {longest:g} day' + (
+            "s" if longest != 1 else ""
+        )
+    if bounds is not None:
+        return bounds.describe()
+    if declared.type == "bool":
+        return "true or false"
+    return str(meta.get("values") or "text")
 
 
 def _scalar_fields() -> list[tuple[str, dataclasses.Field[Any]]]:

@@ -10,7 +10,13 @@ import pytest
 from aggregator.cli import main
 from aggregator.errors import ConfigError, ConfigErrors
 from aggregator.opml import parse_opml
-from aggregator.settings import check_source, documented_settings, load_settings, parse_settings
+from aggregator.settings import (
+    check_source,
+    documented_settings,
+    load_settings,
+    parse_settings,
+    reference_rows,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = """
@@ -123,6 +129,14 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [key for key, _, _ in documented_settings() if f"`{key}`" not in readme]
     assert not missing, f"README.md does not document: {missing}"
+
+
+def test_readme_reference_table_is_the_declarations() -> None:
+    """Defaults, ranges and help as declared; on a change, paste the rows printed here."""
+    readme = (ROOT / "README.md").read_text()
+    table = [line for line in readme.splitlines() if re.match(r"\| `[a-z_.]+` \| `", line)]
+    expected = reference_rows()
+    assert table == expected, "README's reference table should read:\n" + "\n".join(expected)
 
 
 def test_readme_quick_start_has_the_two_commands() -> None:
@@ -326,3 +340,24 @@ def test_errors_point_at_the_key_in_its_own_table() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(text, file="conf.toml", environ={})
     assert (caught.value.key, caught.value.line) == ("demo.port", 5)
+
+
+def test_a_reload_refuses_what_check_config_refuses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aggregator.reload import ConfigWatcher
+
+    path = tmp_path / "aggregator.toml"
+    path.write_text(GOOD)
+    watcher = ConfigWatcher(path)
+    path.write_text(
+        GOOD.replace('interval = "15m"', "interval = inf") + "[worker]\nretention_days = 0\n"
+    )
+    with caplog.at_level("ERROR", logger="aggregator.reload"):
+        assert watcher.poll() is None  # the running worker keeps its last good settings
+    assert main(["check-config", str(path)]) == 2
+    refused = [line.removeprefix("error: ") for line in capsys.readouterr().err.splitlines()]
+    assert len(refused) == 2
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage()  # one log line, every mistake in it
+    assert all(problem in record.getMessage() for problem in refused)
