@@ -1,8 +1,10 @@
 """Which addresses a poll may reach: http(s) URLs only, and public addresses after DNS.
 
 The check runs on the resolved addresses before every hop of a redirect chain, and the
-connection is then opened to one of exactly those addresses (`GuardedBackend`), so a DNS
-answer that changes between the check and the connection (rebinding) gains nothing.
+connection is then opened to one of exactly those addresses (`GuardedBackend`, used by
+aggregator.fetch.transport), so a DNS answer that changes between the check and the
+connection (rebinding) gains nothing. An IPv6 address that carries an IPv4 address
+(mapped, compatible, SIIT, NAT64, 6to4, Teredo) is judged by that IPv4 address too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,12 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolve = Callable[[str, int], Awaitable[list[Address]]]
 """host, port -> the addresses a connection could go to; raises socket.gaierror."""
+
+# IPv6 prefixes whose last 32 bits are an IPv4 address a translator or tunnel reaches.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052, well-known prefix
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, local-use
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 6145 / 7915, IPv4-translated
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291, deprecated IPv4-compatible
 
 
 async def system_resolve(host: str, port: int) -> list[Address]:
@@ -70,9 +77,44 @@ class AddressPolicy:
     def permits(self, address: Address) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # ::ffff:127.0.0.1 is loopback in disguise
-        if any(address.version == net.version and address in net for net in self.allowed):
+        if self._allows(address):
             return True
-        return address.is_global and not address.is_multicast
+        if not _is_public(address):
+            return False
+        # 64:ff9b::a9fe:a9fe reaches 169.254.169.254 through whichever NAT64 gateway is
+        # on the way: what a translator or tunnel reaches must be public too. The
+        # allowed networks do not extend to it: the gateway's 127.0.0.1 is not ours.
+        carried = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else ()
+        return all(_is_public(inner) for inner in carried)
+
+    def _allows(self, address: Address) -> bool:
+        return any(address.version == net.version and address in net for net in self.allowed)
+
+
+def _is_public(address: Address) -> bool:
+    return address.is_global and not address.is_multicast
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """Every IPv4 address an IPv6 address can carry, as a translator or tunnel would read it.
+
+    The local-use NAT64 prefix may be used with any prefix length from /48 on, so both
+    the /96 place (the last 32 bits) and the /48 place of RFC 6052 are read.
+    """
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found += address.teredo  # (server, client); the client's XOR is already undone
+    last_32_bits = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    if any(address in prefix for prefix in (_NAT64, _NAT64_LOCAL, _SIIT, _COMPATIBLE)):
+        found.append(last_32_bits)
+    if address in _NAT64_LOCAL:
+        packed = address.packed  # RFC 6052 section 2.2: bits 64-71 are skipped
+        found.append(ipaddress.IPv4Address(packed[6:8] + packed[9:11]))
+    return tuple(found)
 
 
 class Guard:
@@ -173,25 +215,3 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
-
-
-def transport(limits: httpx.Limits, guard: Guard | None) -> httpx.AsyncHTTPTransport:
-    """httpx's own transport; with a guard, its connection pool connects through the guard."""
-    plain = httpx.AsyncHTTPTransport(limits=limits)
-    if guard is None:
-        return plain
-    # httpx has no parameter for a network backend, so the pool it built is replaced by
-    # the same pool around ours. An explicit transport also keeps HTTP_PROXY from the
-    # environment out: a proxy would resolve names where the guard cannot see them.
-    plain._pool = httpcore.AsyncConnectionPool(
-        ssl_context=_ssl_context(),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(guard),
-    )
-    return plain
-
-
-def _ssl_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()

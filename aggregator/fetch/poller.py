@@ -20,6 +20,7 @@ import httpx
 
 from aggregator.errors import FetchError
 from aggregator.fetch import failures, guard
+from aggregator.fetch import transport as transports
 from aggregator.fetch.body import ACCEPT_ENCODING, drain, read_body
 from aggregator.fetch.guard import AddressPolicy, Guard, Resolve, checked_url, parse_networks
 from aggregator.fetch.politeness import Politeness
@@ -71,7 +72,7 @@ async def fetch_all(
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
-    network = transport or guard.transport(limits, address_guard)
+    network = transport or transports.for_cycle(limits, address_guard)
     async with _client(settings, network) as client:
         poller = _Poller(client, settings, politeness, address_guard, now)
         return list(await asyncio.gather(*(poller.fetch(request) for request in requests)))
