@@ -34,6 +34,9 @@ def update(
 
     The caller commits.
     """
+    matched, unmatched = set(matched), set(unmatched)
+    if not matched and not unmatched:
+        return False
     known = story_ids(session, timeline)
     added = _existing(session, set(matched) - known)
     dropped = set(unmatched) & known
