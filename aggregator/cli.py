@@ -1,7 +1,8 @@
 """The `aggregator` command: a thin layer that loads settings and calls the stages.
 
 Exit codes: 0 success, 1 a runtime failure (database, files), 2 invalid settings
-or arguments. Every error names the file, key, source or path at fault.
+or arguments. Every error is one line naming the file, key, variable, source,
+database or path at fault; database errors are translated once, in `main`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aggregator",
         description="Poll news feeds, cluster reports of one event, publish timelines.",
+        epilog="exit codes: 0 done; 1 a runtime failure (database, files); "
+        "2 invalid settings or arguments, every mistake listed",
     )
     parser.add_argument(
         "-c",

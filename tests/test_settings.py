@@ -206,11 +206,11 @@ def test_out_of_range_values_are_refused(assignment: str, table: str, reason: st
 
 def test_every_number_is_declared_with_bounds() -> None:
     """A new numeric setting cannot slip in without its range."""
-    from aggregator.settings import _scalar_fields
+    from aggregator.settings_schema import scalar_fields
 
     unbounded = [
         key
-        for key, declared in _scalar_fields()
+        for key, declared in scalar_fields()
         if declared.type in ("int", "float") and declared.metadata.get("bounds") is None
     ]
     assert not unbounded
