@@ -349,7 +349,13 @@ async def run_feed_server(settings: Settings, store: Store) -> None:
     """`aggregator serve`: the feeds, health checks and shared-state metrics, no worker."""
     metrics = shared_state_metrics(store, lambda: settings)
     stopping = asyncio.Event()
-    app = feed_app(settings, store.document, ready=store.ping, metrics=metrics)
+
+    def ready() -> Readiness:  # no jobs here: the database is all this process needs
+        if store.ping():
+            return Readiness(True)
+        return Readiness(False, ("the database does not answer",))
+
+    app = feed_app(settings, store.document, ready=ready, metrics=metrics)
     server = feed_server(app, settings.server.host, settings.server.port)
     log.info("serving timelines at http://%s:%d/", settings.server.host, settings.server.port)
     with stop_on_signals(stopping):

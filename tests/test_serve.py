@@ -16,6 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from aggregator.errors import StoreError
+from aggregator.health import JobRecord, Readiness
 from aggregator.listener import feed_server
 from aggregator.serve import DocumentCache, create_app
 from aggregator.types import Document
@@ -58,7 +59,8 @@ def anyio_backend() -> str:
 
 
 def client_for(
-    lookup: Callable[[str], Document | None], ready: Callable[[], bool] | None = None
+    lookup: Callable[[str], Document | None],
+    ready: Callable[[], bool | Readiness] | None = None,
 ) -> httpx.AsyncClient:
     return client_for_app(create_app(lookup, ready=ready))
 
@@ -239,6 +241,28 @@ async def test_readyz_failing_probe_is_not_ready() -> None:
     async with client_for(DOCUMENTS.get, ready=probe) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
+    assert response.json()["problems"] == ["the readiness check failed: StoreError"]
+
+
+async def test_readyz_says_why_not_as_json() -> None:
+    record = JobRecord(consecutive_failures=3, last_error="ValueError: boom")
+    answer = Readiness(False, ("publish failed 3 times in a row",), {"publish": record})
+    async with client_for(DOCUMENTS.get, ready=lambda: answer) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.json() == {
+        "ready": False,
+        "problems": ["publish failed 3 times in a row"],
+        "jobs": {
+            "publish": {
+                "last_success": None,
+                "consecutive_failures": 3,
+                "last_error": "ValueError: boom",
+            }
+        },
+    }
 
 
 async def test_cache_control_follows_max_age() -> None:

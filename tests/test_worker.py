@@ -33,6 +33,7 @@ from httpserver import FeedServer, Request
 from sqlalchemy import text
 from test_reload import WorkerProcess
 
+from aggregator.health import JobRecord, readiness
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, SourceConfig, parse_settings
 from aggregator.store import Store
@@ -217,6 +218,32 @@ def test_readyz_fails_once_publishing_failed_three_cycles_and_says_why(
     assert 'aggregator_job_failures_total{job="cluster"} 0.0' in worker.metrics.render().decode()
 
 
+NOW = datetime(2026, 12, 2, 20, 0, tzinfo=UTC)
+FRESH = JobRecord(last_success=NOW - timedelta(seconds=30))
+
+
+@pytest.mark.parametrize(
+    ("jobs", "problem"),
+    [
+        ({"dispatch": FRESH}, None),
+        ({"dispatch": FRESH, "cluster": JobRecord(None, 2, "E: x")}, None),  # two: still ready
+        ({"dispatch": FRESH, "publish": JobRecord(None, 3, "E: x")}, "publish failed 3 times"),
+        ({"dispatch": FRESH, "cluster": JobRecord(NOW, 5, "E: x")}, "cluster failed 5 times"),
+        ({"dispatch": FRESH, "retention": JobRecord(None, 9, "E: x")}, None),  # hourly, not urgent
+        ({}, "no dispatch has succeeded yet"),
+        ({"dispatch": JobRecord(last_success=NOW - timedelta(minutes=6))}, "no dispatch has"),
+    ],
+)
+def test_readiness_from_the_job_records(jobs: dict[str, JobRecord], problem: str | None) -> None:
+    answer = readiness(
+        jobs, now=NOW, dispatch_within=timedelta(minutes=5), scheduling=True, database=True
+    )
+    assert answer.ready is (problem is None)
+    if problem is not None:
+        [said] = answer.problems
+        assert said.startswith(problem)
+
+
 def test_retention_removes_old_entries_and_a_feed_still_listing_them_adds_nothing(
     sqlite_store: Store,
 ) -> None:
@@ -321,7 +348,12 @@ def test_serve_answers_feeds_and_probes_without_polling_and_stops_on_sigterm(
             except httpx.TransportError:
                 time.sleep(0.2)
         assert health.status_code == 200
-        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json() == {
+            "ready": True,
+            "problems": [],
+            "jobs": {},
+        }
         assert "aggregator_sources_in_error 0.0" in httpx.get(f"{base}/metrics", timeout=5).text
         assert httpx.get(f"{base}/timelines/none.atom", timeout=5).status_code == 404
     finally:
