@@ -292,11 +292,8 @@ def reference_rows() -> list[str]:
 def _values_taken(declared: dataclasses.Field[Any]) -> str:
     meta = declared.metadata
     bounds: Bounds | None = meta.get("bounds")
-    if meta.get("duration") and bounds is not None and bounds.at_most is not None:
-        longest = bounds.at_most / DAY
-        return f'seconds, or "15m", "2h"...; more than 0, at most {longest:g} day' + (
-            "s" if longest != 1 else ""
-        )
+    if meta.get("duration") and bounds is not None:
+        return f'seconds, or "15m", "2h"...; {bounds.describe(values.span)}'
     if bounds is not None:
         return bounds.describe()
     if declared.type == "bool":

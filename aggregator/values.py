@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,29 +48,38 @@ class Bounds:
             and (self.below is None or value < self.below)
         )
 
-    def describe(self, unit: str = "") -> str:
-        """ "from 1 to 65535", "more than 0 and at most 86400 seconds"..."""
+    def describe(self, shown: Callable[[float], str] | None = None) -> str:
+        """ "from 1 to 65535", "more than 0 and at most 1 day"...; `shown` writes a bound."""
+        write = shown or _number
         if self.at_least is not None and self.at_most is not None:
-            return f"from {_number(self.at_least)} to {_number(self.at_most)}{unit}"
+            return f"from {write(self.at_least)} to {write(self.at_most)}"
         low = (
-            f"at least {_number(self.at_least)}"
+            f"at least {write(self.at_least)}"
             if self.at_least is not None
-            else f"more than {_number(self.more_than)}"
+            else f"more than {write(self.more_than)}"
             if self.more_than is not None
             else ""
         )
         high = (
-            f"at most {_number(self.at_most)}"
+            f"at most {write(self.at_most)}"
             if self.at_most is not None
-            else f"below {_number(self.below)}"
+            else f"below {write(self.below)}"
             if self.below is not None
             else ""
         )
-        return " and ".join(part for part in (low, high) if part) + unit
+        return " and ".join(part for part in (low, high) if part)
 
 
-def _number(value: float | None) -> str:
-    return f"{value:g}" if value is not None and not float(value).is_integer() else f"{value:.0f}"
+def _number(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def span(seconds: float) -> str:
+    """A duration's bound as people say it: "1 day", "365 days", "0", "90 seconds"."""
+    if seconds and seconds % DAY == 0:
+        days = int(seconds // DAY)
+        return f"{days} day{'s' if days != 1 else ''}"
+    return _number(seconds) if not seconds else f"{_number(seconds)} seconds"
 
 
 def _shown(value: float) -> str:
@@ -105,15 +115,15 @@ def from_text(text: str, kind: type) -> Any:
     return text
 
 
-def in_bounds(value: float, bounds: Bounds, unit: str = "") -> float:
+def in_bounds(value: float, bounds: Bounds) -> float:
     if not bounds.admits(value):
-        raise InvalidValue(f"expected a number {bounds.describe(unit)}, got {_shown(value)}")
+        raise InvalidValue(f"expected a number {bounds.describe()}, got {_shown(value)}")
     return value
 
 
 def duration(value: Any, bounds: Bounds) -> float:
     """Seconds from 900, 900.0, "900", "15m", "2h", "1d" or "30s", within `bounds`."""
-    what = f'expected seconds or a duration like "15m", {bounds.describe(" seconds")}'
+    what = f'expected seconds or a duration like "15m", {bounds.describe(span)}'
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match:
