@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
         "--interval",
         help='time between polls, as in the file: seconds, or "30s", "15m", "2h", "1d"',
     )
-    add.add_argument("--language", help="ISO 639-1 code, e.g. uk")
+    add.add_argument("--language", help="language code, e.g. uk, ru or pt-BR")
     add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     add.set_defaults(handler=cmd_sources_add)
     remove = verbs.add_parser("remove", help="remove a source from the settings file")

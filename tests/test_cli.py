@@ -125,6 +125,7 @@ def test_run_serves_merged_timelines_and_stops_cleanly(tmp_path: Path) -> None:
 # -- database errors: one line naming the database and what to do -----------------
 
 DB_COMMANDS = [
+    ["run", "--no-server"],
     ["sources", "list"],
     ["poll", "--once"],
     ["db", "current"],
