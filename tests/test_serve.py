@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -385,11 +386,11 @@ EVENT_WAIT = 30.0  # seconds: only reached when the expected event never comes
 class RunningServer:
     """The feed app under `listener.feed_server` on a free 127.0.0.1 port, in a thread."""
 
-    def __init__(self, **bounds: Any) -> None:
+    def __init__(self, documents: dict[str, Document] = DOCUMENTS, **bounds: Any) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        self.server = feed_server(create_app(DOCUMENTS.get), "127.0.0.1", self.port, **bounds)
+        self.server = feed_server(create_app(documents.get), "127.0.0.1", self.port, **bounds)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )
@@ -411,6 +412,15 @@ class RunningServer:
         if send:
             client.sendall(send)
         return client
+
+    def connections_drop_to(self, count: int) -> bool:
+        """Wait (bounded) until the server holds `count` connections or fewer."""
+        deadline = time.monotonic() + EVENT_WAIT
+        while len(self.server.server_state.connections) > count:
+            if time.monotonic() > deadline:
+                return False
+            threading.Event().wait(0.02)
+        return True
 
     def get(self, path: str, **headers: str) -> httpx.Response:
         return httpx.get(f"http://127.0.0.1:{self.port}{path}", headers=headers, timeout=10)
@@ -453,6 +463,22 @@ def test_half_open_connections_are_closed_after_the_header_timeout() -> None:
         finally:
             for client in [*clients, reader]:
                 client.close()
+
+
+def test_a_client_that_never_reads_its_response_is_let_go() -> None:
+    big = Document("/big.json", "application/feed+json", bytes(8_000_000), '"b1"', UPDATED)
+    with RunningServer({big.path: big}, header_timeout=0.5) as server:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # most stays server-side
+        client.connect(("127.0.0.1", server.port))
+        try:
+            client.sendall(b"GET /big.json HTTP/1.1\r\nHost: feeds.test\r\n\r\n")
+            client.settimeout(EVENT_WAIT)
+            assert client.recv(64).startswith(b"HTTP/1.1 200")  # then it stops reading
+            assert server.connections_drop_to(0), "the server still holds the connection"
+            assert server.get("/healthz").status_code == 200  # others are served meanwhile
+        finally:
+            client.close()
 
 
 def test_past_the_cap_the_longest_waiting_connections_make_room() -> None:
