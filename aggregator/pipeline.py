@@ -3,9 +3,11 @@
     1. sync      the config's sources into the store (at start and after each reload)
     2. claim     due sources, leased to this worker so no other worker polls them too
     3. poll      the claimed sources concurrently (fetch)
-    4. ingest    parse each body and store its entries with the fetch state, per source
+    4. ingest    parse each body and store its entries with the fetch state, per source;
+                 then (embedding method) compute the new entries' vectors and store them
     5. cluster   new entries in arrival order: duplicates fold, the rest join or found stories
-                 (each embedded once and the vector stored), then converged stories merge
+                 (on their stored vectors; the leader embeds only those no worker stored),
+                 then converged stories merge
     6. publish   render the timelines whose stories changed, and the index, all-stories feed, OPML
     7. retain    entries older than worker.retention_days leave, keeping tombstones
 
@@ -33,6 +35,7 @@ import httpx
 from aggregator import timelines
 from aggregator.cluster import StoryAssigner
 from aggregator.cluster.replay import Clusterer
+from aggregator.cluster.vectors import embed_stored
 from aggregator.errors import ParseError
 from aggregator.fetch import DEFERRED, fetch_all
 from aggregator.parse import parse_feed
@@ -91,6 +94,7 @@ class CycleReport:
     errors: int = 0
     new_entries: int = 0
     updated_entries: int = 0
+    embedded: int = 0  # entries this worker computed the vectors of
     clustered: int = 0
     duplicates: int = 0
     published: list[str] = field(default_factory=list)
@@ -233,14 +237,38 @@ class Pipeline:
 
     def _ingest_all(self, results: Sequence[FetchResult], report: CycleReport) -> None:
         # Fetched bodies are stored even when stopping: the polls are done already.
+        to_embed: list[int] = []
         for result in results:
             if result.error_code != DEFERRED:  # never requested: its host asked for a pause
-                self.ingest(result, report, owner=self.owner)
+                to_embed += self.ingest(result, report, owner=self.owner).to_embed
         # Before the next claim, so the held-back sources are no longer due.
         self.pause_hosts(results)
         deferred = [r.request.source_id for r in results if r.error_code == DEFERRED]
         if deferred:
             self.store.release_claims(self.owner, deferred)
+        self.embed_stored(to_embed, report)
+
+    def embed_stored(self, entry_ids: Sequence[int], report: CycleReport | None = None) -> int:
+        """Compute and store the vectors of entries this worker just stored (end of step 4).
+
+        Every worker does it for its own polls, so the leader only reads vectors.
+        One that fails, or a worker stopped meanwhile, leaves them to the leader.
+        """
+        if not entry_ids or self.settings.cluster.method != "embedding":
+            return 0
+        try:
+            embedded = embed_stored(self.store, entry_ids, stopped=self._stopping.is_set)
+        except Exception:
+            log.exception(
+                "could not compute the vectors of %d new entries; the leader will",
+                len(entry_ids),
+                extra={"event": "embed"},
+            )
+            self.events.failed("embed")
+            return 0
+        if report is not None:
+            report.embedded += embedded
+        return embedded
 
     def ingest(
         self, result: FetchResult, report: CycleReport | None = None, *, owner: str | None = None
@@ -312,6 +340,7 @@ class Pipeline:
                 updated=stored.updated + counts.updated,
                 unchanged=stored.unchanged + counts.unchanged,
                 tombstoned=stored.tombstoned + counts.tombstoned,
+                to_embed=stored.to_embed + counts.to_embed,
             )
         log.error(
             "source %r: the database refused %d of its %d entries; the others are stored",

@@ -19,6 +19,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 from aggregator.cluster.assigner import StoryAssigner
+from aggregator.cluster.vectors import decode_vector, encode_vector
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.store.lease import LeaderLease
@@ -27,12 +28,11 @@ from aggregator.types import Assignment, ClusterDoc
 log = logging.getLogger(__name__)
 
 CLUSTER_BATCH = 5000
-# With embeddings a batch is embedded before it is placed (about 35 entries a
-# second here): small batches keep each fenced write, which renews the leader
-# lease, seconds apart rather than minutes.
+# With embeddings a batch may have to be embedded before it is placed (about 35
+# entries a second here) when no worker stored its vectors: small batches keep
+# each fenced write, which renews the leader lease, seconds apart, not minutes.
 EMBED_BATCH = 256
 RESTORE_CHUNK = 500  # decisions replayed per batch of backfilled embeddings
-VECTOR_DTYPE = np.float16  # how embeddings are stored: 768 bytes for 384 dimensions
 
 _T = TypeVar("_T")
 
@@ -119,7 +119,7 @@ class Clusterer:
         entries = duplicates = 0
         batch = EMBED_BATCH if self.assigner.uses_embeddings else CLUSTER_BATCH
         try:
-            while not stopped() and (docs := self.store.pending_docs(batch)):
+            while not stopped() and (docs := self._pending(batch)):
                 vectors = self._batch_vectors(docs)
                 if vectors is None:
                     return Placed(entries, duplicates, complete=False)
@@ -143,6 +143,15 @@ class Clusterer:
             self.reset()
             raise
         return Placed(entries, duplicates, complete=True)
+
+    def _pending(self, limit: int) -> list[ClusterDoc]:
+        """The next pending entries. With embeddings, one stored without a vector waits
+        as long as a worker's claim lasts: the worker that stored it is computing it
+        (see `Pipeline.embed_stored`), and only one that died leaves it to the leader."""
+        if not self.assigner.uses_embeddings:
+            return self.store.pending_docs(limit)
+        grace = timedelta(seconds=self.settings.worker.lease_seconds)
+        return self.store.pending_docs(limit, vectorless_by=self.lease.clock() - grace)
 
     def _add_one(self, doc: ClusterDoc, vector: np.ndarray | None) -> Assignment:
         """Place one doc; one the clusterer cannot handle stands alone, never stopping the rest."""
@@ -227,14 +236,6 @@ class Clusterer:
                 return None
             stored.update(fresh)
         return [decode_vector(stored[doc.id]) for doc in docs]
-
-
-def encode_vector(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
-
-
-def decode_vector(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32)
 
 
 def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, literal, update
+from sqlalchemy import bindparam, delete, func, literal, or_, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
@@ -36,20 +36,65 @@ _DOC_COLUMNS = (
 )
 
 
-def pending_docs(session: Session, limit: int) -> list[ClusterDoc]:
-    """Entries not yet clustered, in the order the clusterer must see them."""
-    rows = (
-        session.connection()
-        .execute(
-            select_columns(*_DOC_COLUMNS)
-            .join(Source, col(Source.id) == col(Entry.source_id))
-            .where(col(Entry.clustered).is_(False))
-            .order_by(col(Entry.sort_at), col(Entry.id))
-            .limit(limit)
+def pending_docs(
+    session: Session, limit: int, *, vectorless_by: datetime | None = None
+) -> list[ClusterDoc]:
+    """Entries not yet clustered, in the order the clusterer must see them.
+
+    With `vectorless_by`, an entry without a stored vector is left out until it
+    was stored (or rewritten) by then: the worker that stored it is computing it.
+    """
+    query = (
+        select_columns(*_DOC_COLUMNS)
+        .join(Source, col(Source.id) == col(Entry.source_id))
+        .where(col(Entry.clustered).is_(False))
+    )
+    if vectorless_by is not None:
+        query = query.where(
+            or_(col(Entry.embedding).is_not(None), col(Entry.changed_at) <= to_db(vectorless_by))
         )
-        .all()
+    query = query.order_by(col(Entry.sort_at), col(Entry.id)).limit(limit)
+    return [_doc(row) for row in session.connection().execute(query).all()]
+
+
+def docs_to_embed(session: Session, entry_ids: Sequence[int]) -> list[ClusterDoc]:
+    """Those of the entries still waiting for their vector (not clustered, none stored)."""
+    if not entry_ids:
+        return []
+    rows = session.connection().execute(
+        select_columns(*_DOC_COLUMNS)
+        .join(Source, col(Source.id) == col(Entry.source_id))
+        .where(
+            col(Entry.id).in_(list(entry_ids)),
+            col(Entry.clustered).is_(False),
+            col(Entry.embedding).is_(None),
+        )
+        .order_by(col(Entry.id))
     )
     return [_doc(row) for row in rows]
+
+
+# A worker's vector never replaces one: the leader may have computed and used
+# its own meanwhile, and a clustered entry keeps the vector its decision saw.
+_FILL_VECTOR = (
+    update(Entry)
+    .where(
+        col(Entry.id) == bindparam("entry_id"),
+        col(Entry.embedding).is_(None),
+        col(Entry.clustered).is_(False),
+    )
+    .values(embedding=bindparam("vector"))
+)
+
+
+def fill_embeddings(session: Session, vectors: Mapping[str, bytes]) -> int:
+    """Store vectors computed at ingest, only where the entry still has none; how many.
+    The caller commits."""
+    if not vectors:
+        return 0
+    params = [{"entry_id": int(i), "vector": v} for i, v in vectors.items()]
+    result = session.connection().execute(_FILL_VECTOR, params)
+    return int(result.rowcount or 0)
 
 
 def latest_clustered_at(session: Session) -> datetime | None:

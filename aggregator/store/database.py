@@ -238,10 +238,25 @@ class Store:
 
     # -- clustering (store/clustering.py) -----------------------------------
 
-    def pending_docs(self, limit: int = 5000) -> list[ClusterDoc]:
-        """Entries not yet clustered, in the order the clusterer must see them."""
+    def pending_docs(
+        self, limit: int = 5000, *, vectorless_by: datetime | None = None
+    ) -> list[ClusterDoc]:
+        """Entries not yet clustered, in the order the clusterer must see them; with
+        `vectorless_by`, those without a vector only once stored by then."""
         with self.session() as session:
-            return clustering.pending_docs(session, limit)
+            return clustering.pending_docs(session, limit, vectorless_by=vectorless_by)
+
+    def docs_to_embed(self, entry_ids: Sequence[int]) -> list[ClusterDoc]:
+        """Those of the entries still waiting for a vector, to compute it at ingest."""
+        with self.session() as session:
+            return clustering.docs_to_embed(session, entry_ids)
+
+    def fill_embeddings(self, vectors: Mapping[str, bytes]) -> int:
+        """Store vectors computed at ingest where none is stored yet; how many were."""
+        with self.session() as session:
+            filled = clustering.fill_embeddings(session, vectors)
+            session.commit()
+            return filled
 
     def latest_clustered_at(self) -> datetime | None:
         with self.session() as session:

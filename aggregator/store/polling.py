@@ -8,6 +8,7 @@ A poll's entries, its fetch state and the lease's release are one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -209,13 +210,7 @@ def record_poll(
 
 
 def _not_recorded(counts: IngestCounts) -> IngestCounts:
-    return IngestCounts(
-        new=counts.new,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-        tombstoned=counts.tombstoned,
-        recorded=False,
-    )
+    return dataclasses.replace(counts, recorded=False)
 
 
 def source_statuses(session: Session) -> list[SourceStatus]:
@@ -291,6 +286,11 @@ _TOMBSTONED = select(Tombstone.key).where(
     Tombstone.source_id == bindparam("source_id"),
     col(Tombstone.key).in_(bindparam("keys", expanding=True)),
 )
+# The ids come back so that the worker can compute the new entries' vectors.
+_INSERT_ENTRIES = insert(Entry.__table__).returning(  # type: ignore[attr-defined]
+    Entry.__table__.c.id,  # type: ignore[attr-defined]
+    sort_by_parameter_order=True,
+)
 _STORED_HASHES = select(Entry.key, Entry.content_hash).where(
     Entry.source_id == bindparam("source_id"),
     col(Entry.key).in_(bindparam("keys", expanding=True)),
@@ -327,17 +327,25 @@ def _upsert_entries(
         for key, data in unique.items()
         if key not in removed and key in stored and stored[key] != data.content_hash
     }
+    to_embed: list[int] = []
     if fresh:  # one executemany, in feed order, instead of an ORM object per entry
-        session.exec(insert(Entry.__table__), params=fresh)  # type: ignore[attr-defined]
+        to_embed += session.exec(_INSERT_ENTRIES, params=fresh).scalars()
     if changed:
         rows = session.exec(
             select(Entry).where(Entry.source_id == source_id, col(Entry.key).in_(list(changed)))
         ).all()
         for row in rows:
-            _update_entry(session, row, changed[row.key], now)
+            if _update_entry(session, row, changed[row.key], now) and row.id is not None:
+                to_embed.append(row.id)
     new, updated = len(fresh), len(changed)
     unchanged = len(unique) - new - updated - len(removed)
-    return IngestCounts(new=new, updated=updated, unchanged=unchanged, tombstoned=len(removed))
+    return IngestCounts(
+        new=new,
+        updated=updated,
+        unchanged=unchanged,
+        tombstoned=len(removed),
+        to_embed=tuple(to_embed),
+    )
 
 
 def _new_entry(source_id: int, data: EntryData, seen: datetime) -> dict[str, Any]:
@@ -367,7 +375,8 @@ def _new_entry(source_id: int, data: EntryData, seen: datetime) -> dict[str, Any
     }
 
 
-def _update_entry(session: Session, row: Entry, data: EntryData, now: datetime) -> None:
+def _update_entry(session: Session, row: Entry, data: EntryData, now: datetime) -> bool:
+    """Take the entry's new text; True when its vector must be computed again."""
     row.title, row.summary, row.text = data.title, data.summary_html, data.text
     row.author, row.content_hash = data.author, data.content_hash
     row.url, row.canonical_url = data.link or row.url, canonical_url(data.link or row.url)
@@ -382,3 +391,4 @@ def _update_entry(session: Session, row: Entry, data: EntryData, now: datetime) 
         if story is not None:
             story.dirty = True
             story.revision += 1
+    return not row.clustered

@@ -29,6 +29,7 @@ class IngestCounts:
     unchanged: int = 0
     tombstoned: int = 0  # listed by the feed, but removed by retention: not stored again
     recorded: bool = True  # False: another worker owned the source by then; state untouched
+    to_embed: tuple[int, ...] = ()  # ids of entries stored without a vector: new, or rewritten
 
 
 @dataclass(frozen=True)
