@@ -11,6 +11,8 @@ installed (apt-get install wrk) and otherwise a few processes of httpx clients, 
 for the feed plainly (200) and with its ETag (304). Each measurement runs --runs
 times for --seconds, interleaved; the figures are medians. The last line printed is
 one JSON object: feed_rps, feed_304_rps, static_rps, ratio (feed_rps / static_rps).
+The app runs under aggregator.listener's bounded protocol, as `aggregator run` serves
+it; feed_plain_uvicorn_rps is the same app under plain uvicorn, for the bounds' cost.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--items", type=int, default=200)
-    parser.add_argument("--serve", choices=["app", "uncached", "static"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["app", "uncached", "plain", "static"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -64,6 +68,7 @@ def main() -> int:
         with (
             server("app", folder) as app_url,
             server("uncached", folder) as uncached_url,
+            server("plain", folder) as plain_url,
             server("static", folder) as static_url,
         ):
             check(app_url, etag)
@@ -76,6 +81,7 @@ def main() -> int:
                 "static_rps": (static_url, None, None),
                 "feed_gzip_rps": (app_url, None, "gzip"),
                 "feed_uncached_rps": (uncached_url, None, None),
+                "feed_plain_uvicorn_rps": (plain_url, None, None),
             }
             results: dict[str, list[float]] = {name: [] for name in targets}
             for run in range(args.runs):
@@ -92,7 +98,8 @@ def main() -> int:
         f"median: feed {figures['feed_rps']:.0f}/s, feed 304 {figures['feed_304_rps']:.0f}/s, "
         f"static {figures['static_rps']:.0f}/s, ratio {figures['ratio']:.2f}; "
         f"feed gzip {figures['feed_gzip_rps']:.0f}/s, "
-        f"without the cache {figures['feed_uncached_rps']:.0f}/s"
+        f"without the cache {figures['feed_uncached_rps']:.0f}/s, "
+        f"without the connection bounds {figures['feed_plain_uvicorn_rps']:.0f}/s"
     )
     print(json.dumps(figures))
     return 0
@@ -149,7 +156,7 @@ def serve(kind: str, folder: Path) -> None:
     """Child process: one server on a free 127.0.0.1 port, announced on stdout."""
     import uvicorn
 
-    if kind in ("app", "uncached"):
+    if kind in ("app", "uncached", "plain"):
         from aggregator.serve import create_app
         from aggregator.store import open_store
 
@@ -167,6 +174,10 @@ def serve(kind: str, folder: Path) -> None:
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    if kind in ("app", "uncached"):  # as `aggregator run` serves: with the connection bounds
+        from aggregator.listener import ServerConfig
+
+        config = ServerConfig(app, host="127.0.0.1", port=0)
     uvicorn.Server(config).run(sockets=[sock])
 
 
