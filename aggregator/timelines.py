@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
-from typing import Any
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 from aggregator.publish import ALL_STORIES_SLUG, timeline_facts, timeline_links
@@ -94,15 +94,24 @@ def _item(
     )
 
 
-def _span(entries: Sequence[EntryView]) -> dict[str, Any]:
-    """What a timeline's description states, from every report it holds: outlets,
-    first and latest report and how many. The one place these facts are computed."""
-    return {
-        "sources": tuple(sorted({e.outlet for e in entries})),
-        "first_report": min((e.published for e in entries), default=None),
-        "latest_report": max((e.published for e in entries), default=None),
-        "reports": len(entries),
-    }
+class _Span(NamedTuple):
+    """What a timeline's description states of its reports (see `publish.facts`)."""
+
+    sources: tuple[str, ...]
+    first_report: datetime | None
+    latest_report: datetime | None
+    reports: int
+
+
+def _span(entries: Sequence[EntryView]) -> _Span:
+    """The one place these facts are taken from reports: every report the timeline
+    holds, copies and those past max_items included."""
+    return _Span(
+        sources=tuple(sorted({e.outlet for e in entries})),
+        first_report=min((e.published for e in entries), default=None),
+        latest_report=max((e.published for e in entries), default=None),
+        reports=len(entries),
+    )
 
 
 def _doc(
@@ -117,6 +126,7 @@ def _doc(
 ) -> TimelineDoc:
     items = build_items(entries, settings, settings.max_items, timeline)
     updated = max([updated_floor] + [item.updated for item in items])
+    span = _span(entries)
     return TimelineDoc(
         slug=slug,
         title=title,
@@ -124,7 +134,10 @@ def _doc(
         id=feed_id,
         updated=updated,
         items=items,
-        **_span(entries),
+        sources=span.sources,
+        first_report=span.first_report,
+        latest_report=span.latest_report,
+        reports=span.reports,
     )
 
 
@@ -221,8 +234,8 @@ def all_stories(
         items.append((item, entries))
     items.sort(key=lambda pair: (pair[0].published, pair[0].id), reverse=True)
     listed = items[: settings.max_stories]
-    # The description states the facts of the stories listed, and counts stories.
-    span = _span([entry for _, entries in listed for entry in entries]) | {"reports": None}
+    # The description states the facts of the stories listed; it counts stories.
+    span = _span([entry for _, entries in listed for entry in entries])
     return TimelineDoc(
         slug=ALL_STORIES_SLUG,
         title=settings.title,
@@ -230,5 +243,7 @@ def all_stories(
         id=tag(settings, "timeline", ALL_STORIES_SLUG),
         updated=max([updated_floor] + [item.updated for item, _ in listed]),
         items=tuple(item for item, _ in listed),
-        **span,
+        sources=span.sources,
+        first_report=span.first_report,
+        latest_report=span.latest_report,
     )
