@@ -592,8 +592,10 @@ def test_an_entry_without_a_date_renders_dated_by_when_it_was_seen() -> None:
 def test_published_links_carry_no_tracking_parameters() -> None:
     tracked = "https://outlet1.example/news/1?id=7&utm_source=rss&utm_medium=feed&fbclid=x"
     copy = "https://b.example/story?gclid=1&yclid=2&mc_cid=3"
+    summary = f'<p>More: <a href="{tracked}">the report</a>, <a href="/n/2?utm_term=x">next</a></p>'
     doc = dataclasses.replace(
-        hostile_doc(), items=(item(1, T0, link=tracked, also=(("B News", copy),)),)
+        hostile_doc(),
+        items=(item(1, T0, link=tracked, also=(("B News", copy),), summary_html=summary),),
     )
     atom = render_atom(doc, SETTINGS)
     [entry] = feedparser.parse(atom).entries
@@ -609,6 +611,7 @@ def test_published_links_carry_no_tracking_parameters() -> None:
     page = lxml.html.fromstring(render_timeline_page(doc, SETTINGS))
     hrefs = page.xpath("//li[@class='entry']//a/@href")
     assert "https://outlet1.example/news/1?id=7" in hrefs and "https://b.example/story" in hrefs
+    assert "https://outlet1.example/n/2" in hrefs, "links in the summary too"
     for body in (atom, render_rss(doc, SETTINGS), render_json(doc, SETTINGS)):
         assert not re.search(rb"utm_|fbclid|gclid|yclid|mc_cid", body)
     assert not re.search(rb"utm_|fbclid|gclid|yclid|mc_cid", render_timeline_page(doc, SETTINGS))

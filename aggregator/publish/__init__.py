@@ -132,7 +132,8 @@ def clean_html(html: str, base_url: str | None = None) -> str:
     """Sanitise HTML again before publishing (the parse stage did it first).
 
     Relative links are resolved against the original article, since a reader
-    would otherwise resolve them against our feed's URL.
+    would otherwise resolve them against our feed's URL; links lose their tracking
+    parameters, as item links do.
     """
 
     def resolve(url: str) -> str | None:
@@ -143,8 +144,13 @@ def clean_html(html: str, base_url: str | None = None) -> str:
         url_schemes={"http", "https", "mailto"},
         url_relative=resolve,
         link_rel=_LINK_REL,
+        attribute_filter=_untracked_href,
     )
     return _IMG_TAG.sub(_keep_image, cleaned)
+
+
+def _untracked_href(tag: str, attribute: str, value: str) -> str:
+    return untracked_url(value) if attribute == "href" else value
 
 
 def _keep_image(match: re.Match[str]) -> str:
