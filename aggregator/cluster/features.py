@@ -1,6 +1,6 @@
 """Turn a report into sparse TF-IDF vectors and name keys that Cyrillic and Latin share.
 
-Text is transliterated with Unidecode, so "Курськ" and "Kursk" meet; features are
+Text is transliterated with anyascii, so "Курськ" and "Kursk" meet; features are
 truncated word stems (a crude stemmer that serves English, Russian and Ukrainian
 alike) and in-word character n-grams, hashed into a fixed space so that the
 online document frequencies stay bounded however long the service runs. Document
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from unidecode import unidecode
+from anyascii import anyascii
 
 from aggregator.cluster import background
 from aggregator.cluster.embedding import LEAD_CHARS
@@ -32,7 +32,10 @@ _HASH_MASK = (1 << HASH_BITS) - 1
 TOKEN_CACHE = 8192  # distinct tokens whose features are kept (about 5 MB)
 _TOKEN = re.compile(r"[a-z0-9]+")
 _WORD = re.compile(r"\w+")
-_APOSTROPHES = re.compile(r"['`\u2019]")  # Unidecode writes the Ukrainian soft sign as '
+_APOSTROPHES = re.compile(r"['`\u2019]")  # anyascii writes the soft sign as '
+# Han ideographs: anyascii runs a word's syllables together ("北京" -> "BeiJing");
+# a space after each keeps tokens one syllable long, as they are for kana and Hangul.
+_HAN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 # Month names as headlines write a calendar day: English (with the usual
 # abbreviations; "May" is both), and the genitive of Russian and Ukrainian.
@@ -56,20 +59,35 @@ _MONTH_ALT = "|".join(sorted(_MONTH, key=len, reverse=True))
 _DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th|-?го)?\s+(?:of\s+)?({_MONTH_ALT})\b", re.I)
 _MONTH_DAY = re.compile(rf"\b({_MONTH_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?![.,:]\d)", re.I)
 
-# Function words of English and (transliterated) Russian and Ukrainian: they say
-# nothing about which event a report is about.
-_STOPWORDS = """
+# Function words of English, Russian and Ukrainian: they say nothing about which
+# event a report is about. The Cyrillic ones are kept in Cyrillic and transliterated
+# below, so the list always matches the spelling `tokens` produces.
+_STOPWORDS_EN = """
     a an and are as at be been but by can could did do does for from had has have he her his
     how i if in into is it its may might more most new no not now of on or our over says
     said say she so than that the their them then there these they this those to up us was
     we were what when where which who why will with would you your after about all also
     just out one two get gets got back first last near amid against across before under
     while during since still very
-    v vo na i s so o ob po za k ko iz ot do ne chto kak eto dlia pri u uzhe zhe bylo byl byla
-    byli budet ego ee ikh on ona oni my vy ili a no to tak tem chem posle pered nad pod mezhdu
-    ta z zi vid shcho iak tse pro ale vzhe bude iogo ii ikhnii vin vona voni mi vi abo
 """
-STOPWORDS = frozenset(_STOPWORDS.split())
+_STOPWORDS_CYRILLIC = """
+    в во на и с со о об по за к ко из от до не что как это для при у уже же было был была
+    были будет его ее её их он она они мы вы или а но то так тем чем после перед над под между
+    та з зі від що як це про але вже буде його її їхній він вона вони ми ви або
+"""
+
+
+def transliterate(text: str) -> str:
+    """Text of any script in lower-case ASCII, apostrophes dropped: "Курська" -> "kurska"."""
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        text = anyascii(_HAN.sub(r"\1 ", text))
+    return _APOSTROPHES.sub("", text.lower())
+
+
+STOPWORDS = frozenset(_STOPWORDS_EN.split()) | frozenset(
+    transliterate(word) for word in _STOPWORDS_CYRILLIC.split()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +163,7 @@ class Counted:
 
 def tokens(text: str) -> list[str]:
     """Transliterated, lower-cased word tokens without function words."""
-    latin = unidecode(unicodedata.normalize("NFKC", text)).lower()
-    latin = _APOSTROPHES.sub("", latin)
+    latin = transliterate(text)
     return [t for t in _TOKEN.findall(latin) if len(t) > 1 and t not in STOPWORDS]
 
 
