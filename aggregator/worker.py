@@ -50,6 +50,7 @@ STOP_GRACE_SECONDS = 5.0  # then fetches still running are cancelled and their c
 RETENTION_EVERY_SECONDS = 3600.0
 RETENTION_FIRST_AFTER_SECONDS = 60.0
 LEADER_JOBS = ("cluster", "publish", "retention")
+ERROR_CHARS = 300  # an error's message may quote a whole feed; /readyz shows its start
 
 Step = Callable[[float], Awaitable[object]]  # takes the deadline (time.monotonic())
 
@@ -233,7 +234,7 @@ class Worker:
             if not self.stopping.is_set():
                 raise
         except Exception as exc:
-            self._failed(name, f"{type(exc).__name__}: {exc}", "job_failed", exc)
+            self._failed(name, _summary(exc), "job_failed", exc)
         else:
             self.health.succeeded(name)
             return True
@@ -376,6 +377,12 @@ def stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+def _summary(exc: Exception) -> str:
+    """The error's type and message, cut to a line: it is shown in /readyz and the log."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
 def _no_documents(path: str) -> Document | None:
