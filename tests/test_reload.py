@@ -50,8 +50,8 @@ class WorkerProcess:
         open_files: int | None = None,
     ) -> None:
         def limit_files() -> None:
-            if open_files is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+            assert open_files is not None
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aggregator", "--config", str(config), "run"]
@@ -60,7 +60,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             text=True,
-            preexec_fn=limit_files,
+            preexec_fn=None if open_files is None else limit_files,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
