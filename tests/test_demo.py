@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import feedparser
 import httpx
@@ -25,9 +26,13 @@ from aggregator.demo import (
     render_feed,
 )
 from aggregator.demo.outlets import MAX_ITEMS
+from aggregator.demo.simulate import STEP, add_up
+from aggregator.pipeline import CycleReport
+from aggregator.settings import load_settings
 
 START = datetime(2024, 8, 5, tzinfo=UTC)
 END = datetime(2024, 8, 13, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
 KURSK = "kursk-incursion"
 KURSK_NAMES = "Kursk|Курск|Курськ|Курщин"  # en, ru, uk
 
@@ -345,3 +350,23 @@ def test_articles_are_plain_frozen_values(demo: Demo) -> None:
     article: Article = demo.articles[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         article.title = "changed"  # type: ignore[misc]
+
+
+# --- the simulated week -------------------------------------------------------------
+
+
+def test_the_week_is_polled_at_the_live_demos_cadence() -> None:
+    """`aggregator demo` polls as often in simulated time as `scripts/run` does live."""
+    settings = load_settings(ROOT / "config" / "aggregator.toml", environ={})
+    for source in settings.sources:
+        assert source.interval is not None
+        live = timedelta(days=source.interval / settings.demo.seconds_per_day)
+        assert live == STEP, source.name
+
+
+def test_the_weeks_report_adds_up_its_cycles() -> None:
+    total = CycleReport()
+    add_up(total, CycleReport(polled=9, not_modified=6, new_entries=3, published=["kursk"]))
+    add_up(total, CycleReport(polled=9, new_entries=2, clustered=5, published=["all", "kursk"]))
+    assert (total.polled, total.not_modified, total.new_entries, total.clustered) == (18, 6, 5, 5)
+    assert total.published == ["all", "kursk"]
