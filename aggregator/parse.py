@@ -75,6 +75,7 @@ class _RawEntry:
     published: datetime | None
     updated: datetime | None
     language: str | None = None
+    html_base: str | None = None  # the xml:base in effect for `html`
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,10 @@ def _read_xml_feed(
             io.BytesIO(rawxml.cleaned(body)),
             response_headers=response_headers,
             sanitize_html=False,  # nh3 sanitises each entry later, once, with our own rules
-            # Without Content-Location, only xml:base gives feedparser a base to resolve
-            # links in HTML against; nh3 resolves the rest against the entry link later.
-            resolve_relative_uris=_may_have_xml_base(body),
+            # nh3 resolves links in HTML later, against the body's xml:base (which
+            # feedparser reports), the entry link or the document's base: feedparser's
+            # own resolver re-parses every body in Python, at several times the cost.
+            resolve_relative_uris=False,
         )
     except Exception as exc:  # feedparser's own failures, translated at this boundary
         message = (
@@ -156,12 +158,6 @@ def _read_xml_feed(
         ttl_minutes=_ttl(feed.get("ttl")),
         entries=tuple(_xml_entry(entry) for entry in parsed.get("entries", [])),
     )
-
-
-def _may_have_xml_base(body: bytes) -> bool:
-    # A body that does not start like ASCII (UTF-16, UTF-32) cannot be searched as bytes.
-    ascii_compatible = body.lstrip(codecs.BOM_UTF8 + b" \t\r\n")[:1] == b"<"
-    return not ascii_compatible or b"xml:base" in body
 
 
 def _drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
@@ -236,14 +232,17 @@ def _xml_entry(entry: Any) -> _RawEntry:
     # them these, and for "updated_parsed" it would quietly answer with the published date.
     get = partial(dict.get, entry)
     author = _name_of_author((get("author_detail") or {}).get("name") or get("author"))
-    bodies = [(content.get("value"), content.get("type")) for content in get("content") or ()]
-    summary_type = (get("summary_detail") or {}).get("type")
-    bodies.append((get("summary"), summary_type))
+    details = [*(get("content") or ()), {**(get("summary_detail") or {}), "value": get("summary")}]
+    html, html_base = _richest(
+        (detail.get("value"), "plain" not in (detail.get("type") or "html"), detail.get("base"))
+        for detail in details
+    )
     return _RawEntry(
         id=get("id"),
         title=_detail_text(get("title"), get("title_detail")),
         link=get("link"),
-        html=_richest((value, "plain" not in (kind or "html")) for value, kind in bodies),
+        html=html,
+        html_base=html_base or None,
         author=author,
         published=_struct_utc(get("published_parsed")),
         updated=_struct_utc(get("updated_parsed")),
@@ -346,15 +345,15 @@ def _json_entry(item: dict[str, Any], feed_author: str | None) -> _RawEntry:
         str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
     )
     bodies = [
-        (_text(item.get("content_html")), True),
-        (_text(item.get("content_text")), False),
-        (_text(item.get("summary")), False),
+        (_text(item.get("content_html")), True, None),
+        (_text(item.get("content_text")), False, None),
+        (_text(item.get("summary")), False, None),
     ]
     return _RawEntry(
         id=entry_id,
         title=_title_text(_text(item.get("title")), is_html=False),
         link=_text(item.get("url")) or _text(item.get("external_url")) or None,
-        html=_richest(bodies),
+        html=_richest(bodies)[0],
         author=_json_author(item) or feed_author,
         published=_iso_utc(item.get("date_published")),
         updated=_iso_utc(item.get("date_modified")),
@@ -391,8 +390,9 @@ def _text(value: Any) -> str:
 
 def _assemble(raw: _RawFeed, base: str, fetched_at: datetime) -> ParsedFeed:
     entries: dict[str, EntryData] = {}
+    usable_base = _http_link(base, base)
     for raw_entry in raw.entries:
-        entry = _entry(raw_entry, base, raw.language, fetched_at)
+        entry = _entry(raw_entry, base, usable_base, raw.language, fetched_at)
         if entry is not None and entry.key not in entries:
             entries[entry.key] = entry
     return ParsedFeed(
@@ -405,13 +405,21 @@ def _assemble(raw: _RawFeed, base: str, fetched_at: datetime) -> ParsedFeed:
 
 
 def _entry(
-    raw: _RawEntry, base: str, feed_language: str | None, fetched_at: datetime
+    raw: _RawEntry,
+    base: str,
+    usable_base: str | None,
+    feed_language: str | None,
+    fetched_at: datetime,
 ) -> EntryData | None:
-    """Settle one entry's identity, links, HTML, text and dates; None when it carries nothing."""
+    """Settle one entry's identity, links, HTML, text and dates; None when it carries nothing.
+
+    `usable_base` is `base` if it is a usable http(s) URL, worked out once per feed.
+    """
     link = _http_link(raw.link, base)
     title = _clean(raw.title)
     source_html, cut = bounds.html_prefix(_clean(raw.html), bounds.MAX_HTML_CHARS)
-    summary_html = _sanitised(source_html, base=link or _http_link(base, base))
+    xml_base = _http_link(raw.html_base, base) if raw.html_base else None
+    summary_html = _sanitised(source_html, base=xml_base or link or usable_base)
     if cut:
         summary_html += bounds.ELLIPSIS  # after the last closed element: still well-formed
     text = _html_text(summary_html)
@@ -448,16 +456,21 @@ def _dated(moment: datetime | None, fetched_at: datetime) -> datetime | None:
     return bounds.sane_date(moment, fetched_at) or fetched_at
 
 
-def _richest(bodies: Iterable[tuple[str | None, bool]]) -> str:
-    """The longest of an entry's bodies, as HTML; `True` marks a body that already is."""
-    best, best_is_html = "", True
-    for value, is_html in bodies:
+def _richest(
+    bodies: Iterable[tuple[str | None, bool, str | None]],
+) -> tuple[str, str | None]:
+    """The longest of an entry's bodies as HTML, and its base URL.
+
+    Each body is (value, is_html, base): `True` marks a body that already is HTML.
+    """
+    best, best_is_html, best_base = "", True, None
+    for value, is_html, base in bodies:
         if value and len(value) > len(best):
-            best, best_is_html = value, is_html
+            best, best_is_html, best_base = value, is_html, base
     if best_is_html:
-        return best
+        return best, best_base
     # Escaping lengthens text: cut it to the cap first so the escaped copy stays small.
-    return html.escape(best[: bounds.MAX_HTML_CHARS + 1])
+    return html.escape(best[: bounds.MAX_HTML_CHARS + 1]), best_base
 
 
 def _sanitised(fragment: str, *, base: str | None) -> str:

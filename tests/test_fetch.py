@@ -237,13 +237,13 @@ def test_connection_refused(srv: FeedServer) -> None:
 
 def test_a_server_that_never_answers_hits_the_total_deadline(srv: FeedServer) -> None:
     url = srv.stall("/feed")
-    started = time.monotonic()
 
+    # The server answers only when it stops, after this returns; the read timeout is
+    # far away: only the total deadline can have ended the poll.
     result = fetch_one(url, timeout_total=0.3, timeout_read=30.0)
 
     assert result.error_code == "timeout"
-    assert "0.3 s" in (result.error or "")
-    assert time.monotonic() - started < 2
+    assert "0.3 s" in (result.error or "") and "fetch.timeout_total" in (result.error or "")
 
 
 def test_a_dribbling_server_cannot_hold_us_past_the_deadline(srv: FeedServer) -> None:
@@ -254,12 +254,12 @@ def test_a_dribbling_server_cannot_hold_us_past_the_deadline(srv: FeedServer) ->
             yield b" "
 
     url = srv.route("/feed", lambda req: (200, {"Content-Type": "application/rss+xml"}, dribble()))
-    started = time.monotonic()
 
     result = fetch_one(url, timeout_total=0.4, timeout_read=5.0)
 
+    # Each byte comes well inside the read timeout: the total deadline ended the poll.
     assert result.error_code == "timeout" and result.status == 200
-    assert time.monotonic() - started < 2
+    assert "fetch.timeout_total" in (result.error or "")
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])

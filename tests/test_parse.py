@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -437,11 +436,8 @@ def lol_bomb(single_line: bool) -> str:
 
 @pytest.mark.parametrize("single_line", [False, True], ids=["multi-line", "single-line"])
 def test_billion_laughs_does_not_expand(single_line: bool) -> None:
-    started = time.monotonic()
-
     feed = parse(lol_bomb(single_line))
 
-    assert time.monotonic() - started < 2
     [entry] = feed.entries
     assert "lollol" not in entry.title and "lollol" not in entry.text
     assert "lollol" not in (feed.title or "")
