@@ -1,5 +1,7 @@
 # The aggregator's image: the package and its PostgreSQL driver, run as an unprivileged user.
 # compose.yaml builds it; alone: docker build -t aggregator . && docker run -p 8080:8080 aggregator
+# Its settings are config/examples/production.toml (real outlets); for the demo outlets
+# instead: docker run -p 8080:8080 -v "$PWD/config/aggregator.toml:/etc/aggregator/aggregator.toml:ro" aggregator
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY aggregator ./aggregator
 RUN pip install ".[postgres]" && rm -rf /src
 
-COPY config/aggregator.toml /etc/aggregator/aggregator.toml
+COPY config/examples/production.toml /etc/aggregator/aggregator.toml
 RUN useradd --system --create-home --home-dir /var/lib/aggregator aggregator
 USER aggregator
 WORKDIR /var/lib/aggregator
