@@ -109,7 +109,11 @@ def from_text(text: str, kind: type) -> Any:
         return lowered == "true"
     if kind in (int, float):
         try:
-            return kind(text.strip())
+            return int(text.strip()) if kind is int else float(text.strip())
+        except ValueError:
+            pass
+        try:  # "3.0" or "nan" for a whole number: judged by `typed`, as the file's 3.0 is
+            return float(text.strip())
         except ValueError:
             raise InvalidValue(f"expected {_TYPE_NAMES[kind]}, got {text!r}") from None
     return text

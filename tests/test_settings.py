@@ -6,6 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from aggregator.cli import main
 from aggregator.errors import ConfigError, ConfigErrors
@@ -17,6 +20,7 @@ from aggregator.settings import (
     parse_settings,
     reference_rows,
 )
+from aggregator.settings_schema import scalar_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = """
@@ -206,7 +210,6 @@ def test_out_of_range_values_are_refused(assignment: str, table: str, reason: st
 
 def test_every_number_is_declared_with_bounds() -> None:
     """A new numeric setting cannot slip in without its range."""
-    from aggregator.settings_schema import scalar_fields
 
     unbounded = [
         key
@@ -364,3 +367,32 @@ def test_a_reload_refuses_what_check_config_refuses(
     (record,) = caplog.records
     assert "\n" not in record.getMessage()  # one log line, every mistake in it
     assert all(problem in record.getMessage() for problem in refused)
+
+
+NUMBERS = [(key, declared) for key, declared in scalar_fields() if declared.type != "str"]
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    setting=st.sampled_from([key for key, declared in NUMBERS if declared.type != "bool"]),
+    number=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(min_value=-(2**40), max_value=2**40),
+    ),
+)
+def test_the_file_and_the_environment_judge_every_number_alike(setting: str, number: float) -> None:
+    """Whatever the number, a file and an override take the same value or refuse it
+    with the same message."""
+    table, key = setting.split(".")
+    written = repr(number) if isinstance(number, float) else str(number)
+    toml = {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(written, written)
+    outcomes = []
+    for text, environ in (
+        (f"[{table}]\n{key} = {toml}\n", {}),
+        ("", {f"AGGREGATOR_{table.upper()}__{key.upper()}": written}),
+    ):
+        try:
+            outcomes.append(getattr(getattr(parse_settings(text, environ=environ), table), key))
+        except ConfigError as exc:
+            outcomes.append(exc.reason)
+    assert outcomes[0] == outcomes[1] or all(o != o for o in outcomes)  # nan != nan
