@@ -171,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     _print(copies)
     summary["own_near_duplicates"] = [copies["precision"], copies["recall"]]
     summary["targets"] = TARGETS
+    # A figure on data the models were fitted on meets no target.
+    seen = {name for name in TARGETS if name.startswith("uci_") and summary.get("uci_in_sample")}
     summary["targets_met"] = {
-        name: name in summary and summary[name] >= goal for name, goal in TARGETS.items()
+        name: name in summary and name not in seen and summary[name] >= goal
+        for name, goal in TARGETS.items()
     }
     print(json.dumps(summary, ensure_ascii=False))
     return 0
