@@ -6,6 +6,8 @@ stop growing, a last worker polls until it has caught up and stops with SIGTERM.
 Stored entries must equal served entries, each once. The feeds answer 304 to
 their own ETag: had a killed worker stored a poll's fetch state without its
 entries, the last worker would be told "not modified" and never see them.
+A second test kills a worker between storing entries and storing their vectors: the
+leader computes them, and each entry is clustered once, with a vector.
 Runs on SQLite and on a scratch PostgreSQL database.
 """
 
@@ -191,3 +193,84 @@ def duplicate_keys(database: str) -> int:
         "GROUP BY source_id, key HAVING count(*) > 1) AS doubled",
     )
     return int(rows[0][0])  # type: ignore[call-overload]
+
+
+# -- a worker killed between storing entries and storing their vectors ----------
+
+# Loaded by the first worker's Python at start-up (PYTHONPATH): its embedding
+# model says so in a file, then hangs, so the test kills it exactly between
+# storing a poll's entries and storing their vectors.
+HANGING_EMBEDDER = """
+import os, pathlib, time
+import aggregator.cluster.embedding as embedding
+
+def hang(docs):
+    pathlib.Path(os.environ["AGGREGATOR_TEST_EMBED_MARKER"]).write_text(str(len(docs)))
+    time.sleep(3600)
+
+embedding.embed = hang
+"""
+VECTOR_SOURCES = 3
+VECTOR_ITEMS = 4
+
+
+def vector_settings_text(server: FeedServer, database: str) -> str:
+    lines = [
+        f'database_url = "{database}"',
+        "[fetch]",
+        "allow_private_networks = true",
+        "[worker]",
+        "cycle_seconds = 0.2",
+        "lease_seconds = 2",  # the leader waits this long for a worker's vector
+        "[cluster]",
+        'method = "embedding"',
+    ]
+    for n in range(VECTOR_SOURCES):
+        lines += ["[[sources]]", f'name = "source-{n}"', f'url = "{server.url(f"/v/{n}.xml")}"']
+    return "\n".join(lines) + "\n"
+
+
+def test_sigkill_between_storing_entries_and_their_vectors(database: str, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(HANGING_EMBEDDER)
+    marker = tmp_path / "embedding-started"
+    with FeedServer() as server:
+        for n in range(VECTOR_SOURCES):
+            guids = [f"v{n}-{i}" for i in range(VECTOR_ITEMS)]
+            server.serve_feed(f"/v/{n}.xml", feed(n, guids))
+        config = tmp_path / "aggregator.toml"
+        config.write_text(vector_settings_text(server, database))
+        first = WorkerProcess(
+            config, {"PYTHONPATH": str(hooks), "AGGREGATOR_TEST_EMBED_MARKER": str(marker)}
+        )
+        try:
+            first.wait_for(marker.exists, 60, "the first worker computing vectors")
+            listed = VECTOR_SOURCES * VECTOR_ITEMS
+            assert stored_count(database) == listed, "every entry is stored"
+            assert vectors_stored(database) == 0, "and none has its vector yet"
+        finally:
+            first.kill()
+
+        second = WorkerProcess(config)
+        try:
+            second.wait_for(lambda: clustered_count(database) == listed, 120, "clustering")
+        finally:
+            code = second.stop()
+    assert code == 0, second.output
+    rows = query(database, "SELECT clustered, story_id, embedding FROM entry")
+    assert len(rows) == listed and duplicate_keys(database) == 0
+    assert all(clustered and story for clustered, story, _ in rows), "each clustered, in a story"
+    vectors = [vector for *_, vector in rows]
+    assert all(isinstance(v, bytes) and len(v) == 768 for v in vectors), "each with its vector"
+    counted = query(database, "SELECT sum(entry_count) FROM story")
+    assert counted[0][0] == listed, "no entry counted in two stories"
+
+
+def vectors_stored(database: str) -> int:
+    rows = query(database, "SELECT count(*) FROM entry WHERE embedding IS NOT NULL")
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+def clustered_count(database: str) -> int:
+    return int(query(database, "SELECT count(*) FROM entry WHERE clustered")[0][0])  # type: ignore[call-overload]
