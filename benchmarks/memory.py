@@ -1,7 +1,7 @@
 """Peak memory of a worker cycle over a big store: 1,000,000 entries, 100,000 in the window.
 
     .venv/bin/python benchmarks/memory.py [--entries N] [--window-entries N] [--keep DIR]
-        [--method tfidf|embedding]
+        [--method tfidf|embedding] [--pending-without-vectors]
 
 Loads synthetic entries into a SQLite database (words spread as in news text,
 clustered into stories of five sharing a few rarer names, a tenth of them
@@ -10,9 +10,12 @@ one leader cycle in a fresh process: rebuild the clusterer from the window
 (restore), cluster the pending entries, publish what changed. The figure is that
 process's peak resident set; the load happens elsewhere so it does not count.
 The clusterer is the settings' default (embedding) unless `--method tfidf`. With
-embeddings, every clustered entry the restore reaches has a stored vector, as the
-worker leaves them, and the pending ones have none, so the cycle embeds those
-2,000 with the model as a worker cycle would (a minute or two).
+embeddings, every entry has a stored vector, as the workers leave them (each
+computes the vectors of the entries it stores), so the leader embeds nothing;
+`--pending-without-vectors` leaves the 2,000 pending ones without, as entries of
+a worker that died before storing them, and the leader embeds those with the
+model (a minute or two). `decisions_sha` hashes where each pending entry went
+(its story's key, the entry it copies): equal hashes, equal decisions.
 Prints its figures, then one JSON object on the last line with `peak_rss_mb`.
 """
 
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from aggregator.settings import (
     ClusterSettings,
@@ -62,6 +65,11 @@ def main() -> None:
     parser.add_argument(
         "--method", default=default_method, help=f"cluster method (default: {default_method})"
     )
+    parser.add_argument(
+        "--pending-without-vectors",
+        action="store_true",
+        help="the leader embeds the pending entries (no worker stored their vectors)",
+    )
     parser.add_argument("--cycle", type=Path, help=argparse.SUPPRESS)  # the measured child
     args = parser.parse_args()
     if args.cycle:
@@ -73,7 +81,13 @@ def main() -> None:
         database = folder / "memory.db"
         database.unlink(missing_ok=True)
         started = time.perf_counter()
-        load(database, args.entries, args.window_entries, with_vectors=args.method != "tfidf")
+        load(
+            database,
+            args.entries,
+            args.window_entries,
+            with_vectors=args.method != "tfidf",
+            pending_vectors=not args.pending_without_vectors,
+        )
         load_s = time.perf_counter() - started
         print(
             f"loaded {args.entries:,} entries ({args.window_entries:,} in the window) "
@@ -90,6 +104,7 @@ def main() -> None:
         entries=args.entries,
         window_entries=args.window_entries,
         method=args.method,
+        pending_vectors=args.method != "tfidf" and not args.pending_without_vectors,
         load_s=round(load_s, 1),
     )
     figures["target_mb"] = TARGET_MB
@@ -135,6 +150,7 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     published = pipeline.publish()
     timings["publish_s"] = time.perf_counter() - started
     pipeline.close()
+    decisions = decisions_sha(store, PENDING)
     store.close()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {
@@ -142,17 +158,39 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
         **{k: round(v, 2) for k, v in timings.items()},
         "clustered": clustered,
         "timelines_published": len(published),
+        "decisions_sha": decisions,
     }
+
+
+def decisions_sha(store: Any, newest: int) -> str:
+    """A hash of where the newest entries went: entry id, story key, the entry it copies."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT entry.id, story.key, entry.duplicate_of FROM entry "
+                "JOIN story ON story.id = entry.story_id "
+                "WHERE entry.id > (SELECT max(id) FROM entry) - :newest ORDER BY entry.id"
+            ),
+            {"newest": newest},
+        ).all()
+    return hashlib.sha256(repr([tuple(row) for row in rows]).encode()).hexdigest()[:16]
 
 
 # -- loading the synthetic store ------------------------------------------------
 
 
-def load(database: Path, entries: int, window_entries: int, *, with_vectors: bool = False) -> None:
+def load(
+    database: Path,
+    entries: int,
+    window_entries: int,
+    *,
+    with_vectors: bool = False,
+    pending_vectors: bool = True,
+) -> None:
     """Fill the database; `with_vectors` stores an embedding with every clustered entry
     inside the clustering window and a day beyond (the restore counts back from the
-    latest decision, so it reaches a little past the window's entries), as the worker
-    leaves them, so the measured cycle restores vectors instead of computing them."""
+    latest decision, so it reaches a little past the window's entries), and with every
+    pending entry unless `pending_vectors` is False, as the workers leave them."""
     store = open_store(f"sqlite:///{database}")
     words = Words(entries)
     vectors_since = NOW - timedelta(hours=ClusterSettings().window_hours + 24)
@@ -180,7 +218,8 @@ def load(database: Path, entries: int, window_entries: int, *, with_vectors: boo
                 rows = [entry_row(i, moments, entries, words, common[n]) for n, i in enumerate(ids)]
                 if with_vectors:
                     for row in rows:
-                        stored = row["clustered"] and row["sort_at"] >= vectors_since
+                        recent = row["sort_at"] >= vectors_since
+                        stored = recent and (row["clustered"] or pending_vectors)
                         row["embedding"] = synthetic_vector(row["id"]) if stored else None
                 connection.execute(insert(Entry), rows)
     finally:
