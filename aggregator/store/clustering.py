@@ -206,22 +206,39 @@ def save_assignments(
 
     The caller commits, after fencing the transaction with its leader term.
     """
-    touched: set[int] = set()
     story_ids = _story_ids_for(session, {a.story_id for a in assignments}, now)
-    for assignment in assignments:
-        entry = session.get(Entry, int(assignment.doc_id))
-        if entry is None or entry.clustered:
-            continue  # removed by retention meanwhile, or saved already
-        entry.story_id = story_ids[assignment.story_id]
-        entry.duplicate_of = (
-            None if assignment.duplicate_of is None else int(assignment.duplicate_of)
-        )
-        entry.clustered = True
-        touched.add(entry.story_id)
-    session.flush()
+    connection = session.connection()
+    # Removed by retention meanwhile, or saved already: those are left as they are.
+    waiting = set(
+        connection.execute(
+            select_columns(col(Entry.id)).where(
+                col(Entry.id).in_([int(a.doc_id) for a in assignments]),
+                col(Entry.clustered).is_(False),
+            )
+        ).scalars()
+    )
+    rows = [
+        {
+            "entry_id": int(a.doc_id),
+            "story": story_ids[a.story_id],
+            "copy_of": None if a.duplicate_of is None else int(a.duplicate_of),
+        }
+        for a in assignments
+        if int(a.doc_id) in waiting
+    ]
+    if rows:  # one statement for the batch, not an ORM object per entry
+        connection.execute(_ASSIGN, rows)
+    touched = {story_ids[a.story_id] for a in assignments if int(a.doc_id) in waiting}
     for story_id in touched:
         refresh_story(session, story_id, now)
     return touched
+
+
+_ASSIGN = (
+    update(Entry)
+    .where(col(Entry.id) == bindparam("entry_id"))
+    .values(story_id=bindparam("story"), duplicate_of=bindparam("copy_of"), clustered=True)
+)
 
 
 def refresh_story(session: Session, story_id: int, now: datetime) -> bool:
