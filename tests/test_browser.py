@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import selectors
@@ -84,22 +85,23 @@ class Chromium:
             f"--window-size={WIDTH},{HEIGHT}",
         ]
 
-        def on_fds_3_and_4() -> None:
-            # Move both ends above 4 first, so that neither dup2 overwrites the other.
-            high = [os.dup(fd) for fd in (commands_read, answers_write)]
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            close_fds=False,
-            preexec_fn=on_fds_3_and_4,
+        # Both ends are moved to 10 and above first, so that bash's `3<&` and `4>&`
+        # cannot overwrite one with the other; bash then hands them to Chromium as 3 and 4.
+        high_read, high_write = (
+            fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (commands_read, answers_write)
         )
         os.close(commands_read)
         os.close(answers_write)
+        launch = f'exec "$@" 3<&{high_read} 4>&{high_write} {high_read}<&- {high_write}>&-'
+        self.process = subprocess.Popen(
+            ["bash", "-c", launch, "chromium", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(high_read, high_write),
+        )
+        os.close(high_read)  # Chromium's ends now; ours are self._commands and self._answers
+        os.close(high_write)
         self._buffer = b""
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
