@@ -23,9 +23,10 @@ ELLIPSIS = "…"
 EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # time zones mislabelled by a day's worth still pass
 
-# One tag of possibly broken HTML. `[^<>]*` stops at the next "<", so every character is
-# looked at a bounded number of times whatever the input (no backtracking across tags).
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)([^<>]*)>")
+# One tag of possibly broken HTML. `[^<>]*` stops at the next "<", and the possessive
+# name never gives characters back to it: every character is looked at a bounded number
+# of times whatever the input ("<aaaa..." without ">" was quadratic without `*+`).
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*+)([^<>]*+)>")
 # Elements that never hold children, and those whose end the HTML parser implies at the
 # next sibling: neither deepens the tree, so neither counts towards MAX_HTML_DEPTH.
 _FLAT = frozenset(

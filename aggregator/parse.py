@@ -36,7 +36,7 @@ URL_SCHEMES = frozenset({"http", "https", "mailto"})
 # Characters XML 1.0 forbids; feeds we republish must not carry them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
-_XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]*encoding=[\"']utf-?8[\"']", re.IGNORECASE)
+_XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=[\"']utf-?8[\"']", re.IGNORECASE)
 _XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
 _SINGLE_BYTE_CYRILLIC_WORD = re.compile(rb"[\xc0-\xff]{4,}")
 _SINGLE_BYTE_CHARSETS = frozenset(
@@ -48,13 +48,16 @@ _SANITISER_REWRITES = re.compile("[<>&\r\xa0\ufeff]")
 _HTML_START = re.compile(rb"<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
 # In sanitised HTML every "<" starts a tag and attribute values are double-quoted, so a
 # tag is matched without backtracking; block-level tags stand for a space in the text.
+# Outside quotes a tag stops at the next "<", so even "<a <a <a" unsanitised is linear.
 _BLOCKS = frozenset(
     "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 "  # noqa: SIM905
     "h4 h5 h6 header hr li main nav ol p pre section table td th tr ul".split()
 )
-_SANITISED_TAG = re.compile(r'<[^>"]*(?:"[^"]*"[^>"]*)*>')
+_SANITISED_TAG = re.compile(r'<[^<>"]*+(?:"[^"]*+"[^<>"]*+)*+>')
 _BLOCK_NAMES = "|".join(sorted(_BLOCKS))
-_SANITISED_BLOCK_TAG = re.compile(rf'</?(?:{_BLOCK_NAMES})(?=[\s/>])[^>"]*(?:"[^"]*"[^>"]*)*>')
+_SANITISED_BLOCK_TAG = re.compile(
+    rf'</?(?:{_BLOCK_NAMES})(?=[\s/>])[^<>"]*+(?:"[^"]*+"[^<>"]*+)*+>'
+)
 _TEXT_ONLY_CONTENT = {"script", "style", "template", "noscript"}
 # HTML of a title is read this far at most: markup may take room, text beyond is cut.
 _TITLE_HTML_CHARS = 8 * bounds.MAX_TITLE_CHARS

@@ -30,9 +30,9 @@ _LONGEST_CHAR_REF_DIGITS = 7  # "1114111" and "10FFFF" fit; more digits are out 
 # (the author's e-mail pattern is quadratic in a run of letters), with or without a
 # namespace prefix. Their real values are short; longer text is cut before parsing.
 _SMALL_ELEMENT = re.compile(
-    rb"<(?:[\w.-]+:)?(?:author|creator|managingeditor|webmaster|publisher|owner|email|"
+    rb"<(?:[\w.-]++:)?(?:author|creator|managingeditor|webmaster|publisher|owner|email|"
     rb"pubdate|published|updated|issued|modified|created|date|lastbuilddate|ttl)"
-    rb"(?:\s[^<>]*)?>",
+    rb"(?:\s[^<>]*+)?>",
     re.IGNORECASE,
 )
 SMALL_ELEMENT_BYTES = 1024  # more than any cap in aggregator.bounds needs

@@ -353,6 +353,16 @@ def test_deeply_nested_content_keeps_its_text_and_a_bounded_depth(srv: FeedServe
     assert _balanced(entry.summary_html)
 
 
+def test_a_tag_name_that_never_ends_among_many_tags(srv: FeedServer) -> None:
+    html = "<p>" * 100 + "<" + "a" * 150_000 + "<b>bold</b>"
+
+    entry = poll(
+        srv, rss(item(f"<title>t</title><description><![CDATA[{html}]]></description>"))
+    ).entry
+
+    assert entry.text.endswith("bold")
+
+
 # --- 4. what feedparser's own corpus expects -----------------------------------------------
 
 

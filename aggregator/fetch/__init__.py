@@ -6,6 +6,7 @@ reads its results is `aggregator.schedule`.
     poller.py      fetch_all: one client per cycle, redirects followed hop by hop
     politeness.py  the global and per-host limits, host pauses within a cycle
     guard.py       http(s) only; addresses checked after DNS, connections pinned to them
+    transport.py   the httpx transport over httpcore's pool and the guard's network backend
     body.py        the body streamed under a size cap, gzip/deflate inflated under it too
     failures.py    httpx's exceptions and HTTP error statuses as readable FetchErrors
     hints.py       what a response says about when to come back (Retry-After, max-age...)
