@@ -312,7 +312,7 @@ def _looks_like_json(body: bytes) -> bool:
 
 def _read_json_feed(body: bytes, url: str, source: str | None) -> _RawFeed:
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         message = f"the body starts like JSON but is not valid JSON ({exc}); tell the publisher"
         raise _error("malformed", message, url, source) from exc
@@ -332,6 +332,12 @@ def _read_json_feed(body: bytes, url: str, source: str | None) -> _RawFeed:
             _json_entry(item, feed_author) for item in document["items"] if isinstance(item, dict)
         ),
     )
+
+
+def _json_int(digits: str) -> int | str:
+    # Python refuses to convert integers of more than 4,300 digits, and one such number
+    # in one item must not cost the whole feed; no real value is that long anyway.
+    return int(digits) if len(digits) <= 100 else digits
 
 
 def _is_json_feed(document: Mapping[str, Any]) -> bool:

@@ -170,6 +170,21 @@ def test_a_json_feed_date_without_a_utc_value_is_absent(srv: FeedServer) -> None
     assert second.published - timedelta(days=3650) > datetime.min.replace(tzinfo=UTC)
 
 
+def test_a_json_number_too_long_to_convert_costs_only_its_own_value(srv: FeedServer) -> None:
+    body = (
+        '{"version": "https://jsonfeed.org/version/1.1", "items": ['
+        f'{{"id": {"9" * 5000}, "title": "huge id", "url": "http://outlet.test/1"}}, '
+        '{"id": 7, "title": "seven"}]}'
+    ).encode()
+
+    [polled] = poll_all([serve(srv, body, {"Content-Type": "application/feed+json"})])
+
+    assert polled.feed is not None
+    huge, seven = polled.feed.entries
+    assert huge.key.startswith("sha256-id:") and huge.title == "huge id"
+    assert seven.key == "7"
+
+
 @pytest.mark.parametrize(
     "date",
     [
