@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_demo(out: Path) -> Path:
     # From the repository's root, the demo reads the bundled config/aggregator.toml.
     command = [sys.executable, "-m", "aggregator", "demo", "--out", str(out)]
-    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    # Its log goes to stderr, line by line for every poll: shown only if the demo fails.
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"aggregator demo failed (exit {done.returncode}); its output is above")
     return out
 
 
