@@ -1,0 +1,274 @@
+"""Events inside stories: which happening of its story a placed report is about.
+
+The story level follows a developing story; inside each story this module keeps
+its events (one act, statement or decision, at one place, on one day, with
+follow-ups within about two days). A report already placed in a story meets
+that story's recent events and joins the nearest one, or founds a new event.
+
+The decision is a pure function of features the clusterer already computes
+(`Prepared`: a language-centred embedding, character n-grams, the calendar days
+a headline names) and of time; every number it uses is read from the versioned
+model file `models/events.json` (see `EventPolicy`), which records the data,
+split and command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from aggregator.cluster.decision import MODEL_DIR, Prepared
+from aggregator.cluster.features import EMPTY, Vector
+from aggregator.cluster.stories import shared_keys
+
+EVENTS_MODEL = MODEL_DIR / "events.json"
+COPIES_REMEMBERED = 20_000  # recent reports whose event a copy can find, as dedupe's window
+
+
+# What each number of models/events.json means, written into the file itself.
+FIELDS = {
+    "window_hours": "an event takes follow-ups for this long after its latest report (not fitted)",
+    "join": "per method: least score to join an event; the score is the cosine with the "
+    "event's nearest recent member (language-centred embedding, or character n-gram "
+    "TF-IDF under tfidf) minus decay times the days since the event's latest report",
+    "decay": "per method: score lost per day since the event's latest report",
+    "members_kept": "recent members an event compares a report with (a memory bound, not fitted)",
+    "rules": "headlines naming calendar days, none of them the event's, found another event",
+}
+
+
+@dataclass(frozen=True)
+class EventPolicy:
+    """The numbers of the event decision, as stored in models/events.json.
+
+    `window_hours`: an event takes follow-ups for this long after its latest
+    report (the definition's "about two days"; not fitted). `members_kept`:
+    recent members an event compares with, a memory bound. Per clustering
+    method, the two fitted numbers: `join`, the least score at which a report
+    joins an event, the score being the cosine with the event's nearest recent
+    member minus `decay` for each day since the event's latest report.
+    """
+
+    window_hours: float
+    join: dict[str, float]
+    decay: dict[str, float]
+    members_kept: int
+
+    def for_method(self, method: str) -> tuple[float, float]:
+        """The join score and the decay per day of `method`."""
+        try:
+            return self.join[method], self.decay[method]
+        except KeyError:
+            raise ValueError(
+                f"{EVENTS_MODEL.name} has no event threshold for method {method!r}: "
+                f"refit it with benchmarks/cluster.py --fit-events"
+            ) from None
+
+    def to_json(self, notes: dict[str, object]) -> str:
+        body: dict[str, object] = {
+            "meaning": FIELDS,
+            "window_hours": self.window_hours,
+            "join": dict(sorted(self.join.items())),
+            "decay": dict(sorted(self.decay.items())),
+            "members_kept": self.members_kept,
+            "notes": notes,
+        }
+        return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
+
+
+def read_policy(path: Path) -> EventPolicy:
+    """The policy stored at `path`; an error naming the file and key when it is broken."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the event model {path} cannot be read ({exc}): reinstall") from exc
+    try:
+        return EventPolicy(
+            window_hours=float(body["window_hours"]),
+            join={str(k): float(v) for k, v in body["join"].items()},
+            decay={str(k): float(v) for k, v in body["decay"].items()},
+            members_kept=int(body["members_kept"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RuntimeError(
+            f"the event model {path} lacks or mistypes {exc}: refit it with "
+            f"benchmarks/cluster.py --fit-events"
+        ) from exc
+
+
+@lru_cache(maxsize=1)
+def load_policy() -> EventPolicy:
+    """The shipped event policy."""
+    return read_policy(EVENTS_MODEL)
+
+
+@dataclass(frozen=True)
+class EventReport:
+    """What the event decision reads of a report."""
+
+    doc_id: str
+    published: datetime
+    embedding: np.ndarray | None  # unit, language-centred; None under the tfidf method
+    grams: (
+        Vector  # unit TF-IDF over character n-grams: comparable across scripts once transliterated
+    )
+    days: np.ndarray  # calendar days the headline names (month * 100 + day), ascending
+
+    @classmethod
+    def from_prepared(cls, p: Prepared) -> EventReport:
+        return cls(p.doc.id, p.doc.published, p.embedding, p.grams, p.days)
+
+
+@dataclass
+class Event:
+    """One happening of a story: its key (the founding report's id) and recent members."""
+
+    key: str
+    story_id: str
+    latest: datetime
+    size: int = 0
+    members: deque[EventReport] = field(default_factory=deque)
+    days: frozenset[int] = frozenset()
+
+    def add(self, report: EventReport, kept: int) -> None:
+        self.members.append(report)
+        while len(self.members) > kept:
+            self.members.popleft()
+        self.size += 1
+        self.latest = max(self.latest, report.published)
+        self.days |= frozenset(report.days.tolist())
+
+
+@dataclass(frozen=True)
+class EventPlacement:
+    """Where a report went inside its story: an event key, and whether it founded it."""
+
+    event_key: str
+    new_event: bool
+    similarity: float
+
+
+def similarity(report: EventReport, event: Event) -> float:
+    """The report's cosine with the event's nearest recent member.
+
+    Nearest rather than mean: the event's reports in three languages sit apart
+    even after centring, and a report is usually close to the ones in its own.
+    """
+    best = 0.0
+    for other in event.members:
+        if report.embedding is not None and other.embedding is not None:
+            value = float(report.embedding @ other.embedding)
+        else:
+            value = report.grams.dot(other.grams) if report.grams is not EMPTY else 0.0
+        best = max(best, value)
+    return best
+
+
+def score(report: EventReport, event: Event, window_hours: float, decay: float) -> float | None:
+    """How strongly the report belongs to the event; None when a rule rules it out.
+
+    Rules: an event idle longer than the window takes no follow-up; a headline
+    naming a calendar day the event's headlines never named, while they named
+    one, is another day's happening.
+    """
+    gap_h = (report.published - event.latest).total_seconds() / 3600.0
+    if gap_h > window_hours:
+        return None
+    if len(report.days) and event.days and not shared_keys(report.days, _days(event.days)):
+        return None
+    return similarity(report, event) - decay * max(gap_h, 0.0) / 24.0
+
+
+def decide(
+    report: EventReport, events: list[Event], policy: EventPolicy, method: str
+) -> tuple[Event | None, float]:
+    """The event the report joins (None: it founds one) and its best score."""
+    join, decay = policy.for_method(method)
+    best: Event | None = None
+    best_score = 0.0
+    for event in events:
+        value = score(report, event, policy.window_hours, decay)
+        if value is not None and (best is None or value > best_score):
+            best, best_score = event, value
+    if best is None or best_score < join:
+        return None, max(best_score, 0.0)
+    return best, best_score
+
+
+def _days(days: frozenset[int]) -> np.ndarray:
+    return np.array(sorted(days), np.uint32)
+
+
+class EventIndex:
+    """The live events of every story, placed online in arrival order.
+
+    Events are bounded like stories are: an event idle for longer than the
+    policy's window can take no report, so `expire` forgets it.
+    """
+
+    def __init__(self, method: str, policy: EventPolicy | None = None) -> None:
+        self.policy = policy or load_policy()
+        self.method = method
+        self.policy.for_method(method)  # a missing method fails here, not at the first report
+        self._by_story: dict[str, list[Event]] = {}
+        self._window = timedelta(hours=self.policy.window_hours)
+        self._event_of: dict[str, str] = {}  # doc id -> event key, for copies
+
+    def place(self, story_id: str, report: EventReport) -> EventPlacement:
+        """Put a report already placed in `story_id` into one of the story's events."""
+        events = self._by_story.setdefault(story_id, [])
+        event, value = decide(report, events, self.policy, self.method)
+        if event is None:
+            event = Event(report.doc_id, story_id, report.published)
+            events.append(event)
+            event.add(report, self.policy.members_kept)
+            self._remember(report.doc_id, event.key)
+            return EventPlacement(event.key, True, round(value, 6))
+        event.add(report, self.policy.members_kept)
+        self._remember(report.doc_id, event.key)
+        return EventPlacement(event.key, False, round(value, 6))
+
+    def restore(self, story_id: str, report: EventReport, event_key: str) -> None:
+        """Replay a stored decision, in the order the decisions were made."""
+        events = self._by_story.setdefault(story_id, [])
+        event = next((e for e in events if e.key == event_key), None)
+        if event is None:
+            event = Event(event_key, story_id, report.published)
+            events.append(event)
+        event.add(report, self.policy.members_kept)
+        self._remember(report.doc_id, event_key)
+
+    def copy_of(self, duplicate_of: str) -> str | None:
+        """The event of the report a copy repeats (a copy is one more report of it)."""
+        return self._event_of.get(duplicate_of)
+
+    def _remember(self, doc_id: str, event_key: str) -> None:
+        self._event_of[doc_id] = event_key
+        if len(self._event_of) > COPIES_REMEMBERED:
+            del self._event_of[next(iter(self._event_of))]  # bounded: the oldest goes
+
+    def merge_story(self, gone: str, into: str) -> None:
+        """A story absorbed into another brings its events along, each still its own."""
+        moved = self._by_story.pop(gone, [])
+        for event in moved:
+            event.story_id = into
+        self._by_story.setdefault(into, []).extend(moved)
+
+    def expire(self, now: datetime) -> None:
+        """Forget events that can take no more reports."""
+        horizon = now - self._window
+        for story_id in list(self._by_story):
+            live = [e for e in self._by_story[story_id] if e.latest >= horizon]
+            if live:
+                self._by_story[story_id] = live
+            else:
+                del self._by_story[story_id]
+
+    def events(self, story_id: str) -> list[Event]:
+        return list(self._by_story.get(story_id, []))

@@ -1,0 +1,166 @@
+"""Events inside a story: hand-written reports grouped by the shipped event policy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aggregator.cluster.embedding import LanguageCentring, embed
+from aggregator.cluster.events import (
+    EVENTS_MODEL,
+    EventIndex,
+    EventPolicy,
+    EventReport,
+    load_policy,
+    read_policy,
+)
+from aggregator.cluster.features import EMPTY, FeatureWeights, Featuriser, key_array
+from aggregator.types import ClusterDoc
+
+T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
+STORY = "kursk-incursion"
+
+
+def reports(texts: list[tuple[float, str, str, str]]) -> list[EventReport]:
+    """Reports as the embedding method reads them: (hours after T0, language, headline, lead).
+
+    Vectors are centred on each language's running mean, as the clusterer centres them.
+    """
+    docs = [
+        ClusterDoc(
+            str(i), title, text, f"https://x.example/{i}", T0 + timedelta(hours=h), "x", lang
+        )
+        for i, (h, lang, title, text) in enumerate(texts)
+    ]
+    featuriser = Featuriser(FeatureWeights())
+    centring = LanguageCentring()
+    out = []
+    for doc, raw in zip(docs, embed(docs), strict=True):
+        counted = featuriser.counts(doc)
+        featuriser.learn(counted)
+        centring.learn(doc.lang, raw)
+        row = centring.centre(doc.lang, raw)
+        grams = featuriser.vector(counted.grams)
+        out.append(EventReport(doc.id, doc.published, row, grams, key_array(counted.days)))
+    return out
+
+
+def place_all(items: list[EventReport], method: str = "embedding") -> list[str]:
+    index = EventIndex(method)
+    return [index.place(STORY, report).event_key for report in items]
+
+
+# Known limit of the shipped policy, kept as a strict expectation: the nearest-member
+# cosine of the multilingual embedding rates two happenings of one storyline and one
+# vocabulary ("regional" vs "federal" emergency; two bridges over one river) above
+# the same happening across languages. When a rule separates them, these start
+# passing and strict=True asks for the marker to go.
+KNOWN_LIMIT = pytest.mark.xfail(
+    strict=True, reason="one storyline's look-alike happenings are not yet told apart"
+)
+
+
+@KNOWN_LIMIT
+def test_regional_then_federal_emergency_on_one_day_are_two_events() -> None:
+    keys = place_all(reports([
+        (0, "en", "Kursk governor declares a regional state of emergency",
+         "Governor Alexei Smirnov declared a regional emergency after shelling of border villages."),
+        (1, "ru", "Курский губернатор ввел режим ЧС регионального характера",
+         "Губернатор Алексей Смирнов объявил региональный режим чрезвычайной ситуации."),
+        (9, "en", "Government declares a federal emergency over the Kursk incursion",
+         "The emergencies ministry raised the situation in Kursk region to federal level."),
+        (10, "ru", "Правительство объявило ЧС федерального характера",
+         "МЧС подняло уровень чрезвычайной ситуации в Курской области до федерального."),
+    ]))  # fmt: skip
+    assert keys[0] == keys[1]
+    assert keys[2] == keys[3]
+    assert keys[0] != keys[2]
+
+
+@KNOWN_LIMIT
+def test_strikes_on_two_bridges_on_different_days_are_two_events() -> None:
+    keys = place_all(reports([
+        (240, "en", "Ukrainian strike destroys the bridge over the Seym near Glushkovo",
+         "The bridge in Glushkovo district was destroyed, the governor said."),
+        (242, "en", "Ukraine's air force hits Glushkovo bridge across the Seym",
+         "Footage shows the span of the Glushkovo bridge collapsing into the river."),
+        (290, "en", "Second bridge over the Seym hit, near Zvannoe",
+         "A strike damaged the bridge at Zvannoe, two days after the Glushkovo bridge."),
+    ]))  # fmt: skip
+    assert keys[0] == keys[1]
+    assert keys[2] not in keys[:2]
+
+
+def test_a_follow_up_next_day_joins_its_event() -> None:
+    keys = place_all(reports([
+        (0, "en", "Russia declares a federal emergency over the Kursk incursion",
+         "The federal emergency regime covers the whole Kursk region."),
+        (22, "en", "Federal emergency in Kursk region: evacuation continues",
+         "A day after the federal emergency was declared, buses left the Kursk region border towns."),
+    ]))  # fmt: skip
+    assert keys == ["0", "0"]
+
+
+# -- the rules, on synthetic embeddings --------------------------------------------------
+
+UNIT = np.eye(4, dtype=np.float32)
+
+
+def embedded(doc_id: str, hours: float, row: np.ndarray, days: tuple[int, ...] = ()) -> EventReport:
+    return EventReport(doc_id, T0 + timedelta(hours=hours), row, EMPTY, key_array(days))
+
+
+def test_an_event_idle_longer_than_the_window_takes_no_follow_up() -> None:
+    window = load_policy().window_hours
+    index = EventIndex("embedding")
+    assert index.place(STORY, embedded("a", 0, UNIT[0])).new_event
+    assert not index.place(STORY, embedded("b", window - 1, UNIT[0])).new_event
+    # measured from the event's latest report, "b"
+    assert index.place(STORY, embedded("c", 2 * window, UNIT[0])).new_event
+
+
+def test_headlines_naming_other_calendar_days_are_other_events() -> None:
+    index = EventIndex("embedding")
+    first = index.place(STORY, embedded("a", 0, UNIT[0], days=(806,)))
+    other = index.place(STORY, embedded("b", 1, UNIT[0], days=(807,)))
+    same = index.place(STORY, embedded("c", 2, UNIT[0], days=(806,)))
+    assert other.new_event and same.event_key == first.event_key
+
+
+def test_events_stay_inside_their_story_until_the_stories_merge() -> None:
+    index = EventIndex("embedding")
+    index.place("s1", embedded("a", 0, UNIT[0]))
+    assert index.place("s2", embedded("b", 1, UNIT[0])).new_event
+    index.merge_story("s2", "s1")
+    assert {e.key for e in index.events("s1")} == {"a", "b"}
+    assert index.place("s1", embedded("c", 2, UNIT[0])).event_key in {"a", "b"}
+    assert index.copy_of("c") in {"a", "b"}
+
+
+def test_restore_replays_stored_events() -> None:
+    index = EventIndex("embedding")
+    index.restore(STORY, embedded("a", 0, UNIT[0]), "a")
+    index.restore(STORY, embedded("b", 1, UNIT[1]), "b")
+    assert index.place(STORY, embedded("c", 2, UNIT[1])).event_key == "b"
+
+
+def test_the_shipped_model_records_its_data_split_and_command() -> None:
+    body = EVENTS_MODEL.read_text(encoding="utf-8")
+    policy = read_policy(EVENTS_MODEL)
+    assert set(policy.join) == set(policy.decay) == {"embedding", "tfidf"}
+    for method in policy.join:
+        assert f'"{method}": {{' in body  # a fit's notes per method
+    assert '"split": "train"' in body and "--fit-events" in body and '"meaning"' in body
+
+
+def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "events.json"
+    path.write_text('{"window_hours": 48, "join": {}}', encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"events\.json.*--fit-events"):
+        read_policy(path)
+    policy = EventPolicy(48.0, {"tfidf": 0.2}, {"tfidf": 0.0}, 4)
+    with pytest.raises(ValueError, match="embedding"):
+        EventIndex("embedding", policy)
