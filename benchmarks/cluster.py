@@ -63,7 +63,7 @@ HELD_OUT = "heldout"
 TRAIN = "train"
 # The event fit: the precision bar, met on the training part, then the best F1.
 EVENT_PRECISION = 0.93
-EVENT_JOIN_GRID = tuple(round(0.2 + 0.02 * i, 2) for i in range(26))  # 0.20 .. 0.70
+EVENT_JOIN_GRID = tuple(round(0.06 + 0.02 * i, 2) for i in range(33))  # 0.06 .. 0.70
 EVENT_DECAY_GRID = (0.0, 0.05, 0.1, 0.2)  # similarity lost per day since the event's latest
 # The targets (figure -> at least), checked in the summary.
 TARGETS = {

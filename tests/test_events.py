@@ -53,9 +53,9 @@ def place_all(items: list[EventReport], method: str = "embedding") -> list[str]:
     return [index.place(STORY, report).event_key for report in items]
 
 
-# Known limit of the shipped policy, kept as a strict expectation: the nearest-member
-# cosine of the multilingual embedding rates two happenings of one storyline and one
-# vocabulary ("regional" vs "federal" emergency; two bridges over one river) above
+# Known limit of the shipped policy, kept as a strict expectation: the cosine of the
+# multilingual embedding rates two happenings of one storyline and one vocabulary
+# ("regional" vs "federal" emergency; two bridges over one river) about as high as
 # the same happening across languages. When a rule separates them, these start
 # passing and strict=True asks for the marker to go.
 KNOWN_LIMIT = pytest.mark.xfail(

@@ -3,7 +3,7 @@
 The story level follows a developing story; inside each story this module keeps
 its events (one act, statement or decision, at one place, on one day, with
 follow-ups within about two days). A report already placed in a story meets
-that story's recent events and joins the nearest one, or founds a new event.
+that story's recent events and joins the closest one, or founds a new event.
 
 The decision is a pure function of features the clusterer already computes
 (`Prepared`: a language-centred embedding, character n-grams, the calendar days
@@ -34,9 +34,9 @@ COPIES_REMEMBERED = 20_000  # recent reports whose event a copy can find, as ded
 # What each number of models/events.json means, written into the file itself.
 FIELDS = {
     "window_hours": "an event takes follow-ups for this long after its latest report (not fitted)",
-    "join": "per method: least score to join an event; the score is the cosine with the "
-    "event's nearest recent member (language-centred embedding, or character n-gram "
-    "TF-IDF under tfidf) minus decay times the days since the event's latest report",
+    "join": "per method: least score to join an event; the score is the mean cosine with the "
+    "event's recent members (language-centred embedding, or character n-gram TF-IDF "
+    "under tfidf) minus decay times the days since the event's latest report",
     "decay": "per method: score lost per day since the event's latest report",
     "members_kept": "recent members an event compares a report with (a memory bound, not fitted)",
     "rules": "headlines naming calendar days, none of them the event's, found another event",
@@ -51,8 +51,8 @@ class EventPolicy:
     report (the definition's "about two days"; not fitted). `members_kept`:
     recent members an event compares with, a memory bound. Per clustering
     method, the two fitted numbers: `join`, the least score at which a report
-    joins an event, the score being the cosine with the event's nearest recent
-    member minus `decay` for each day since the event's latest report.
+    joins an event, the score being the mean cosine with the event's recent
+    members minus `decay` for each day since the event's latest report.
     """
 
     window_hours: float
@@ -155,19 +155,23 @@ class EventPlacement:
 
 
 def similarity(report: EventReport, event: Event) -> float:
-    """The report's cosine with the event's nearest recent member.
+    """The report's mean cosine with the event's recent members.
 
-    Nearest rather than mean: the event's reports in three languages sit apart
-    even after centring, and a report is usually close to the ones in its own.
+    The mean, not the nearest member: an event's reports in three languages sit
+    apart even after centring, and a report's nearest member is usually one in
+    its own language, often of a look-alike happening. On the training part of
+    our set the mean scored event B-cubed F1 0.95 at precision 0.94 against 0.90
+    at 0.97 for the nearest member (`benchmarks/cluster.py --fit-events`).
     """
-    best = 0.0
+    if not event.members:
+        return 0.0
+    total = 0.0
     for other in event.members:
         if report.embedding is not None and other.embedding is not None:
-            value = float(report.embedding @ other.embedding)
+            total += float(report.embedding @ other.embedding)
         else:
-            value = report.grams.dot(other.grams) if report.grams is not EMPTY else 0.0
-        best = max(best, value)
-    return best
+            total += report.grams.dot(other.grams) if report.grams is not EMPTY else 0.0
+    return total / len(event.members)
 
 
 def score(report: EventReport, event: Event, window_hours: float, decay: float) -> float | None:
