@@ -195,7 +195,7 @@ def run_child(role: str, database: str, port: int, feeds: int, interval: float) 
             finally:
                 embed_cpu += time.process_time() - before
 
-        embedding.embed = timed_embed  # type: ignore[assignment]
+        embedding.embed = timed_embed
         while time.time() < until:
             asyncio.run(pipeline.dispatch(report, deadline=time.monotonic() + until - time.time()))
             time.sleep(0.2)
