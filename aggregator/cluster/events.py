@@ -122,7 +122,10 @@ class EventReport:
 
     @classmethod
     def from_prepared(cls, p: Prepared) -> EventReport:
-        return cls(p.doc.id, p.doc.published, p.embedding, p.grams, p.days)
+        # With an embedding the n-grams are never read: not keeping them halves
+        # what an event holds per member (an embedding is 1.5 kB).
+        grams = EMPTY if p.embedding is not None else p.grams
+        return cls(p.doc.id, p.doc.published, p.embedding, grams, p.days)
 
 
 @dataclass
