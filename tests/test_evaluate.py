@@ -413,3 +413,26 @@ def test_own_set_is_labelled_at_both_levels_with_a_split_by_storyline() -> None:
     kursk = [r for r in rows if r["storyline"] == "kursk-incursion"]
     days = sorted({r["published"][:10] for r in kursk})
     assert len({r["cluster"] for r in kursk}) >= 12 and int(days[-1][8:]) - int(days[0][8:]) >= 10
+
+
+def test_events_inside_a_story_are_scored_at_the_event_level(tmp_path: Path) -> None:
+    # One story follows the bridge strikes over a week; a strike three days after
+    # the first is another event (past the event window), which the story alone
+    # cannot say and the event level does.
+    def at(day: int, hour: int, id: str, title: str, cluster: str) -> dict[str, str]:
+        r = row(id, title, 0, cluster, storyline="bridges")
+        return {**r, "published": f"2024-08-{day:02d}T{hour:02d}:00:00Z"}
+
+    rows = [
+        at(16, 9, "1", "Strike destroys Seym bridge in Kursk region", "first"),
+        at(16, 11, "2", "Seym bridge in Kursk region destroyed by strike", "first"),
+        at(19, 9, "3", "Strike hits another Seym bridge in Kursk region", "second"),
+        at(19, 10, "4", "Another Seym bridge in Kursk region hit by strike", "second"),
+    ]
+    settings = ClusterSettings(threshold=RECOMMENDED_THRESHOLDS["tfidf"], window_hours=240)
+    result = evaluate_file(write_jsonl(tmp_path / "d.jsonl", rows), settings)
+    assert result["predicted_stories"] == 1  # the story follows the storyline...
+    assert result["stories_as_events"]["bcubed_precision"] == 0.5
+    assert result["predicted_events"] == 2  # ...and its events stay apart
+    assert result["levels"]["event"]["bcubed_f1"] == result["bcubed_f1"] == 1.0
+    assert result["levels"]["storyline"]["bcubed_f1"] == 1.0
