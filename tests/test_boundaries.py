@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from httpserver import FeedServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.exc import DataError
 from test_pipeline import rss
 
 from aggregator import pipeline as pipeline_module
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, SourceConfig, parse_settings
-from aggregator.store import Store
+from aggregator.store import Store, open_store
 from aggregator.types import EntryData, PollOutcome
 
 T0 = datetime(2024, 8, 6, 6, 0, tzinfo=UTC)
@@ -225,3 +228,102 @@ def test_a_timeline_that_cannot_be_rendered_leaves_the_others_published(
     paths = {doc.path for doc in sqlite_store.documents()}
     assert "/index.html" in paths and "/timelines/all.atom" in paths
     assert "publish" in events.failures
+
+
+# -- hostile sources among healthy ones, through the whole ingest -----------------
+
+_ODD_VALUES = st.sampled_from(
+    [
+        "²",
+        "9" * 5000,
+        "-1",
+        "nan",
+        "&#xD800;",
+        "&#x110000;",
+        "0001-01-01T00:00:00+14:00",
+        "Fri, 31 Dec 9999 23:59:59 -1400",
+        "<!DOCTYPE x " * 50,
+        "@ (" * 200,
+        "&lt;a " * 200,
+        "<div>" * 300,
+        "\x00",
+        "",
+    ]
+)
+
+
+@st.composite
+def hostile_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """A broken or odd feed body with odd headers, built from the shapes seen in the wild."""
+    odd = draw(st.lists(_ODD_VALUES, min_size=1, max_size=4))
+    kind = draw(st.sampled_from(["rss-fields", "truncated", "bytes", "json"]))
+    if kind == "rss-fields":
+        fields = "".join(
+            f"<{tag}>{value}</{tag}>"
+            for tag, value in zip(["title", "pubDate", "author", "description"], odd, strict=False)
+        )
+        body = (
+            f'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title>'
+            f"<ttl>{odd[0]}</ttl><item><guid>g1</guid>{fields}</item>"
+            f"<item><title>plain</title><link>http://odd.test/2</link></item></channel></rss>"
+        ).encode("utf-8", "surrogatepass")
+    elif kind == "truncated":
+        full = rss("odd", items("odd", 2))
+        body = full[: draw(st.integers(0, len(full)))]
+    elif kind == "json":
+        body = json.dumps(
+            {
+                "version": "https://jsonfeed.org/version/1.1",
+                "title": "odd",
+                "items": [{"id": odd[0], "date_published": odd[-1], "title": odd[-1]}],
+            }
+        ).encode()
+    else:
+        body = draw(st.binary(max_size=2000))
+    headers = {
+        name: value
+        for name, value in zip(
+            ["Cache-Control", "Retry-After", "Age", "Expires"],
+            [f"max-age={odd[0]}", odd[-1], odd[0], odd[-1]],
+            strict=False,
+        )
+        if value.isprintable() and value.isascii() and len(value) < 200
+    }
+    return body, headers
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(hostile=st.lists(hostile_bodies(), min_size=1, max_size=3))
+def test_hostile_sources_never_cost_the_healthy_ones_their_entries(
+    server: FeedServer, tmp_path_factory: pytest.TempPathFactory, hostile: list[Any]
+) -> None:
+    names = []
+    for n, (body, headers) in enumerate(hostile):
+        name = f"odd{n}"
+        server.serve_feed(f"/{name}.xml", body, headers=headers)
+        names.append(name)
+    # Healthy sources on both sides of the hostile ones, in one batch.
+    names = ["alpha", "beta", *names, "gamma", "delta"]
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('db') / 'hostile.db'}")
+    try:
+        pipeline = Pipeline(
+            settings_for(server, names), store, clock=lambda: T0 + timedelta(hours=1)
+        )
+        report = asyncio.run(pipeline.dispatch())
+        found = statuses(store)
+        assert report.polled == len(names)
+        for name in HEALTHY:
+            assert (found[name.title()].status, found[name.title()].entries) == ("ok", 3)
+        for name in names[2:-2]:
+            odd = found[name.title()]
+            assert odd.status == "ok" or (odd.last_error_code and odd.last_error), odd
+        assert store.release_claims(pipeline.owner) == 0, "every claim was handed back"
+        # Each entry stored once: a second poll of the same bodies adds nothing new.
+        again = Pipeline(settings_for(server, names), store, clock=lambda: T0 + timedelta(days=3))
+        assert asyncio.run(again.dispatch()).new_entries == 0
+    finally:
+        store.close()
