@@ -195,6 +195,7 @@ class Step:
     duplicate_of: str | None
     report: EventReport | None  # None for a copy: it takes its original's event
     merges: tuple[tuple[str, str], ...]  # (absorbed, into) stories merged right after it
+    event_key: str = ""  # the event the assigner itself chose (its shipped policy)
 
 
 def run_stories(
@@ -214,7 +215,9 @@ def run_stories(
             # The statistics were learned by `add`; this reads the report as it was placed.
             report = EventReport.from_prepared(assigner._prepare(doc, (), vector, learn=False))
         merges = tuple(assigner.merge_converged()) if merge else ()
-        steps.append(Step(assignment.story_id, assignment.duplicate_of, report, merges))
+        steps.append(
+            Step(assignment.story_id, assignment.duplicate_of, report, merges, assignment.event_key)
+        )
     return steps
 
 

@@ -96,6 +96,9 @@ class Assignment:
     duplicate_of: str | None = None  # doc id of the first copy (same canonical URL or text)
     new_story: bool = False
     similarity: float = 0.0
+    # The event inside the story: its founding entry's id ("" = not decided). Not
+    # compared: an assignment is equal to another by where its story decision went.
+    event_key: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

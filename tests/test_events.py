@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -164,3 +165,46 @@ def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     policy = EventPolicy(48.0, {"tfidf": 0.2}, {"tfidf": 0.0}, 4)
     with pytest.raises(ValueError, match="embedding"):
         EventIndex("embedding", policy)
+
+
+# -- the clusterer: every placed report gets an event key, kept across a restart ----------
+
+OWN_SET = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "conflict-2024-08.jsonl"
+
+
+def test_the_clusterer_places_each_report_in_an_event_as_the_evaluation_does() -> None:
+    from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
+    from aggregator.evaluate import load_levels, place_events, run_stories, stream_order
+    from aggregator.settings import ClusterSettings
+
+    labelled = load_levels(OWN_SET, "event", "heldout")
+    docs, _ = stream_order(labelled.docs, labelled.docs, None)
+    settings = ClusterSettings(method="tfidf", threshold=RECOMMENDED_THRESHOLDS["tfidf"])
+    steps = run_stories(StoryAssigner(settings), docs, None, merge=True)
+    assert all(step.event_key for step in steps)
+    assert [s.event_key for s in steps] == place_events(steps, EventIndex("tfidf"))
+    # A story holds several events; an event never spans two stories at once.
+    assert len({s.event_key for s in steps}) > len({s.story_id for s in steps})
+
+
+def test_a_restored_clusterer_keeps_the_stored_events() -> None:
+    from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
+    from aggregator.settings import ClusterSettings
+
+    settings = ClusterSettings(method="tfidf", threshold=RECOMMENDED_THRESHOLDS["tfidf"])
+    first = StoryAssigner(settings)
+    docs = [
+        ClusterDoc("1", "Strike destroys Seym bridge in Kursk region", "", "", T0, "a", "en"),
+        ClusterDoc("2", "Seym bridge in Kursk region destroyed by strike", "", "", T0, "b", "en"),
+    ]
+    stored = [first.add(doc) for doc in docs]
+    assert stored[0].event_key == stored[1].event_key == "1"
+    later = ClusterDoc(
+        "3", "Kursk region: Seym bridge strike destroys crossing", "", "", T0, "c", "en"
+    )
+    again = StoryAssigner(settings)
+    # Stored under another key (an earlier policy decided so): the replay keeps it.
+    again.restore(docs[0], stored[0])
+    again.restore(docs[1], replace(stored[1], event_key="2"))
+    assert again.add(later).event_key in {"1", "2"}
+    assert first.add(later).event_key == "1"

@@ -27,6 +27,7 @@ from aggregator.cluster.decision import (
     member,
     pair_features,
 )
+from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
 from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
@@ -109,6 +110,7 @@ class StoryAssigner:
             grams_kept=self.tuning.grams_kept,
         )
         self._centring = embedding.LanguageCentring()
+        self._events = EventIndex(settings.method)  # each story's events (events.py)
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
         self._first_copy: dict[int, tuple[str, str]] = {}
         self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
@@ -147,16 +149,27 @@ class StoryAssigner:
         if first is not None:
             doc_id, story_id = first
             self._apply_duplicate(doc, story_id, doc_id, keys)
-            return Assignment(doc.id, story_id, duplicate_of=doc_id, similarity=1.0)
+            event_key = self._events.copy_of(doc_id) or doc_id
+            return Assignment(
+                doc.id, story_id, duplicate_of=doc_id, similarity=1.0, event_key=event_key
+            )
         prepared = self._prepare(doc, keys, vector, learn=True)
         story, score = self._best_story(prepared)
         self._placed += 1
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
             self._queue_second_looks(doc.id)
-            return Assignment(doc.id, doc.id, new_story=True, similarity=round(score, 6))
+            event = self._events.place(doc.id, EventReport.from_prepared(prepared))
+            return Assignment(
+                doc.id,
+                doc.id,
+                new_story=True,
+                similarity=round(score, 6),
+                event_key=event.event_key,
+            )
         self._join(prepared, story)
-        return Assignment(doc.id, story.id, similarity=round(score, 6))
+        event = self._events.place(story.id, EventReport.from_prepared(prepared))
+        return Assignment(doc.id, story.id, similarity=round(score, 6), event_key=event.event_key)
 
     def restore(
         self, doc: ClusterDoc, assignment: Assignment, vector: np.ndarray | None = None
@@ -179,11 +192,17 @@ class StoryAssigner:
             self._found(prepared, assignment.story_id)
         else:
             self._join(prepared, story)
+        report = EventReport.from_prepared(prepared)
+        if assignment.event_key:
+            self._events.restore(assignment.story_id, report, assignment.event_key)
+        else:  # stored before events were: decided again, as it would have been
+            self._events.place(assignment.story_id, report)
 
     def expire(self, now: datetime) -> None:
         """Stories idle for more than the window stop taking reports and are forgotten."""
         for story in self._stories.expire(now - self._window):
             self._forget(story)
+        self._events.expire(now)
 
     def merge_converged(self) -> list[tuple[str, str]]:
         """Merge live stories that have grown into one event: (absorbed id, into id) pairs.
@@ -235,6 +254,7 @@ class StoryAssigner:
         into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
         self._stories.merge(into, gone)
         self._repoint(gone, into)
+        self._events.merge_story(gone.id, into.id)  # its events come along, each its own
         merges.append((gone.id, into.id))
 
     def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
