@@ -137,7 +137,10 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     from aggregator.pipeline import Pipeline
 
     store = open_store(f"sqlite:///{database}", create=False)
-    pipeline = Pipeline(settings_for(database, method), store, clock=lambda: NOW)
+    settings = settings_for(database, method)
+    # An hour on: pending entries without a vector are no longer waited for.
+    later = NOW + timedelta(hours=1)
+    pipeline = Pipeline(settings, store, clock=lambda: later)
     timings = {}
     started = time.perf_counter()
     assert pipeline.lead()
@@ -146,6 +149,8 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     started = time.perf_counter()
     clustered = pipeline.cluster()
     timings["cluster_s"] = time.perf_counter() - started
+    # The leader's own peak, before publishing renders documents.
+    cluster_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     published = pipeline.publish()
     timings["publish_s"] = time.perf_counter() - started
@@ -155,6 +160,7 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "peak_rss_before_publish_mb": round(cluster_peak_kb / 1024, 1),
         **{k: round(v, 2) for k, v in timings.items()},
         "clustered": clustered,
         "timelines_published": len(published),
