@@ -439,7 +439,13 @@ def _entry(
         return None
     content_hash = _content_hash(title, text)
     author = _clean(_collapse((raw.author or "")[: 4 * bounds.MAX_AUTHOR_CHARS]))
-    published = _dated(raw.published, fetched_at) or _dated(raw.updated, fetched_at)
+    # A sane updated date is better than the fetch time for an entry whose published
+    # date is out of range.
+    published = (
+        bounds.sane_date(raw.published, fetched_at)
+        or bounds.sane_date(raw.updated, fetched_at)
+        or _dated(raw.published or raw.updated, fetched_at)
+    )
     return EntryData(
         key=entry_id or link or f"sha256:{content_hash}",
         title=title,

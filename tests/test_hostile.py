@@ -203,6 +203,18 @@ def test_an_rss_date_outside_the_sane_range_becomes_the_fetch_time(
     assert published is None or published == polled.result.fetched_at
 
 
+def test_a_sane_updated_date_stands_in_for_an_insane_published_one(srv: FeedServer) -> None:
+    atom = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>'
+        b"<entry><id>urn:1</id><title>t</title><published>0001-01-01T00:00:00Z</published>"
+        b"<updated>2024-08-06T12:00:00Z</updated></entry></feed>"
+    )
+
+    entry = poll(srv, atom, {"Content-Type": "application/atom+xml"}).entry
+
+    assert entry.published == entry.updated == datetime(2024, 8, 6, 12, tzinfo=UTC)
+
+
 def test_a_date_within_a_day_ahead_is_kept(srv: FeedServer) -> None:
     ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=12)
     stamp = ahead.strftime("%a, %d %b %Y %H:%M:%S GMT")
