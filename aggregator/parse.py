@@ -35,13 +35,6 @@ URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
 # Characters XML 1.0 forbids; feeds we republish must not carry them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
-_XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=[\"']utf-?8[\"']", re.IGNORECASE)
-_XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
-_SINGLE_BYTE_CYRILLIC_WORD = re.compile(rb"[\xc0-\xff]{4,}")
-_SINGLE_BYTE_CHARSETS = frozenset(
-    {"iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii", "windows-1252", "cp1252"}
-)
 # Characters nh3 rewrites even in text without tags: it escapes "&", ">" and no-break
 # spaces, turns carriage returns into newlines and drops a leading byte order mark.
 _SANITISER_REWRITES = re.compile("[<>&\r\xa0\ufeff]")
@@ -134,8 +127,8 @@ def _read_xml_feed(
     response_headers = {
         name.lower(): value for name, value in headers.items() if name.lower() != "content-location"
     }
-    _drop_misleading_charset(response_headers, body)
-    body = _cyrillic_behind_utf8_label(response_headers, body)
+    rawxml.drop_misleading_charset(response_headers, body)
+    body = rawxml.cyrillic_behind_utf8_label(response_headers, body)
     try:
         parsed = feedparser.parse(
             io.BytesIO(rawxml.cleaned(body)),
@@ -161,52 +154,6 @@ def _read_xml_feed(
         ttl_minutes=_ttl(feed.get("ttl")),
         entries=tuple(_xml_entry(entry) for entry in parsed.get("entries", [])),
     )
-
-
-def _drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
-    """Ignore a single-byte charset in Content-Type when the body is plainly UTF-8.
-
-    Many servers label every text/* response latin-1; feedparser trusts the header
-    over the document, which would turn a UTF-8 feed into mojibake.
-    """
-    content_type = headers.get("content-type", "")
-    declared = _CHARSET_PARAM.search(content_type)
-    if declared is None or declared.group(1).lower() not in _SINGLE_BYTE_CHARSETS:
-        return
-    if body.isascii():
-        return
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return
-    headers["content-type"] = content_type[: declared.start()] + content_type[declared.end() :]
-
-
-def _cyrillic_behind_utf8_label(headers: dict[str, str], body: bytes) -> bytes:
-    """Transcode a Cyrillic single-byte feed that claims to be UTF-8.
-
-    Old CMSes label windows-1251 or KOI8 pages UTF-8; decoded as labelled, every
-    letter of a Ukrainian or Russian feed would be lost. Whole words of bytes in
-    0xC0-0xFF do not occur in Latin-script single-byte text, and in running text
-    most letters are lower case, which windows-1251 puts in 0xE0-0xFF and KOI8 in
-    0xC0-0xDF.
-    """
-    declared = _CHARSET_PARAM.search(headers.get("content-type", ""))
-    says_utf8 = declared is not None and declared.group(1).lower() in ("utf-8", "utf8")
-    if body.isascii() or not (says_utf8 or _XML_DECLARES_UTF8.match(body)):
-        return body
-    try:
-        body.decode("utf-8")
-        return body
-    except UnicodeDecodeError:
-        pass
-    if not _SINGLE_BYTE_CYRILLIC_WORD.search(body):
-        return body
-    upper_half = sum(1 for byte in body if byte >= 0xE0)
-    lower_half = sum(1 for byte in body if 0xC0 <= byte < 0xE0)
-    text = body.decode("cp1251" if upper_half >= lower_half else "koi8-u", errors="replace")
-    headers["content-type"] = _CHARSET_PARAM.sub("; charset=utf-8", headers.get("content-type", ""))
-    return _XML_ENCODING.sub(b'encoding="utf-8"', text.encode("utf-8"), count=1)
 
 
 def _check_parsed(

@@ -6,7 +6,8 @@ unbounded time on: stray control bytes, an internal DTD subset, character refere
 to code points XML cannot carry, overlong text in the small elements (authors, dates,
 ttl) whose values feedparser reads with regular expressions, and markup past
 MAX_TAGS (feedparser's work is per element, so a body of tiny elements costs many
-times an ordinary feed of the same size).
+times an ordinary feed of the same size). The two public label fixes below correct a
+charset that the headers or the XML declaration get wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ _DOCTYPE_WITH_SUBSET = re.compile(rb"<!DOCTYPE\s[^\[<>]*\[", re.IGNORECASE)
 _SUBSET_END = re.compile(rb"\]\s*>")
 _ROOT_ELEMENT = re.compile(rb"<[A-Za-z_]")
 _XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
+_CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
+_XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=[\"']utf-?8[\"']", re.IGNORECASE)
+_SINGLE_BYTE_CYRILLIC_WORD = re.compile(rb"[\xc0-\xff]{4,}")
+_SINGLE_BYTE_CHARSETS = frozenset(
+    {"iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii", "windows-1252", "cp1252"}
+)
 _CHAR_REF = re.compile(rb"&#(?:[xX]([0-9A-Fa-f]+)|([0-9]+));")
 _REPLACEMENT_REF = b"&#xFFFD;"
 _LONGEST_CHAR_REF_DIGITS = 7  # "1114111" and "10FFFF" fit; more digits are out of range
@@ -190,3 +197,49 @@ def _shortened(text: bytes, in_cdata: bool) -> bytes:
     if len(text) > _RUN and _EMAIL_LETTERS_RUN.search(text):
         return _EMAIL_LETTERS_RUN.sub(lambda run: run.group() + b" ", text)
     return text
+
+
+def drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
+    """Ignore a single-byte charset in Content-Type when the body is plainly UTF-8.
+
+    Many servers label every text/* response latin-1; feedparser trusts the header
+    over the document, which would turn a UTF-8 feed into mojibake.
+    """
+    content_type = headers.get("content-type", "")
+    declared = _CHARSET_PARAM.search(content_type)
+    if declared is None or declared.group(1).lower() not in _SINGLE_BYTE_CHARSETS:
+        return
+    if body.isascii():
+        return
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    headers["content-type"] = content_type[: declared.start()] + content_type[declared.end() :]
+
+
+def cyrillic_behind_utf8_label(headers: dict[str, str], body: bytes) -> bytes:
+    """Transcode a Cyrillic single-byte feed that claims to be UTF-8.
+
+    Old CMSes label windows-1251 or KOI8 pages UTF-8; decoded as labelled, every
+    letter of a Ukrainian or Russian feed would be lost. Whole words of bytes in
+    0xC0-0xFF do not occur in Latin-script single-byte text, and in running text
+    most letters are lower case, which windows-1251 puts in 0xE0-0xFF and KOI8 in
+    0xC0-0xDF.
+    """
+    declared = _CHARSET_PARAM.search(headers.get("content-type", ""))
+    says_utf8 = declared is not None and declared.group(1).lower() in ("utf-8", "utf8")
+    if body.isascii() or not (says_utf8 or _XML_DECLARES_UTF8.match(body)):
+        return body
+    try:
+        body.decode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        pass
+    if not _SINGLE_BYTE_CYRILLIC_WORD.search(body):
+        return body
+    upper_half = sum(1 for byte in body if byte >= 0xE0)
+    lower_half = sum(1 for byte in body if 0xC0 <= byte < 0xE0)
+    text = body.decode("cp1251" if upper_half >= lower_half else "koi8-u", errors="replace")
+    headers["content-type"] = _CHARSET_PARAM.sub("; charset=utf-8", headers.get("content-type", ""))
+    return _XML_ENCODING.sub(b'encoding="utf-8"', text.encode("utf-8"), count=1)
