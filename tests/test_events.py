@@ -19,7 +19,8 @@ from aggregator.cluster.events import (
     read_policy,
 )
 from aggregator.cluster.features import EMPTY, FeatureWeights, Featuriser, key_array
-from aggregator.types import ClusterDoc
+from aggregator.store import Store
+from aggregator.types import Assignment, ClusterDoc
 
 T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
 STORY = "kursk-incursion"
@@ -208,3 +209,39 @@ def test_a_restored_clusterer_keeps_the_stored_events() -> None:
     again.restore(docs[1], replace(stored[1], event_key="2"))
     assert again.add(later).event_key in {"1", "2"}
     assert first.add(later).event_key == "1"
+
+
+def test_a_stored_event_key_comes_back_with_its_entry(store: Store) -> None:
+    from aggregator.settings import SourceConfig
+    from aggregator.types import EntryData, PollOutcome
+
+    store.sync_sources([SourceConfig(name="Kyiv Wire", url="http://kw.test/feed")], T0)
+    [request] = store.claim_due(T0, "w", lease_s=60, limit=1)
+    listed = [
+        EntryData(
+            key=key,
+            title=title,
+            link=f"http://kw.test/{key}",
+            summary_html=title,
+            text=title,
+            author=None,
+            published=T0 + timedelta(minutes=n),
+            updated=None,
+            content_hash=key,
+        )  # fmt: skip
+        for n, (key, title) in enumerate(
+            [("a", "Strike destroys Seym bridge"), ("b", "Seym bridge destroyed by strike")]
+        )
+    ]
+    status = PollOutcome(checked_at=T0, next_check_at=T0 + timedelta(hours=1), status="ok")
+    store.record_poll(request.source_id, status, listed, owner="w")
+    first, second = store.pending_docs()
+    store.save_assignments(
+        [
+            Assignment(first.id, first.id, new_story=True, event_key=first.id),
+            Assignment(second.id, first.id, event_key=second.id),
+        ],
+        T0,
+    )
+    replayed = {doc.id: a.event_key for doc, a, _ in store.clustered_since(T0 - timedelta(days=1))}
+    assert replayed == {first.id: first.id, second.id: second.id}

@@ -112,7 +112,9 @@ def clustered_since(
     """
     vector = col(Entry.embedding) if embeddings else literal(None).label("embedding")
     query = (
-        select_columns(*_DOC_COLUMNS, col(Story.key), col(Entry.duplicate_of), vector)
+        select_columns(
+            *_DOC_COLUMNS, col(Story.key), col(Entry.duplicate_of), vector, col(Entry.event_key)
+        )
         .join(Source, col(Source.id) == col(Entry.source_id))
         .join(Story, col(Story.id) == col(Entry.story_id))
         .where(col(Entry.clustered), col(Entry.sort_at) >= to_db(since))
@@ -121,13 +123,14 @@ def clustered_since(
     )
     for row in session.connection().execute(query):
         doc = _doc(row)
-        story_key, duplicate_of, stored = row[8], row[9], row[10]
+        story_key, duplicate_of, stored, event_key = row[8], row[9], row[10], row[11]
         yield (
             doc,
             Assignment(
                 doc_id=doc.id,
                 story_id=str(story_key),
                 duplicate_of=None if duplicate_of is None else str(duplicate_of),
+                event_key=event_key or "",
             ),
             None if stored is None else bytes(stored),
         )
@@ -222,6 +225,7 @@ def save_assignments(
             "entry_id": int(a.doc_id),
             "story": story_ids[a.story_id],
             "copy_of": None if a.duplicate_of is None else int(a.duplicate_of),
+            "event": a.event_key or None,
         }
         for a in assignments
         if int(a.doc_id) in waiting
@@ -237,7 +241,12 @@ def save_assignments(
 _ASSIGN = (
     update(Entry)
     .where(col(Entry.id) == bindparam("entry_id"))
-    .values(story_id=bindparam("story"), duplicate_of=bindparam("copy_of"), clustered=True)
+    .values(
+        story_id=bindparam("story"),
+        duplicate_of=bindparam("copy_of"),
+        event_key=bindparam("event"),
+        clustered=True,
+    )
 )
 
 

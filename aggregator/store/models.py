@@ -75,6 +75,8 @@ class Entry(SQLModel, table=True):
     sort_at: datetime = Field(index=True)  # published, else first seen: the clustering order
     story_id: int | None = Field(default=None, foreign_key="story.id", index=True)
     duplicate_of: int | None = Field(default=None, index=True)
+    # The event inside its story: the founding entry's id (None: clustered before events)
+    event_key: str | None = None
     clustered: bool = Field(default=False, index=True)
     embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
 
