@@ -298,7 +298,11 @@ class Pipeline:
         if result.ok and result.body is not None:
             try:
                 feed = parse_feed(
-                    result.body, result.headers, url=result.final_url, source=request.name
+                    result.body,
+                    result.headers,
+                    url=result.final_url,
+                    source=request.name,
+                    fetched_at=result.fetched_at,
                 )
             except ParseError as exc:
                 parse_error = exc

@@ -82,10 +82,10 @@ def test_a_source_that_breaks_the_parser_leaves_the_batch_stored(
 ) -> None:
     real_parse = pipeline_module.parse_feed
 
-    def parse(body: bytes, headers: Any, *, url: str, source: str) -> Any:
+    def parse(body: bytes, headers: Any, *, url: str, source: str, **more: Any) -> Any:
         if source == "Broken":
             raise RuntimeError("a bug the parser has not met before")
-        return real_parse(body, headers, url=url, source=source)
+        return real_parse(body, headers, url=url, source=source, **more)
 
     monkeypatch.setattr(pipeline_module, "parse_feed", parse)
     # The broken source sits in the middle of the batch.
