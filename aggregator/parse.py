@@ -382,9 +382,14 @@ def _entry(
     entry_id = _clean(raw.id or "").strip()
     if len(entry_id) > bounds.MAX_KEY_CHARS:
         entry_id = "sha256-id:" + hashlib.sha256(entry_id.encode("utf-8", "replace")).hexdigest()
-    if not (entry_id or title or link or text):
+    # An entry whose only content is markup (an image, an SVG, a title that is an
+    # <img>) is still an entry of its feed: kept, identified by that markup.
+    substance = (
+        text or summary_html.strip() or source_html.strip() or _clean(raw.title or "").strip()
+    )
+    if not (entry_id or title or link or substance):
         return None
-    content_hash = _content_hash(title, text)
+    content_hash = _content_hash(title, substance)
     author = _clean(_collapse((raw.author or "")[: 4 * bounds.MAX_AUTHOR_CHARS]))
     # A sane updated date is better than the fetch time for an entry whose published
     # date is out of range.

@@ -115,7 +115,11 @@ def main() -> int:
     logging.getLogger().addHandler(tracebacks)
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{tmp}/corpus.db")
-        asyncio.run(Pipeline(settings, store).dispatch())
+        pipeline = Pipeline(settings, store)
+        asyncio.run(pipeline.dispatch())
+        # Everything stored must also cluster and publish.
+        pipeline.cluster()
+        pipeline.publish(full=True)
         statuses = store.source_statuses()
         store.close()
     server.shutdown()

@@ -655,3 +655,20 @@ def test_relative_links_resolve_against_xml_base(encoding: str) -> None:
     assert entry.link == "http://outlet.test/blog/2024/one"
     assert 'href="http://outlet.test/blog/pics/"' in entry.summary_html
     assert 'src="http://outlet.test/blog/a.png"' in entry.summary_html
+
+
+def test_an_entry_whose_only_content_is_markup_is_kept_once() -> None:
+    # From feedparser's corpus: an image or an SVG with no words is still an entry of
+    # its feed; two identical ones are one.
+    atom = b"""<feed xmlns="http://www.w3.org/2005/Atom">
+    <entry><content type="html">&lt;img src="http://x.test/a.jpg"&gt;</content></entry>
+    <entry><content type="html">&lt;img src="http://x.test/b.jpg"&gt;</content></entry>
+    <entry><content type="html">&lt;img src="http://x.test/b.jpg"&gt;</content></entry>
+    <entry><content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">
+      <svg xmlns="http://www.w3.org/2000/svg"><circle r="5"/></svg></div></content></entry>
+    <entry><content type="html">   </content></entry>
+    </feed>"""
+    entries = parse_feed(atom, {}, url="http://x.test/feed").entries
+    assert len(entries) == 3
+    assert len({e.key for e in entries}) == 3
+    assert 'src="http://x.test/a.jpg"' in entries[0].summary_html
