@@ -7,9 +7,13 @@ Ids are tag: URIs under `tag:<base_url host>,2026:`, derived from database ids a
 timeline names, so they never change; an item's id is unique across every feed the
 OPML lists, because readers such as newsboat keep each id once across all feeds:
 
-    feed of story N          story/N            its items: entry/<entry id>
-    configured timeline T    timeline/T         its items: timeline/T/entry/<entry id>
+    feed of story N          story/N            its items: entry/<event key>
+    configured timeline T    timeline/T         its items: timeline/T/entry/<event key>
     all stories              timeline/all       its items: story/<story id>
+
+An item is one event; its event key is the entry id of the report that began it
+(an entry stored before events were kept is its own event), so an event's item
+has the id its first report's item always had, and keeps it as reports join.
 
 An entry belongs to one story at a time, so story timelines keep the bare entry
 ids they have had since the first release. A configured timeline scopes its items
@@ -30,7 +34,7 @@ from aggregator.publish import ALL_STORIES_SLUG, timeline_facts, timeline_links
 from aggregator.settings import PublishSettings, TimelineConfig
 from aggregator.store import EntryView
 from aggregator.store.database import StoryView
-from aggregator.types import TimelineDoc, TimelineItem
+from aggregator.types import ReportLine, TimelineDoc, TimelineItem
 
 _TAG_DATE = "2026"  # a fixed tagging date: changing it would change every id
 
@@ -58,40 +62,107 @@ def build_items(
     limit: int,
     timeline: str | None = None,
 ) -> tuple[TimelineItem, ...]:
-    """One item per original report, newest first; later copies fold into `also`.
+    """One item per event, newest first by its latest report; copies fold into `also`.
 
-    `timeline` names the configured timeline the items are for (None: a story's own).
+    An event's item keeps the id its first report had (`entry/<event key>`), so it
+    stays the same item while later reports join it. An entry stored before events
+    were kept is an event of its own. `timeline` names the configured timeline the
+    items are for (None: a story's own).
     """
     copies: dict[int, list[EntryView]] = {}
-    originals: list[EntryView] = []
+    events: dict[str, list[EntryView]] = {}
     for entry in entries:
         if entry.duplicate_of is None:
-            originals.append(entry)
+            events.setdefault(entry.event_key or str(entry.id), []).append(entry)
         else:
             copies.setdefault(entry.duplicate_of, []).append(entry)
     kind = entry_kind(timeline)
-    items = [_item(entry, copies.get(entry.id, []), settings, kind) for entry in originals]
-    items.sort(key=lambda item: (item.published, item.id), reverse=True)
-    return tuple(items[:limit])
+    ranked = [
+        (max(r.published for r in reports), _item(key, reports, copies, settings, kind))
+        for key, reports in events.items()
+    ]
+    ranked.sort(key=lambda pair: (pair[0], pair[1].id), reverse=True)
+    return tuple(item for _, item in ranked[:limit])
 
 
 def _item(
-    entry: EntryView, copies: list[EntryView], settings: PublishSettings, kind: str
+    key: str,
+    reports: list[EntryView],
+    copies: dict[int, list[EntryView]],
+    settings: PublishSettings,
+    kind: str,
 ) -> TimelineItem:
-    updated = max([entry.changed, entry.published] + [c.first_seen for c in copies])
-    return TimelineItem(
-        id=tag(settings, kind, entry.id),
-        title=entry.title or "(untitled)",
-        link=entry.url or entry.outlet_site or entry.outlet_url,
-        summary_html=entry.summary,
-        outlet=entry.outlet,
-        outlet_url=entry.outlet_url,
-        outlet_site=entry.outlet_site,
-        published=entry.published,
-        updated=updated,
-        language=entry.language,
-        also=tuple((c.outlet, c.url or c.outlet_url) for c in copies),
+    reports = sorted(reports, key=lambda r: (r.published, r.id))
+    lead = representative(reports)
+    folded = [c for r in reports for c in copies.get(r.id, [])]
+    updated = max(
+        [r.changed for r in reports]
+        + [r.published for r in reports]
+        + [c.first_seen for c in folded]
     )
+    listed = () if len(reports) == 1 else tuple(_line(r, copies.get(r.id, [])) for r in reports)
+    return TimelineItem(
+        id=tag(settings, kind, quote(key, safe="")),
+        title=lead.title or "(untitled)",
+        link=_link(lead),
+        summary_html=lead.summary,
+        outlet=lead.outlet,
+        outlet_url=lead.outlet_url,
+        outlet_site=lead.outlet_site,
+        published=reports[0].published,
+        updated=updated,
+        language=lead.language,
+        # With several reports each lists its own copies; a lone report keeps them here.
+        also=_also(copies.get(lead.id, [])) if not listed else (),
+        reports=listed,
+    )
+
+
+def _link(entry: EntryView) -> str:
+    return entry.url or entry.outlet_site or entry.outlet_url
+
+
+def _also(copies: list[EntryView]) -> tuple[tuple[str, str], ...]:
+    return tuple((c.outlet, c.url or c.outlet_url) for c in copies)
+
+
+def _line(entry: EntryView, copies: list[EntryView]) -> ReportLine:
+    return ReportLine(
+        outlet=entry.outlet,
+        link=_link(entry),
+        published=entry.published,
+        language=entry.language,
+        outlet_site=entry.outlet_site,
+        also=_also(copies),
+        title=entry.title,
+    )
+
+
+def representative(reports: Sequence[EntryView]) -> EntryView:
+    """The report whose headline shares most with the event's other headlines.
+
+    Headlines are compared as sets of character trigrams (case-folded), which works
+    in any script and across close languages without a model; the score is the sum
+    of overlaps (Jaccard) with every other headline. Ties go to the earliest report,
+    so a lone or evenly split event is titled by the report that began it.
+    """
+    grams = [_trigrams(r.title) for r in reports]
+
+    def score(index: int) -> float:
+        mine = grams[index]
+        return sum(
+            len(mine & other) / len(mine | other)
+            for j, other in enumerate(grams)
+            if j != index and (mine or other)
+        )
+
+    best = max(range(len(reports)), key=lambda i: (score(i), -i))
+    return reports[best]
+
+
+def _trigrams(title: str) -> frozenset[str]:
+    text = " " + " ".join(title.casefold().split()) + " "
+    return frozenset(text[i : i + 3] for i in range(len(text) - 2)) if text.strip() else frozenset()
 
 
 class _Span(NamedTuple):

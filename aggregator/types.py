@@ -102,8 +102,25 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class ReportLine:
+    """One outlet's report of an event, as an event's item lists it."""
+
+    outlet: str
+    link: str
+    published: datetime
+    language: str | None = None
+    outlet_site: str | None = None
+    also: tuple[tuple[str, str], ...] = ()  # (outlet, link) of its merged copies
+    title: str = ""  # its own headline, in its own language
+
+
+@dataclass(frozen=True)
 class TimelineItem:
-    """One report in a published timeline; duplicates fold into `also`."""
+    """One event (or one report) in a published timeline; duplicates fold into `also`.
+
+    An event of several reports lists them all in `reports`, oldest first; the item's
+    own fields then describe its most representative report.
+    """
 
     id: str  # stable tag: URI, never changes once published
     title: str
@@ -116,6 +133,7 @@ class TimelineItem:
     updated: datetime
     language: str | None = None
     also: tuple[tuple[str, str], ...] = ()  # (outlet, link) of merged duplicates
+    reports: tuple[ReportLine, ...] = ()  # every report of the event when it has several
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import nh3
 
 from aggregator.dedupe import untracked_url
 from aggregator.settings import PublishSettings
-from aggregator.types import TimelineDoc, TimelineItem
+from aggregator.types import ReportLine, TimelineDoc, TimelineItem
 
 # The all-stories feed is a TimelineDoc like any other, published under this slug.
 ALL_STORIES_SLUG = "all"
@@ -209,13 +209,52 @@ def also_reported(item: TimelineItem) -> list[tuple[str, str | None]]:
     return [(one_line(outlet), article_url(link)) for outlet, link in item.also]
 
 
+def every_report(item: TimelineItem) -> tuple[ReportLine, ...]:
+    """The reports an item stands for: an event's list, else the item's own report."""
+    if item.reports:
+        return item.reports
+    own = ReportLine(
+        item.outlet, item.link, item.published, item.language, item.outlet_site, item.also
+    )
+    return (own,)
+
+
+def latest_report(item: TimelineItem) -> datetime:
+    """When the item's newest report was published: events are ordered by it."""
+    return max(utc(report.published) for report in every_report(item))
+
+
 def item_html(item: TimelineItem) -> str:
-    """The summary as feeds carry it: sanitised, then the merged duplicates appended."""
+    """The summary as feeds carry it: sanitised, then the event's reports or the merged
+    duplicates appended."""
     summary = clean_html(item.summary_html, safe_url(item.link))
+    if item.reports:
+        lines = "".join(f"<li>{report_html(report)}</li>" for report in item.reports)
+        return summary + f"<p>{plural(len(item.reports), 'report')}:</p><ul>{lines}</ul>"
     also = also_reported(item)
     if also:
         summary += "<p>Also reported by: " + ", ".join(_also_link(o, u) for o, u in also) + "</p>"
     return summary
+
+
+def report_html(report: ReportLine) -> str:
+    """ "Outlet · uk · 2024-08-06 10:00 UTC: headline", the headline linked to the
+    article and marked with its language; copies after it."""
+    url = article_url(report.link)
+    language = language_tag(report.language)
+    text = f"<bdi>{escape(one_line(report.outlet) or 'Unknown outlet')}</bdi>"
+    if language:
+        text += f" · {escape(language)}"
+    text += f" · {human_time(report.published)}: "
+    lang = f' lang="{escape(language)}"' if language else ""
+    headline = escape(one_line(report.title) or "(untitled)")
+    if url:
+        headline = f'<a href="{escape(url)}" rel="{_LINK_REL}">{headline}</a>'
+    text += f'<span dir="auto"{lang}>{headline}</span>'
+    also = [(one_line(o), article_url(u)) for o, u in report.also]
+    if also:
+        text += " (also reported by: " + ", ".join(_also_link(o, u) for o, u in also) + ")"
+    return text
 
 
 def _also_link(outlet: str, url: str | None) -> str:
@@ -294,21 +333,23 @@ def counted_items(doc: TimelineDoc) -> str:
         return plural(len(doc.items), "story")
     if doc.reports is not None:
         return plural(doc.reports, "report")
-    return plural(sum(1 + len(item.also) for item in doc.items), "report")
+    reports = [report for item in doc.items for report in every_report(item)]
+    return plural(sum(1 + len(report.also) for report in reports), "report")
 
 
 def outlet_names(doc: TimelineDoc) -> list[str]:
     """The distinct outlets of a timeline, merged duplicates' outlets included, sorted."""
     names = list(doc.sources)
     if not names:
-        names = [item.outlet for item in doc.items]
-        names += [outlet for item in doc.items for outlet, _ in item.also]
+        reports = [report for item in doc.items for report in every_report(item)]
+        names = [report.outlet for report in reports]
+        names += [outlet for report in reports for outlet, _ in report.also]
     return sorted({name for name in (one_line(n) for n in names) if name}, key=str.casefold)
 
 
 def report_span(doc: TimelineDoc) -> tuple[datetime | None, datetime | None]:
     """(first, latest) report time: the timeline stage's, else the items' own."""
-    published = [utc(item.published) for item in doc.items]
+    published = [utc(r.published) for item in doc.items for r in every_report(item)]
     first = doc.first_report or min(published, default=None)
     latest = doc.latest_report or max(published, default=None)
     return first, latest

@@ -19,6 +19,7 @@ from aggregator.errors import PublishError
 from aggregator.publish import (
     TimelineLinks,
     also_reported,
+    article_url,
     clean_text,
     feed_description,
     item_html,
@@ -33,7 +34,7 @@ from aggregator.publish import (
     utc,
 )
 from aggregator.settings import PROJECT_URL, PublishSettings
-from aggregator.types import TimelineDoc, TimelineItem
+from aggregator.types import ReportLine, TimelineDoc, TimelineItem
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -196,6 +197,11 @@ class OutletExtension:
         for name, url in also_reported(item):
             if url:
                 xml_elem("link", entry, rel="related", href=url, title=name or url)
+        for report in item.reports:  # an event's other reports, and their copies
+            others = [(report.outlet, report.link), *report.also]
+            for name, url in [(one_line(o), article_url(u)) for o, u in others]:
+                if url and url != article_url(item.link):
+                    xml_elem("link", entry, rel="related", href=url, title=name or url)
         return entry
 
     def extend_rss(self, entry: Any) -> Any:
@@ -230,4 +236,18 @@ def _json_item(item: TimelineItem, links: TimelineLinks) -> dict[str, Any]:
         "outlet_site": safe_url(item.outlet_site),
         "also_reported_by": [{"outlet": name, "url": url} for name, url in also_reported(item)],
     }
+    if item.reports:
+        entry["_aggregator"]["reports"] = [_json_report(report) for report in item.reports]
     return entry
+
+
+def _json_report(report: ReportLine) -> dict[str, Any]:
+    return {
+        "outlet": one_line(report.outlet),
+        "url": article_url(report.link),
+        "language": language_tag(report.language),
+        "date_published": rfc3339(report.published),
+        "also_reported_by": [
+            {"outlet": one_line(name), "url": article_url(url)} for name, url in report.also
+        ],
+    }

@@ -22,13 +22,16 @@ from aggregator.publish import (
     clean_text,
     entry_anchor,
     event_description,
+    every_report,
     facts,
     item_link,
     language_tag,
+    latest_report,
     one_line,
     outlet_name,
     plural,
     plural_noun,
+    report_html,
     rfc3339,
     safe_url,
     site_url,
@@ -102,7 +105,7 @@ def render_index(timelines: Sequence[TimelineDoc], settings: PublishSettings) ->
     if shown:
         # Every sparkline ends on the same day, so the index shows which stories are live.
         end = (
-            max(utc(item.published) for doc in shown for item in doc.items)
+            max(latest_report(item) for doc in shown for item in doc.items)
             if any(doc.items for doc in shown)
             else None
         )
@@ -139,7 +142,8 @@ def render_timeline_page(doc: TimelineDoc, settings: PublishSettings) -> bytes:
 
 
 def _newest_first(items: Iterable[TimelineItem]) -> list[TimelineItem]:
-    """Time-axis order, which grouping by day needs; ties keep the timeline's order."""
+    """Time-axis order, which grouping by day needs: an event sits under the day it
+    began (its first report), like a single report; ties keep the timeline's order."""
     return sorted(items, key=lambda item: utc(item.published), reverse=True)
 
 
@@ -169,7 +173,8 @@ def _summary_line(doc: TimelineDoc) -> str:
 
 def _report_times(items: Iterable[TimelineItem]) -> list[datetime]:
     # A merged copy is another outlet's report of the same article, counted at its time.
-    return [item.published for item in items for _ in range(1 + len(item.also))]
+    reports = [report for item in items for report in every_report(item)]
+    return [report.published for report in reports for _ in range(1 + len(report.also))]
 
 
 def _languages_line(items: Sequence[TimelineItem]) -> str:
@@ -208,7 +213,8 @@ def _day_section(slug: str, day: date, items: Sequence[TimelineItem], links: Tim
 
 def _languages(items: Iterable[TimelineItem]) -> list[str]:
     """Language names of the items, most reports first."""
-    counts = Counter(tag for item in items if (tag := language_tag(item.language)))
+    reports = [report for item in items for report in every_report(item)]
+    counts = Counter(tag for report in reports if (tag := language_tag(report.language)))
     return [_LANGUAGE_NAMES.get(tag.split("-")[0].lower(), tag) for tag, _ in counts.most_common()]
 
 
@@ -229,9 +235,20 @@ def _entry(item: TimelineItem, links: TimelineLinks) -> str:
         f'<p class="outlet">{meta}</p>',
         f'<div class="summary" dir="auto"{lang}>{summary}</div>' if summary.strip() else "",
         _also_line(item),
+        _reports_list(item),
         "</li>",
     ]
     return "".join(parts)
+
+
+def _reports_list(item: TimelineItem) -> str:
+    if not item.reports:
+        return ""
+    lines = "".join(f'<li dir="auto">{report_html(report)}</li>' for report in item.reports)
+    return (
+        f'<p class="also">{plural(len(item.reports), "report")} of this event:</p>'
+        f'<ul class="reports">{lines}</ul>'
+    )
 
 
 def _also_line(item: TimelineItem) -> str:

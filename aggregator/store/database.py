@@ -539,6 +539,7 @@ def _entry_view(entry: Entry, source: Source) -> EntryView:
         published=from_db(entry.sort_at),
         first_seen=from_db(entry.first_seen_at),
         changed=from_db(entry.changed_at),
+        event_key=entry.event_key,
     )
 
 

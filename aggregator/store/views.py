@@ -80,6 +80,7 @@ class EntryView:
     published: datetime  # the outlet's date, else when we first saw it
     first_seen: datetime
     changed: datetime
+    event_key: str | None = None  # the entry id that began its event; None: stored before events
 
 
 @dataclass(frozen=True)
