@@ -40,6 +40,8 @@ def report(
     *,
     duplicate_of: int | None = None,
     url: str = "",
+    language: str = "en",
+    event: int | None = None,
 ) -> EntryView:
     published = T0 + timedelta(hours=hours)
     return EntryView(
@@ -50,13 +52,14 @@ def report(
         url=url or f"https://{outlet.lower().replace(' ', '-')}.example/news/{entry_id}",
         summary=f"<p>Report {entry_id}.</p>",
         text=f"Text of report {entry_id}, from the Kursk region.",
-        language="en",
+        language=language,
         outlet=outlet,
         outlet_url=f"https://{outlet.lower().replace(' ', '-')}.example/feed.xml",
         outlet_site=f"https://{outlet.lower().replace(' ', '-')}.example/",
         published=published,
         first_seen=published,
         changed=published,
+        event_key=None if event is None else str(event),
     )
 
 
@@ -170,6 +173,124 @@ def test_descriptions_and_counts_agree_in_feeds_opml_and_pages() -> None:
     assert expected["story-2"] in item_2.summary_html
     [item_1] = [i for i in everything.items if i.link.endswith("/story-1.html")]
     assert feed_description(story_1).split(". ", 1)[-1] in item_1.summary_html
+
+
+# -- events: one item per happening, listing every report --------------------------
+
+
+def two_events() -> list[EntryView]:
+    """Two happenings of one story, each reported in English, Ukrainian and Russian."""
+    return [
+        report(11, 1, "Kyiv Wire", 0, "Ukrainian troops cross into Kursk region", event=11),
+        report(
+            12,
+            1,
+            "Dnipro Daily",
+            1,
+            "Українські війська зайшли в Курську область",
+            language="uk",
+            event=11,
+        ),
+        report(
+            13,
+            1,
+            "Moscow Courier",
+            2,
+            "Украинские войска вошли в Курскую область",
+            language="ru",
+            event=11,
+        ),
+        report(14, 1, "Kyiv Wire", 20, "Kursk region declares an emergency", event=14),
+        report(
+            15,
+            1,
+            "Dnipro Daily",
+            21,
+            "У Курській області оголосили надзвичайний стан",
+            language="uk",
+            event=14,
+        ),
+        report(
+            16,
+            1,
+            "Moscow Courier",
+            22,
+            "В Курской области объявлен режим ЧС",
+            language="ru",
+            event=14,
+        ),
+    ]
+
+
+def test_two_events_in_three_languages_are_two_items_listing_their_reports() -> None:
+    entries = two_events()
+    for doc in (
+        timelines.story_timeline(story(1, entries), entries, SETTINGS),
+        timelines.configured_timeline(KURSK, entries, SETTINGS, T0),
+    ):
+        assert len(doc.items) == 2
+        emergency, crossing = doc.items  # newest first
+        assert emergency.id.endswith("entry/14") and crossing.id.endswith("entry/11")
+        for item, began in ((emergency, 20), (crossing, 0)):
+            assert [r.language for r in item.reports] == ["en", "uk", "ru"]
+            assert item.published == T0 + timedelta(hours=began)
+            assert item.updated == T0 + timedelta(hours=began + 2), "its latest report"
+        atom = feedparser.parse(render_atom(doc, SETTINGS))
+        assert atom.bozo == 0 and [e.id for e in atom.entries] == [i.id for i in doc.items]
+        for entry in atom.entries:
+            for outlet in ("Kyiv Wire", "Dnipro Daily", "Moscow Courier"):
+                assert outlet in entry.summary
+            assert " · uk · " in entry.summary and " · ru · " in entry.summary
+        assert feedparser.parse(render_rss(doc, SETTINGS)).bozo == 0
+        assert (
+            json.loads(render_json(doc, SETTINGS))["items"][0]["_aggregator"]["reports"][2][
+                "language"
+            ]
+            == "ru"
+        )
+        # the counts still count reports, from every format and the page
+        assert atom.feed.subtitle.endswith(
+            "6 reports from 3 outlets (Dnipro Daily, Kyiv Wire, Moscow Courier); first report "
+            "2024-08-06 06:00 UTC, latest report 2024-08-07 04:00 UTC."
+        )
+        html = render_timeline_page(doc, SETTINGS).decode()
+        assert html.count('<li class="entry"') == 2 and html.count('<section class="day">') == 2
+        page = re.sub("<[^>]+>", "", html)
+        assert "6 reports from 3 outlets" in page
+        assert "Українські війська зайшли в Курську область" in page
+
+
+def test_a_later_report_updates_its_events_item_and_keeps_its_id() -> None:
+    entries = two_events()
+    before = timelines.story_timeline(story(1, entries), entries, SETTINGS)
+    later = report(17, 1, "Harbour Post", 30, "Emergency in Kursk region made federal", event=14)
+    after = timelines.story_timeline(story(1, [*entries, later]), [*entries, later], SETTINGS)
+    assert [i.id for i in after.items] == [i.id for i in before.items]
+    old, new = before.items[0], after.items[0]
+    assert new.updated == later.published > old.updated
+    assert new.published == old.published, "the event began when it did"
+    assert [r.outlet for r in new.reports] == [r.outlet for r in old.reports] + ["Harbour Post"]
+    assert "Harbour Post" in feedparser.parse(render_atom(after, SETTINGS)).entries[0].summary
+
+
+def test_an_events_title_is_its_most_representative_headline() -> None:
+    # The first report's headline is the odd one out; the item takes the one that
+    # shares most with the others.
+    entries = [
+        report(21, 1, "Kyiv Wire", 0, "Breaking: explosions heard overnight", event=21),
+        report(22, 1, "Dnipro Daily", 1, "Strike hits bridge over the Seim river", event=21),
+        report(
+            23, 1, "Harbour Post", 2, "Second bridge over the Seim river hit by a strike", event=21
+        ),
+        report(
+            24, 1, "Volyn News", 3, "Bridge over Seim river hit by strike, officials say", event=21
+        ),
+    ]
+    [item] = timelines.story_timeline(story(1, entries), entries, SETTINGS).items
+    chosen = next(e for e in entries if e.title == item.title)
+    assert chosen.id != 21 and "bridge" in item.title
+    assert item.id == "tag:feeds.example,2026:entry/21" and len(item.reports) == 4
+    assert (item.outlet, item.link) == (chosen.outlet, chosen.url), "that report's outlet and link"
 
 
 # -- a configured timeline's stories, stored ------------------------------------------
