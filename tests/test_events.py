@@ -82,7 +82,6 @@ def test_regional_then_federal_emergency_on_one_day_are_two_events() -> None:
     assert keys[0] != keys[2]
 
 
-@KNOWN_LIMIT
 def test_strikes_on_two_bridges_on_different_days_are_two_events() -> None:
     keys = place_all(reports([
         (240, "en", "Ukrainian strike destroys the bridge over the Seym near Glushkovo",

@@ -137,6 +137,10 @@ class Event:
     story_id: str
     latest: datetime
     size: int = 0
+    # When its first report appeared: an event is one day's happening with its
+    # follow-ups, so it takes no report more than the window after it began, however
+    # steadily a developing story keeps adding to it.
+    started: datetime | None = None
     members: deque[EventReport] = field(default_factory=deque)
     days: frozenset[int] = frozenset()
 
@@ -191,6 +195,10 @@ def score(report: EventReport, event: Event, window_hours: float, decay: float) 
     gap_h = (report.published - event.latest).total_seconds() / 3600.0
     if gap_h > window_hours:
         return None
+    if event.started is not None and report.published - event.started > timedelta(
+        hours=window_hours
+    ):
+        return None
     if len(report.days) and event.days and not shared_keys(report.days, _days(event.days)):
         return None
     return similarity(report, event) - decay * max(gap_h, 0.0) / 24.0
@@ -236,7 +244,7 @@ class EventIndex:
         events = self._by_story.setdefault(story_id, [])
         event, value = decide(report, events, self.policy, self.method)
         if event is None:
-            event = Event(report.doc_id, story_id, report.published)
+            event = Event(report.doc_id, story_id, report.published, started=report.published)
             events.append(event)
             event.add(report, self.policy.members_kept)
             self._remember(report.doc_id, event.key)
@@ -250,7 +258,7 @@ class EventIndex:
         events = self._by_story.setdefault(story_id, [])
         event = next((e for e in events if e.key == event_key), None)
         if event is None:
-            event = Event(event_key, story_id, report.published)
+            event = Event(event_key, story_id, report.published, started=report.published)
             events.append(event)
         event.add(report, self.policy.members_kept)
         self._remember(report.doc_id, event_key)
