@@ -34,7 +34,7 @@ COPIES_REMEMBERED = 20_000  # recent reports whose event a copy can find, as ded
 
 # What each number of models/events.json means, written into the file itself.
 FIELDS = {
-    "window_hours": "an event takes follow-ups for this long after its latest report (not fitted)",
+    "window_hours": "an event takes follow-ups for this long after its latest report, and no report later than this after its first (not fitted)",
     "join": "per method: least score to join an event; the score is the mean cosine with the "
     "event's recent members (language-centred embedding, or character n-gram TF-IDF "
     "under tfidf) minus decay times the days since the event's latest report",
