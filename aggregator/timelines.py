@@ -36,6 +36,7 @@ from aggregator.store import EntryView
 from aggregator.store.database import StoryView
 from aggregator.types import ReportLine, TimelineDoc, TimelineItem
 
+REPRESENTATIVE_OF = 200  # reports that compete to title an event or a story
 _TAG_DATE = "2026"  # a fixed tagging date: changing it would change every id
 
 
@@ -144,8 +145,10 @@ def representative(reports: Sequence[EntryView]) -> EntryView:
     Headlines are compared as sets of character trigrams (case-folded), which works
     in any script and across close languages without a model; the score is the sum
     of overlaps (Jaccard) with every other headline. Ties go to the earliest report,
-    so a lone or evenly split event is titled by the report that began it.
+    so a lone or evenly split event is titled by the report that began it. Only the
+    first REPRESENTATIVE_OF reports compete: the comparison is quadratic.
     """
+    reports = reports[:REPRESENTATIVE_OF]
     grams = [_trigrams(r.title) for r in reports]
 
     def score(index: int) -> float:
@@ -158,6 +161,22 @@ def representative(reports: Sequence[EntryView]) -> EntryView:
 
     best = max(range(len(reports)), key=lambda i: (score(i), -i))
     return reports[best]
+
+
+def story_title(story: StoryView, entries: Sequence[EntryView]) -> str:
+    """A story's title: the most representative headline of its largest event.
+
+    Not its first report, which may be a neighbouring happening the story absorbed
+    (an oil-depot strike titling the incursion); ties go to the earlier event.
+    """
+    events: dict[str, list[EntryView]] = {}
+    for entry in sorted(entries, key=lambda e: e.published):
+        if entry.duplicate_of is None:
+            events.setdefault(entry.event_key or str(entry.id), []).append(entry)
+    if not events:
+        return story.title
+    largest = max(events.values(), key=len)
+    return representative(largest).title or story.title
 
 
 def _trigrams(title: str) -> frozenset[str]:
@@ -217,7 +236,7 @@ def story_timeline(
 ) -> TimelineDoc:
     return _doc(
         story_slug(story.id),
-        story.title,
+        story_title(story, entries),
         "",  # the publisher states what a story timeline is and its counts
         tag(settings, "story", story.id),
         entries,
@@ -292,7 +311,7 @@ def all_stories(
         doc = story_timeline(story, entries, settings)
         item = TimelineItem(
             id=tag(settings, "story", story.id),
-            title=story.title or "(untitled)",
+            title=doc.title or "(untitled)",
             link=timeline_links(doc.slug, settings).html,
             summary_html=f"<p>{escape(timeline_facts(doc))}</p>",
             outlet=first.outlet if first else settings.title,

@@ -131,7 +131,8 @@ def test_the_all_stories_feeds_list_stories_newest_first() -> None:
     middle = [report(5, 3, "Volyn News", 10), report(6, 3, "Harbour Post", 11)]
     stories = [(story(i, e), e) for i, e in ((1, early), (2, late), (3, middle))]
     doc = timelines.all_stories(stories, SETTINGS, datetime(1970, 1, 1, tzinfo=UTC))
-    expected = ["Story 2", "Story 3", "Story 1"]
+    # Each story is titled by its first report here (no report shares more).
+    expected = ["Report 3 on Kursk", "Report 5 on Kursk", "Report 1 on Kursk"]
     assert [i.title for i in doc.items] == expected
     for render in (render_atom, render_rss):
         parsed = feedparser.parse(render(doc, SETTINGS)).entries
@@ -291,6 +292,21 @@ def test_an_events_title_is_its_most_representative_headline() -> None:
     assert chosen.id != 21 and "bridge" in item.title
     assert item.id == "tag:feeds.example,2026:entry/21" and len(item.reports) == 4
     assert (item.outlet, item.link) == (chosen.outlet, chosen.url), "that report's outlet and link"
+
+
+def test_a_story_is_titled_by_its_largest_event_not_its_first_report() -> None:
+    # The story began with a neighbouring happening it absorbed; its timeline, the
+    # index and the all-stories feed name the happening most of its reports cover.
+    depot = report(
+        31, 1, "Kyiv Wire", 0, "Беспилотник атаковал нефтебазу в Курской области", event=31
+    )
+    entries = [depot, *two_events()]
+    listed = story(1, entries, title=depot.title)
+    doc = timelines.story_timeline(listed, entries, SETTINGS)
+    crossing = {e.title for e in entries if e.event_key == "11"}
+    assert doc.title in crossing, "the crossing, reported first of the two largest events"
+    overview = timelines.all_stories([(listed, entries)], SETTINGS, T0)
+    assert overview.items[0].title == doc.title
 
 
 # -- a configured timeline's stories, stored ------------------------------------------
