@@ -68,9 +68,8 @@ __all__ = [
 _NOT_SETTINGS = ("AGGREGATOR_CONFIG", "AGGREGATOR_TEST_")  # the file's path; the test suite's own
 _KINDS: dict[Any, type] = {"bool": bool, "int": int, "float": float, "str": str}
 _SOURCE_KEYS = {"name", "url", "interval", "language", "tags", "enabled"}
-_TIMELINE_KEYS = {"name", "title", "match", "description"}
+_TIMELINE_KEYS = {"name", "title", "match", "description", "language"}
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_LANGUAGE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")  # BCP 47's shape, as feeds carry it
 _SKIP = object()  # a value that was refused: reported, and the default stands
 
 
@@ -394,10 +393,7 @@ def _url(value: Any) -> str:
 
 
 def _language(value: Any) -> str:
-    text = str(values.typed(value, str)).strip()
-    if not _LANGUAGE.fullmatch(text):
-        raise InvalidValue(f"expected a language code like en, uk or pt-BR, got {value!r}")
-    return text
+    return values.language(str(values.typed(value, str)))
 
 
 def _tags(value: Any) -> tuple[str, ...]:
@@ -424,8 +420,13 @@ def _build_timelines(raw: Any, ctx: _Context) -> tuple[TimelineConfig, ...]:
         description = ctx.attempt(
             f"{where}.description", values.typed, item.get("description", ""), str
         )
+        language = (
+            ctx.attempt(f"{where}.language", _language, item["language"])
+            if item.get("language")
+            else ""
+        )
         if len(ctx.problems) == before:
-            timelines.append(TimelineConfig(name, title, match, description))
+            timelines.append(TimelineConfig(name, title, match, description, language))
     return tuple(timelines)
 
 

@@ -161,6 +161,13 @@ class PublishSettings:
     )
     out_dir: str = setting("", 'Also write every published document into this folder ("" = off).')
     title: str = setting("Aggregator timelines", "Title of the index page and all-stories feed.")
+    language: str = setting(
+        "",
+        "Language an event is titled in when one of its reports is in it, like en or uk "
+        '(a timeline\'s own `language` comes first; "" = the most representative report).',
+        check=values.optional_language,
+        values='language code or ""',
+    )
     websub_hub: str = setting(
         "",
         'WebSub hub to advertise in feeds and notify on changes ("" = off).',
@@ -224,6 +231,7 @@ class TimelineConfig:
     title: str
     match: tuple[str, ...]  # case-insensitive substrings of a story's reports
     description: str = ""
+    language: str = ""  # events titled in this language when they have a report in it
 
 
 @dataclass(frozen=True)

@@ -62,13 +62,15 @@ def build_items(
     settings: PublishSettings,
     limit: int,
     timeline: str | None = None,
+    language: str = "",
 ) -> tuple[TimelineItem, ...]:
     """One item per event, newest first by its latest report; copies fold into `also`.
 
     An event's item keeps the id its first report had (`entry/<event key>`), so it
     stays the same item while later reports join it. An entry stored before events
     were kept is an event of its own. `timeline` names the configured timeline the
-    items are for (None: a story's own).
+    items are for (None: a story's own); an event is titled in `language` when one
+    of its reports is in it (see `representative`).
     """
     copies: dict[int, list[EntryView]] = {}
     events: dict[str, list[EntryView]] = {}
@@ -79,7 +81,7 @@ def build_items(
             copies.setdefault(entry.duplicate_of, []).append(entry)
     kind = entry_kind(timeline)
     ranked = [
-        (max(r.published for r in reports), _item(key, reports, copies, settings, kind))
+        (max(r.published for r in reports), _item(key, reports, copies, settings, kind, language))
         for key, reports in events.items()
     ]
     ranked.sort(key=lambda pair: (pair[0], pair[1].id), reverse=True)
@@ -92,9 +94,10 @@ def _item(
     copies: dict[int, list[EntryView]],
     settings: PublishSettings,
     kind: str,
+    language: str,
 ) -> TimelineItem:
     reports = sorted(reports, key=lambda r: (r.published, r.id))
-    lead = representative(reports)
+    lead = representative(reports, language)
     folded = [c for r in reports for c in copies.get(r.id, [])]
     updated = max(
         [r.changed for r in reports]
@@ -139,17 +142,19 @@ def _line(entry: EntryView, copies: list[EntryView]) -> ReportLine:
     )
 
 
-def representative(reports: Sequence[EntryView]) -> EntryView:
+def representative(reports: Sequence[EntryView], language: str = "") -> EntryView:
     """The report whose headline shares most with the event's other headlines.
 
     Headlines are compared as sets of character trigrams (case-folded), which works
     in any script and across close languages without a model; the score is the sum
     of overlaps (Jaccard) with every other headline. Ties go to the earliest report,
-    so a lone or evenly split event is titled by the report that began it. Only the
-    first REPRESENTATIVE_OF reports compete: the comparison is quadratic.
+    so a lone or evenly split event is titled by the report that began it. With a
+    `language` ("uk" also takes "uk-UA"), only reports in it compete when there are
+    any. Only the first REPRESENTATIVE_OF reports count: the comparison is quadratic.
     """
     reports = reports[:REPRESENTATIVE_OF]
     grams = [_trigrams(r.title) for r in reports]
+    competing = [i for i, r in enumerate(reports) if in_language(r.language, language)]
 
     def score(index: int) -> float:
         mine = grams[index]
@@ -159,11 +164,20 @@ def representative(reports: Sequence[EntryView]) -> EntryView:
             if j != index and (mine or other)
         )
 
-    best = max(range(len(reports)), key=lambda i: (score(i), -i))
+    best = max(competing or range(len(reports)), key=lambda i: (score(i), -i))
     return reports[best]
 
 
-def story_title(story: StoryView, entries: Sequence[EntryView]) -> str:
+def in_language(tag: str | None, language: str) -> bool:
+    """True when a report's language tag is `language` or a variant of it ("uk-UA")."""
+    if not language or not tag:
+        return False
+    primary = language.casefold()
+    tag = tag.casefold()
+    return tag == primary or tag.startswith(primary + "-")
+
+
+def story_title(story: StoryView, entries: Sequence[EntryView], language: str = "") -> str:
     """A story's title: the most representative headline of its largest event.
 
     Not its first report, which may be a neighbouring happening the story absorbed
@@ -176,7 +190,7 @@ def story_title(story: StoryView, entries: Sequence[EntryView]) -> str:
     if not events:
         return story.title
     largest = max(events.values(), key=len)
-    return representative(largest).title or story.title
+    return representative(largest, language).title or story.title
 
 
 def _trigrams(title: str) -> frozenset[str]:
@@ -213,8 +227,9 @@ def _doc(
     settings: PublishSettings,
     updated_floor: datetime,
     timeline: str | None = None,
+    language: str = "",
 ) -> TimelineDoc:
-    items = build_items(entries, settings, settings.max_items, timeline)
+    items = build_items(entries, settings, settings.max_items, timeline, language)
     updated = max([updated_floor] + [item.updated for item in items])
     span = _span(entries)
     return TimelineDoc(
@@ -236,12 +251,13 @@ def story_timeline(
 ) -> TimelineDoc:
     return _doc(
         story_slug(story.id),
-        story_title(story, entries),
+        story_title(story, entries, settings.language),
         "",  # the publisher states what a story timeline is and its counts
         tag(settings, "story", story.id),
         entries,
         settings,
         story.first_at,
+        language=settings.language,
     )
 
 
@@ -260,6 +276,7 @@ def configured_timeline(
         settings,
         updated_floor,
         timeline=config.name,
+        language=config.language or settings.language,
     )
 
 

@@ -221,6 +221,22 @@ def not_empty(text: str) -> str:
     return text
 
 
+_LANGUAGE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")  # BCP 47's shape, as feeds carry it
+
+
+def language(text: str) -> str:
+    """A language tag like en, uk or pt-BR."""
+    text = text.strip()
+    if not _LANGUAGE.fullmatch(text):
+        raise InvalidValue(f"expected a language code like en, uk or pt-BR, got {text!r}")
+    return text
+
+
+def optional_language(text: str) -> str:
+    """A language tag, or "" for none."""
+    return language(text) if text.strip() else ""
+
+
 def hide_password(url: str) -> str:
     """The URL with any password replaced by ***, for messages and logs."""
     return re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)

@@ -187,6 +187,7 @@ OUT_OF_RANGE = [
     ("max_stories = -1", "publish", "from 1"),
     ('base_url = "http://[::1"', "publish", "not an http or https URL"),
     ('websub_hub = "ftp://hub"', "publish", "not an http or https URL"),
+    ('language = "english please"', "publish", "a language code like en"),
     ("port = 0", "server", "from 1 to 65535"),
     ('host = "a b"', "server", "not a host name"),
     ("cycle_seconds = 0", "worker", "more than 0"),

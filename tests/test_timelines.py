@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
+import pytest
 from lxml import etree
 
 from aggregator import timelines
@@ -22,7 +23,13 @@ from aggregator.publish import feed_description, timeline_links
 from aggregator.publish.documents import Publisher
 from aggregator.publish.feeds import render_atom, render_json, render_rss
 from aggregator.publish.pages import render_timeline_page
-from aggregator.settings import PublishSettings, SourceConfig, TimelineConfig, parse_settings
+from aggregator.settings import (
+    ConfigError,
+    PublishSettings,
+    SourceConfig,
+    TimelineConfig,
+    parse_settings,
+)
 from aggregator.store import EntryView, Store, StoryView, open_store
 from aggregator.types import Assignment, EntryData, PollOutcome, TimelineDoc
 
@@ -292,6 +299,34 @@ def test_an_events_title_is_its_most_representative_headline() -> None:
     assert chosen.id != 21 and "bridge" in item.title
     assert item.id == "tag:feeds.example,2026:entry/21" and len(item.reports) == 4
     assert (item.outlet, item.link) == (chosen.outlet, chosen.url), "that report's outlet and link"
+
+
+def test_a_timelines_language_titles_each_event_by_a_report_in_it() -> None:
+    entries = two_events()
+    ukrainian = dataclasses.replace(KURSK, language="uk")
+    doc = timelines.configured_timeline(ukrainian, entries, SETTINGS, T0)
+    assert len(doc.items) == 2
+    by_event = {item.id.rsplit("/", 1)[1]: item for item in doc.items}
+    for key, item in by_event.items():
+        [chosen] = [e for e in entries if e.event_key == key and e.title == item.title]
+        assert chosen.language == "uk" and item.link == chosen.url
+    # `[publish] language` stands for every timeline without its own; an event with
+    # no report in the language keeps its most representative one.
+    russian = dataclasses.replace(SETTINGS, language="ru-RU")
+    story_doc = timelines.story_timeline(story(1, entries), entries, russian)
+    assert all(re.search("[а-я]", item.title) for item in story_doc.items)
+    french = dataclasses.replace(SETTINGS, language="fr")
+    assert [
+        i.title for i in timelines.story_timeline(story(1, entries), entries, french).items
+    ] == [i.title for i in timelines.story_timeline(story(1, entries), entries, SETTINGS).items]
+
+
+def test_timeline_language_is_read_and_checked_from_the_file() -> None:
+    text = '[[timelines]]\nname = "kursk"\nmatch = ["Kursk"]\nlanguage = "uk"\n'
+    assert parse_settings(text, environ={}).timelines[0].language == "uk"
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(text.replace('"uk"', '"not a code"'), file="c.toml", environ={})
+    assert "timelines[0].language" in str(refused.value) and "language code" in str(refused.value)
 
 
 def test_a_story_is_titled_by_its_largest_event_not_its_first_report() -> None:
