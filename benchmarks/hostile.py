@@ -1,7 +1,7 @@
 """Parse and publish adversarial feed bodies of 1, 4 and 15 MB; time per MB and peak memory.
 
 Each shape is a body built to make some parser or regular expression on feed text
-work harder than linearly (the shapes of issue 16 and a few more), next to an ordinary
+work harder than linearly (shapes seen in hostile feeds and a few more), next to an ordinary
 feed of the same size. Every (shape, size) runs in a fresh subprocess, so its peak
 resident memory (ru_maxrss) is its own: it counts the body, parse_feed, and rendering
 the first parsed entry as one item of an Atom, RSS and JSON Feed timeline.
@@ -82,7 +82,7 @@ def doctype(size: int) -> bytes:
 
 
 def author_at(size: int) -> bytes:
-    # Issue 16's author: 20,000 "@ (" per entry.
+    # An author of 20,000 "@ (" per entry.
     return _filled(
         RSS_HEAD, lambda n: _item(n, b"<author>%s</author>" % (b"@ (" * 20_000)), RSS_TAIL, size
     )
