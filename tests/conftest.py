@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlmodel import SQLModel
 
+from aggregator.cluster import StoryAssigner
 from aggregator.store import Store, open_store
+from aggregator.types import ClusterDoc
 
 POSTGRES_ENV = "AGGREGATOR_TEST_POSTGRES_URL"
 
@@ -44,3 +47,17 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store = open_store(f"sqlite:///{tmp_path / 'test.db'}")
     yield store
     store.close()
+
+
+@pytest.fixture
+def embed_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The doc ids of every batch a clusterer embeds itself (the leader's, in the worker)."""
+    calls: list[list[str]] = []
+    real = StoryAssigner.embed
+
+    def counting(self: StoryAssigner, docs: Sequence[ClusterDoc]) -> np.ndarray:
+        calls.append([d.id for d in docs])
+        return real(self, docs)
+
+    monkeypatch.setattr(StoryAssigner, "embed", counting)
+    return calls

@@ -78,20 +78,6 @@ def stored_keys(store: Store) -> dict[str, str]:
     return {doc.id: a.story_id for doc, a, _ in store.clustered_since(T0 - timedelta(days=1))}
 
 
-@pytest.fixture
-def embed_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The doc ids of every batch the clusterer embeds."""
-    calls: list[list[str]] = []
-    real = StoryAssigner.embed
-
-    def counting(self: StoryAssigner, docs: Sequence[ClusterDoc]) -> np.ndarray:
-        calls.append([d.id for d in docs])
-        return real(self, docs)
-
-    monkeypatch.setattr(StoryAssigner, "embed", counting)
-    return calls
-
-
 def refuse_embedding(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(self: StoryAssigner, docs: Sequence[ClusterDoc]) -> np.ndarray:
         raise AssertionError(f"embedded {[d.id for d in docs]} again")

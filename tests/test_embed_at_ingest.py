@@ -17,7 +17,7 @@ import pytest
 from httpserver import FeedServer
 from test_pipeline import INCURSION, OUTLETS, RATES, T0, Clock, outlet_items, rss, settings_for
 
-from aggregator.cluster import StoryAssigner, embedding
+from aggregator.cluster import embedding
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings
 from aggregator.store import Store
@@ -41,26 +41,12 @@ def with_method(settings: Settings, method: str) -> Settings:
     )
 
 
-@pytest.fixture
-def leader_embeds(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The doc ids of every batch the leader's clusterer embeds itself."""
-    calls: list[list[str]] = []
-    real = StoryAssigner.embed
-
-    def counting(self: StoryAssigner, docs: Sequence[ClusterDoc]) -> np.ndarray:
-        calls.append([d.id for d in docs])
-        return real(self, docs)
-
-    monkeypatch.setattr(StoryAssigner, "embed", counting)
-    return calls
-
-
 def entry_ids(store: Store) -> list[str]:
     return [doc.id for doc in store.pending_docs()]
 
 
-def test_the_worker_stores_each_new_entry_with_its_vector_and_the_leader_embeds_none(
-    outlets: FeedServer, store: Store, leader_embeds: list[list[str]]
+def test_the_worker_stores_each_new_entry_with_its_vector_and_the_embed_calls_none(
+    outlets: FeedServer, store: Store, embed_calls: list[list[str]]
 ) -> None:
     settings = settings_for(outlets)
     worker = Pipeline(settings, store, clock=Clock(NOW), owner="worker")
@@ -74,7 +60,7 @@ def test_the_worker_stores_each_new_entry_with_its_vector_and_the_leader_embeds_
     # The leader, in the same second: nothing to wait for, nothing to compute.
     leader = Pipeline(settings, store, clock=Clock(NOW), owner="leader")
     assert leader.cluster() == REPORTS
-    assert leader_embeds == [], "the leader read the stored vectors"
+    assert embed_calls == [], "the leader read the stored vectors"
     assert store.pending_docs() == []
     kursk = {s.key for s in store.stories() if "Kursk" in s.title or "Sudzha" in s.title}
     assert len(kursk) == 1, "the incursion's reports joined one story on stored vectors"
@@ -110,7 +96,7 @@ def test_the_tfidf_method_computes_no_vectors_at_ingest(
 
 
 def test_the_leader_waits_a_lease_for_a_workers_vector_then_computes_it_once(
-    outlets: FeedServer, store: Store, leader_embeds: list[list[str]]
+    outlets: FeedServer, store: Store, embed_calls: list[list[str]]
 ) -> None:
     # A worker that stored entries and died before their vectors: the leader
     # leaves them while the worker's claim could still be running, then embeds.
@@ -124,11 +110,11 @@ def test_the_leader_waits_a_lease_for_a_workers_vector_then_computes_it_once(
     clock = Clock(NOW + timedelta(seconds=settings.worker.lease_seconds - 1))
     leader = Pipeline(settings, store, clock=clock, owner="leader")
     assert leader.cluster() == 0, "not while the worker could still store them"
-    assert leader_embeds == []
+    assert embed_calls == []
 
     clock.now = NOW + timedelta(seconds=settings.worker.lease_seconds)
     assert leader.cluster() == REPORTS
-    embedded = [doc_id for batch in leader_embeds for doc_id in batch]
+    embedded = [doc_id for batch in embed_calls for doc_id in batch]
     assert sorted(embedded) == sorted(ids), "each entry embedded once"
     assert sorted(store.stored_embeddings(ids)) == sorted(ids), "and its vector kept"
 
