@@ -250,12 +250,8 @@ def test_two_events_in_three_languages_are_two_items_listing_their_reports() -> 
                 assert outlet in entry.summary
             assert " · uk · " in entry.summary and " · ru · " in entry.summary
         assert feedparser.parse(render_rss(doc, SETTINGS)).bozo == 0
-        assert (
-            json.loads(render_json(doc, SETTINGS))["items"][0]["_aggregator"]["reports"][2][
-                "language"
-            ]
-            == "ru"
-        )
+        russian = json.loads(render_json(doc, SETTINGS))["items"][0]["_aggregator"]["reports"][2]
+        assert russian["language"] == "ru" and russian["title"] == doc.items[0].reports[2].title
         # the counts still count reports, from every format and the page
         assert atom.feed.subtitle.endswith(
             "6 reports from 3 outlets (Dnipro Daily, Kyiv Wire, Moscow Courier); first report "

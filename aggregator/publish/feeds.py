@@ -244,6 +244,7 @@ def _json_item(item: TimelineItem, links: TimelineLinks) -> dict[str, Any]:
 def _json_report(report: ReportLine) -> dict[str, Any]:
     return {
         "outlet": one_line(report.outlet),
+        "title": _title(report.title),
         "url": article_url(report.link),
         "language": language_tag(report.language),
         "date_published": rfc3339(report.published),
