@@ -1,11 +1,16 @@
 """Crash safety: a worker killed with SIGKILL 20 times during ingest loses and doubles nothing.
 
-Feeds on 127.0.0.1 grow while a worker polls them; each run is killed at a random
-moment after its first poll was stored, and a new one started. Then the feeds
-stop growing, a last worker polls until it has caught up and stops with SIGTERM.
-Stored entries must equal served entries, each once. The feeds answer 304 to
-their own ETag: had a killed worker stored a poll's fetch state without its
-entries, the last worker would be told "not modified" and never see them.
+Feeds on 127.0.0.1 grow as they are polled, one item every second request, and
+answer 304 to their own ETag. Each worker run is killed at an event, the kinds in
+turn: with its first request held unanswered by the feed server, after its first
+poll is stored, with a request held after that, after its fourth poll is stored.
+At each kill with a request held, the held source is checked to be still claimed
+by the killed worker: its poll was in flight, not stored. The feeds stop growing
+before the last kills, then a last worker polls until it has caught up, polls
+every source twice more and stops with SIGTERM. Stored entries must equal what
+the frozen feeds list. Had a killed worker stored a poll's fetch state without
+its entries, the next poll of the unchanged feed would be told "not modified"
+and never see them.
 A second test kills a worker between storing entries and storing their vectors: the
 leader computes them, and each entry is clustered once, with a vector.
 Runs on SQLite and on a scratch PostgreSQL database.
@@ -14,63 +19,106 @@ Runs on SQLite and on a scratch PostgreSQL database.
 from __future__ import annotations
 
 import hashlib
-import random
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from httpserver import FeedServer, Request
+from httpserver import FeedServer, Handler, Request
 from sqlalchemy import text
-from test_reload import WorkerProcess
+from test_reload import EVENT_WAIT, WorkerProcess
 from test_store import scratch_database
 
 from aggregator.store import open_store
 
 SOURCES = 16
-MOST_ITEMS = 40  # items a feed grows to
-GROWTH_SECONDS = 0.75  # a new item in every feed this often
+GROW_EVERY = 2  # requests of a feed per new item: the second of a pair may be answered 304
 KILLS = 20
-# Each answer takes a moment, as a real server's does: polls are then in flight
-# for much of a cycle, and the kills land in them however fast the machine is.
-ANSWER_SECONDS = 0.03
-SEED = 20240806
+# The last kills find the feeds no longer growing: one landing between storing a
+# poll's fetch state and its entries, were they apart, would lose them for good.
+FROZEN_KILLS = 4
+# Each run is killed at the next of these: its first request held, its first poll
+# stored, a request held after its first poll is stored, its fourth poll stored.
+KILL_AT = (("held", 0), ("stored", 1), ("held", 1), ("stored", 4))
 
 
 class GrowingFeeds:
-    """Feeds listing every item so far, growing with time until frozen; 304 for a known ETag."""
+    """Feeds listing every item so far, one more every GROW_EVERY requests until frozen.
+
+    A known ETag is answered 304. After `hold(agent)`, the next request with that
+    User-Agent waits unanswered until `let_go()`; `held` is set once it waits.
+    """
 
     def __init__(self, server: FeedServer) -> None:
         self.lock = threading.Lock()
-        self.started = time.monotonic()
-        self.frozen_at: float | None = None
-        self.served: defaultdict[str, set[str]] = defaultdict(set)
+        self.frozen = False
+        self.items = [1] * SOURCES
+        self.answered = [0] * SOURCES
+        self.not_modified = [0] * SOURCES
+        self.held = threading.Event()
+        self.held_source = -1
+        self._hold_for: str | None = None
+        self._gate = threading.Event()
         for n in range(SOURCES):
             server.route(f"/feed/{n}.xml", self._answerer(n))
 
-    def items(self) -> int:
-        elapsed = (self.frozen_at or time.monotonic()) - self.started
-        return min(MOST_ITEMS, 1 + int(elapsed / GROWTH_SECONDS))
+    def hold(self, agent: str) -> None:
+        with self.lock:
+            self.held.clear()
+            self._gate.clear()
+            self._hold_for = agent
+
+    def let_go(self) -> None:
+        with self.lock:
+            self._hold_for = None
+        self._gate.set()
 
     def freeze(self) -> None:
         with self.lock:
-            self.frozen_at = time.monotonic()
+            self.frozen = True
 
-    def _answerer(self, n: int):  # type: ignore[no-untyped-def]
+    def listed(self) -> dict[str, set[str]]:
+        with self.lock:
+            return {f"source-{n}": set(guids(n, self.items[n])) for n in range(SOURCES)}
+
+    def counts(self) -> list[tuple[int, int]]:
+        """Per feed: the requests answered, and how many of them with 304."""
+        with self.lock:
+            return list(zip(self.answered, self.not_modified, strict=True))
+
+    def since(self, before: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """`counts()` less the `before` counts."""
+        now = self.counts()
+        return [(a - a0, m - m0) for (a, m), (a0, m0) in zip(now, before, strict=True)]
+
+    def _answerer(self, n: int) -> Handler:
         def answer(request: Request) -> tuple[int, dict[str, str], bytes]:
-            time.sleep(ANSWER_SECONDS)
             with self.lock:
-                guids = [f"c{n}-{i}" for i in range(self.items())]
-                self.served[f"source-{n}"].update(guids)
-            body = feed(n, guids)
-            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
-            if request.headers.get("if-none-match") == etag:
-                return 304, {"ETag": etag}, b""
+                hold = self._hold_for is not None
+                hold = hold and request.headers.get("user-agent") == self._hold_for
+                if hold:
+                    self._hold_for = None
+                    self.held_source = n
+                    self.held.set()
+            if hold:
+                self._gate.wait()
+            with self.lock:
+                body = feed(n, guids(n, self.items[n]))
+                self.answered[n] += 1
+                if not self.frozen and self.answered[n] % GROW_EVERY == 0:
+                    self.items[n] += 1
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+                if request.headers.get("if-none-match") == etag:
+                    self.not_modified[n] += 1
+                    return 304, {"ETag": etag}, b""
             return 200, {"Content-Type": "application/rss+xml", "ETag": etag}, body
 
         return answer
+
+
+def guids(n: int, items: int) -> list[str]:
+    return [f"c{n}-{i}" for i in range(items)]
 
 
 def feed(n: int, guids: list[str]) -> bytes:
@@ -121,54 +169,88 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_sigkill_during_ingest_loses_and_doubles_nothing(database: str, tmp_path: Path) -> None:
-    chance = random.Random(SEED)
     with FeedServer() as server:
         feeds = GrowingFeeds(server)
         config = tmp_path / "aggregator.toml"
         config.write_text(settings_text(server, database))
-        kills_mid_poll = 0
-        for _ in range(KILLS):
-            worker = WorkerProcess(config)
-            worker.wait_for_line("polled 'source-")  # its first poll is stored: ingest is on
-            time.sleep(chance.uniform(0.0, 0.3))
-            worker.kill()
-            kills_mid_poll += claimed_sources(database) > 0
-        feeds.freeze()
+        try:
+            for run in range(KILLS):
+                if run == KILLS - FROZEN_KILLS:
+                    feeds.freeze()
+                kill_at(run, feeds, config, database)
+        finally:
+            feeds.let_go()
 
-        # Every item the frozen feeds list; a source not polled since it grew has
-        # not served its newest items yet, so what was served is no measure.
-        listed = SOURCES * feeds.items()
+        listed = feeds.listed()
         last = WorkerProcess(config)
         try:
             # Up before it is stopped: a SIGTERM during start-up is not a clean stop.
             last.wait_for_line("polled 'source-")
-            last.wait_for(lambda: stored_count(database) == listed, 30, "catching up")
-            time.sleep(1.0)  # a few more polls: they must add nothing
+            everything = sum(len(keys) for keys in listed.values())
+            last.wait_for(lambda: stored_count(database) == everything, EVENT_WAIT, "catching up")
+            # Two more polls of every source: they must add nothing.
+            caught_up = feeds.counts()
+            last.wait_for(
+                lambda: min(answered for answered, _ in feeds.since(caught_up)) >= 2,
+                EVENT_WAIT,
+                "two more polls of every source",
+            )
         finally:
             code = last.stop()
     assert code == 0, last.output
 
-    stored = stored_keys(database)
-    assert stored == dict(feeds.served), "stored entries equal served entries"
-    assert duplicate_keys(database) == 0
-    # Where a kill lands depends on timing (without ANSWER_SECONDS, 3 of 20 were
-    # seen mid-poll on a fast machine, 9 to 20 on a loaded one); this only guards that the kills do hit polls in flight, which is what
-    # makes the invariants above mean something.
-    assert kills_mid_poll >= KILLS // 4, "kills rarely left polls claimed but not yet stored"
+    assert stored_keys(database) == listed, "stored entries equal the listed entries"
+    # What makes the invariant above mean something: the unchanged feeds were asked
+    # with their ETags, so a fetch state stored without its entries would hide them.
+    assert all(not_modified for _, not_modified in feeds.since(caught_up)), "304s at the end"
 
 
-def query(database: str, sql: str) -> list[tuple[object, ...]]:
+def kill_at(run: int, feeds: GrowingFeeds, config: Path, database: str) -> None:
+    """Start a worker and SIGKILL it at the run's event (KILL_AT)."""
+    event, polls = KILL_AT[run % len(KILL_AT)]
+    agent = f"crash-test/{run}"  # tells this worker's requests from a killed one's
+    if event == "held" and not polls:
+        feeds.hold(agent)  # before it starts: its very first request
+    worker = WorkerProcess(config, {"AGGREGATOR_FETCH__USER_AGENT": agent})
+    try:
+        if polls:
+            worker.wait_for(lambda: polls_stored(worker) >= polls, EVENT_WAIT, f"{polls} polls")
+        if event == "held":
+            if polls:
+                feeds.hold(agent)
+            worker.wait_for(feeds.held.is_set, EVENT_WAIT, "a request held")
+    finally:
+        worker.kill()
+    if event == "held":
+        source = f"source-{feeds.held_source}"
+        owner = claim_owner(database, source)
+        assert owner and owner.split(":")[-2] == str(worker.process.pid), (
+            f"{source}, held in flight, is claimed by the killed worker (not {owner})"
+        )
+        feeds.let_go()
+
+
+def polls_stored(worker: WorkerProcess) -> int:
+    return sum("polled 'source-" in line for line in worker.lines)
+
+
+def query(database: str, sql: str, **values: object) -> list[tuple[object, ...]]:
     store = open_store(database, create=False)
     try:
         with store.engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(sql)).all()]
+            return [tuple(row) for row in connection.execute(text(sql), values).all()]
     finally:
         store.close()
 
 
-def claimed_sources(database: str) -> int:
-    rows = query(database, "SELECT count(*) FROM fetchstate WHERE lease_owner IS NOT NULL")
-    return int(rows[0][0])  # type: ignore[call-overload]
+def claim_owner(database: str, source: str) -> str | None:
+    rows = query(
+        database,
+        "SELECT fetchstate.lease_owner FROM fetchstate "
+        "JOIN source ON source.id = fetchstate.source_id WHERE source.name = :name",
+        name=source,
+    )
+    return None if rows[0][0] is None else str(rows[0][0])
 
 
 def stored_count(database: str) -> int:
@@ -184,15 +266,6 @@ def stored_keys(database: str) -> dict[str, set[str]]:
     for name, key in rows:
         found[str(name)].add(str(key))
     return dict(found)
-
-
-def duplicate_keys(database: str) -> int:
-    rows = query(
-        database,
-        "SELECT count(*) FROM (SELECT source_id, key FROM entry "
-        "GROUP BY source_id, key HAVING count(*) > 1) AS doubled",
-    )
-    return int(rows[0][0])  # type: ignore[call-overload]
 
 
 # -- a worker killed between storing entries and storing their vectors ----------
@@ -259,7 +332,7 @@ def test_sigkill_between_storing_entries_and_their_vectors(database: str, tmp_pa
             code = second.stop()
     assert code == 0, second.output
     rows = query(database, "SELECT clustered, story_id, embedding FROM entry")
-    assert len(rows) == listed and duplicate_keys(database) == 0
+    assert len(rows) == listed
     assert all(clustered and story for clustered, story, _ in rows), "each clustered, in a story"
     vectors = [vector for *_, vector in rows]
     assert all(isinstance(v, bytes) and len(v) == 768 for v in vectors), "each with its vector"
