@@ -143,7 +143,7 @@ def settings_text(server: FeedServer, database: str) -> str:
         f'database_url = "{database}"',
         "[fetch]",
         "allow_private_networks = true",
-        "timeout_total = 1",
+        "timeout_total = 10",  # far above the moment a held request waits for its kill
         "[worker]",
         "cycle_seconds = 0.2",
         "lease_seconds = 2",  # a killed worker's claims free up soon
