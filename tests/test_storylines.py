@@ -137,7 +137,7 @@ def unit(*values: float) -> np.ndarray:
 
 
 def index(join: float = 0.8, window_days: float = 21.0) -> StorylineIndex:
-    policy = StorylinePolicy(window_days, 24, {"embedding": join}, {"embedding": 0.0})
+    policy = StorylinePolicy(window_days, 24, {"embedding": join}, {"embedding": 0.0}, {})
     return StorylineIndex("embedding", policy, shelf_rows=16, dim=3)
 
 
@@ -172,7 +172,7 @@ def test_stories_merged_by_the_story_level_merge_their_storylines() -> None:
 
 
 def test_a_method_without_a_join_links_no_storylines() -> None:
-    policy = StorylinePolicy(21.0, 24, {}, {})
+    policy = StorylinePolicy(21.0, 24, {}, {}, {})
     lines = StorylineIndex("tfidf", policy, shelf_rows=16, dim=3)
     lines.place("a", T0, None)
     lines.place("b", T0, None)

@@ -167,7 +167,7 @@ class StoryAssigner:
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
             self._queue_second_looks(doc.id)
-            line = self._storylines.place(doc.id, doc.published, prepared.embedding)
+            line = self._storylines.place(doc.id, doc.published, prepared.embedding, prepared.names)
             event = self._events.place(line, EventReport.from_prepared(prepared))
             return Assignment(
                 doc.id,
@@ -177,7 +177,7 @@ class StoryAssigner:
                 event_key=event.event_key,
             )
         self._join(prepared, story)
-        line = self._storylines.place(story.id, doc.published, prepared.embedding)
+        line = self._storylines.place(story.id, doc.published, prepared.embedding, prepared.names)
         event = self._events.place(line, EventReport.from_prepared(prepared))
         return Assignment(doc.id, line, similarity=round(score, 6), event_key=event.event_key)
 
@@ -208,6 +208,7 @@ class StoryAssigner:
             assignment.story_id,
             doc.published,
             prepared.embedding,
+            prepared.names,
             storyline_id=assignment.story_id,
         )
         report = EventReport.from_prepared(prepared)

@@ -5,10 +5,11 @@ its close follow-ups, and forgets a story idle for `cluster.window_hours`. A
 storyline (the August incursion into Kursk region and everything that followed
 it) lasts longer and drifts: its later events share few words with its first.
 This module keeps every live storyline as a decayed centroid of its latest
-reports' language-centred embeddings, so the centroid follows the drift, and
-links a storyline that took reports to the live storyline nearest to it when
-their cosine, less a decay per day between them, reaches the join fitted on the
-training part of our set (`models/storylines.json`, `benchmarks/cluster.py
+reports' language-centred embeddings and decayed counts of the names they
+mention (transliterated, so "Курськ" and "Kursk" count as one), both following
+the drift, and links a storyline that took reports to the live storyline nearest
+to it when their score (see `score`) reaches the join fitted on the training
+part of our set (`models/storylines.json`, `benchmarks/cluster.py
 --fit-storylines`). A storyline idle for `window_days` takes no more stories.
 
 A storyline's id is the id of its first story, and what the store calls a story
@@ -20,14 +21,18 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from aggregator.cluster.decision import MODEL_DIR
+from aggregator.cluster.features import NO_KEYS
 from aggregator.cluster.stories import EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
@@ -40,11 +45,27 @@ FIELDS = {
     "memory": "a storyline's centroid mostly holds about this many latest reports, so it "
     "follows the drift of its news (not fitted)",
     "join": "per method: least score at which two storylines become one; the score is the "
-    "cosine of their centroids of language-centred embeddings minus decay times the days "
-    "between the later one's first report and the earlier one's latest; a method without "
-    "a join links no storylines (its stories are its storylines)",
+    "cosine of their centroids of language-centred embeddings, plus names times the cosine "
+    "of their name counts, minus decay times the days between the later one's first report "
+    "and the earlier one's latest; a method without a join links no storylines (its "
+    "stories are its storylines)",
     "decay": "per method: score lost per day between the two storylines",
+    "names": "per method: weight of the cosine of the two storylines' decayed counts of "
+    "name keys (transliterated, folded names and places) added to the score, once both "
+    "hold two reports or more",
 }
+NAMES_KEPT_ABOVE = 0.05  # a name's decayed count below this is forgotten (memory bound)
+# A lone report names too few names to tell its storyline by: "Kursk" in one
+# headline about a depot fire is no evidence of the incursion there.
+NAMES_FROM_REPORTS = 2
+
+
+class Rule(NamedTuple):
+    """The fitted numbers of one method."""
+
+    join: float
+    decay: float
+    names: float
 
 
 @dataclass(frozen=True)
@@ -55,12 +76,13 @@ class StorylinePolicy:
     memory: int
     join: dict[str, float]
     decay: dict[str, float]
+    names: dict[str, float]
 
-    def for_method(self, method: str) -> tuple[float, float] | None:
-        """The join score and the decay per day of `method`; None: it links no storylines."""
+    def for_method(self, method: str) -> Rule | None:
+        """The numbers of `method`; None: it links no storylines."""
         if method not in self.join:
             return None
-        return self.join[method], self.decay.get(method, 0.0)
+        return Rule(self.join[method], self.decay.get(method, 0.0), self.names.get(method, 0.0))
 
     def to_json(self, notes: dict[str, object]) -> str:
         body: dict[str, object] = {
@@ -69,6 +91,7 @@ class StorylinePolicy:
             "memory": self.memory,
             "join": dict(sorted(self.join.items())),
             "decay": dict(sorted(self.decay.items())),
+            "names": dict(sorted(self.names.items())),
             "notes": notes,
         }
         return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
@@ -86,6 +109,7 @@ def read_policy(path: Path) -> StorylinePolicy:
             memory=int(body["memory"]),
             join={str(k): float(v) for k, v in body["join"].items()},
             decay={str(k): float(v) for k, v in body["decay"].items()},
+            names={str(k): float(v) for k, v in body["names"].items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise RuntimeError(
@@ -110,8 +134,15 @@ class Storyline:
     size: int = 0
     stories: set[str] = field(default_factory=set)  # live stories of the assigner in it
     total: np.ndarray | None = None  # decayed sum of its reports' embeddings (float32)
+    names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
 
-    def add(self, published: datetime, vector: np.ndarray | None, memory: int) -> None:
+    def add(
+        self, published: datetime, vector: np.ndarray | None, names: Iterable[int], memory: int
+    ) -> None:
+        keep = 1.0 - 1.0 / memory
+        self.names = {k: w * keep for k, w in self.names.items() if w * keep > NAMES_KEPT_ABOVE}
+        for key in names:
+            self.names[key] = self.names.get(key, 0.0) + 1.0
         self.size += 1
         self.latest = max(self.latest, published)
         self.started = min(self.started, published)
@@ -129,6 +160,8 @@ class Storyline:
         self.latest = max(self.latest, other.latest)
         self.started = min(self.started, other.started)
         self.stories |= other.stories
+        for key, w in other.names.items():
+            self.names[key] = self.names.get(key, 0.0) + w
         if other.total is not None:
             if self.total is None:
                 self.total = other.total.copy()
@@ -144,14 +177,28 @@ class Storyline:
         return self.total / np.float32(norm) if norm else None
 
 
-def score(line: Storyline, other: Storyline, decay: float) -> float:
-    """How strongly two storylines are one: centroid cosine less `decay` per day apart."""
+def names_cosine(a: dict[int, float], b: dict[int, float]) -> float:
+    """The cosine of two storylines' decayed name counts (0 when either has none)."""
+    if not a or not b:
+        return 0.0
+    small, big = (a, b) if len(a) <= len(b) else (b, a)
+    dot = sum(w * big.get(k, 0.0) for k, w in small.items())
+    return dot / math.sqrt(sum(w * w for w in a.values()) * sum(w * w for w in b.values()))
+
+
+def score(line: Storyline, other: Storyline, rule: Rule) -> float:
+    """How strongly two storylines are one: the cosine of their embedding centroids,
+    plus `rule.names` times the cosine of their name counts, less `rule.decay` per
+    day between them."""
     a, b = line.unit, other.unit
     if a is None or b is None:
         return 0.0
+    bonus = 0.0
+    if rule.names and min(line.size, other.size) >= NAMES_FROM_REPORTS:
+        bonus = rule.names * names_cosine(line.names, other.names)
     first, second = sorted((line, other), key=lambda s: s.started)
     apart_days = max((second.started - first.latest).total_seconds(), 0.0) / 86400.0
-    return float(a @ b) - decay * apart_days
+    return float(a @ b) + bonus - rule.decay * apart_days
 
 
 class StorylineIndex:
@@ -185,6 +232,7 @@ class StorylineIndex:
         story_id: str,
         published: datetime,
         vector: np.ndarray | None,
+        names: np.ndarray = NO_KEYS,
         *,
         storyline_id: str | None = None,
     ) -> str:
@@ -200,7 +248,7 @@ class StorylineIndex:
         if story_id not in self._of_story:
             self._of_story[story_id] = line_id
             line.stories.add(story_id)
-        self._add(line, published, vector)
+        self._add(line, published, vector, names.tolist())
         self._changed[line_id] = None
         if self._shelf is not None and (unit := line.unit) is not None:
             self._shelf.put(line_id, unit)
@@ -210,7 +258,7 @@ class StorylineIndex:
         """A copy placed in `story_id` keeps its storyline live; returns its id."""
         line = self._lines.get(self.of(story_id))
         if line is not None:
-            self._add(line, published, None, count=False)
+            self._add(line, published, None, (), count=False)
             return line.id
         return self.of(story_id)
 
@@ -233,7 +281,7 @@ class StorylineIndex:
         changed, self._changed = list(self._changed), {}
         if self._rule is None or self._shelf is None:
             return []
-        join, decay = self._rule
+        rule = self._rule
         merges: list[tuple[str, str]] = []
         for line_id in changed:
             line = self._lines.get(line_id)
@@ -241,14 +289,14 @@ class StorylineIndex:
             if line is None or unit is None:
                 continue  # absorbed earlier in this pass, or without embeddings
             best: Storyline | None = None
-            best_score = join
+            best_score = rule.join
             for other_id in self._shelf.nearest(unit, CANDIDATES):
                 other = self._lines.get(other_id)
                 if other is None or other.id == line.id:
                     continue
                 if line.latest - other.latest > self._window:
                     continue  # idle past the window: it takes no more stories
-                value = score(line, other, decay)
+                value = score(line, other, rule)
                 if value >= best_score:
                     best, best_score = other, value
             if best is not None:
@@ -265,11 +313,17 @@ class StorylineIndex:
                 self._drop(line_id)
 
     def _add(
-        self, line: Storyline, published: datetime, vector: np.ndarray | None, *, count: bool = True
+        self,
+        line: Storyline,
+        published: datetime,
+        vector: np.ndarray | None,
+        names: Iterable[int],
+        *,
+        count: bool = True,
     ) -> None:
         moved = published > line.latest or line.size == 0
         if count:
-            line.add(published, vector, self.policy.memory)
+            line.add(published, vector, names, self.policy.memory)
         else:
             line.latest = max(line.latest, published)
         if moved:
