@@ -138,7 +138,7 @@ def unit(*values: float) -> np.ndarray:
 
 def index(join: float = 0.8, window_days: float = 21.0) -> StorylineIndex:
     policy = StorylinePolicy(window_days, 24, {"embedding": join}, {"embedding": 0.0}, {})
-    return StorylineIndex("embedding", policy, shelf_rows=16, dim=3)
+    return StorylineIndex("embedding", policy, shelf_rows=16, dim=3, max_storylines=8)
 
 
 def test_a_storyline_idle_past_its_window_takes_no_more_stories() -> None:
@@ -149,6 +149,14 @@ def test_a_storyline_idle_past_its_window_takes_no_more_stories() -> None:
     lines.expire(T0 + timedelta(days=8))
     assert lines.link() == []
     assert lines.get("a") is None
+
+
+def test_the_least_recently_active_storylines_go_past_the_cap() -> None:
+    lines = index()
+    for i in range(10):
+        lines.place(f"s{i}", T0 + timedelta(hours=i), unit(1, i, 0))
+    assert lines.get("s0") is None and lines.get("s1") is None
+    assert lines.get("s9") is not None
 
 
 def test_a_linked_story_keeps_the_larger_storylines_id() -> None:
@@ -173,7 +181,7 @@ def test_stories_merged_by_the_story_level_merge_their_storylines() -> None:
 
 def test_a_method_without_a_join_links_no_storylines() -> None:
     policy = StorylinePolicy(21.0, 24, {}, {}, {})
-    lines = StorylineIndex("tfidf", policy, shelf_rows=16, dim=3)
+    lines = StorylineIndex("tfidf", policy, shelf_rows=16, dim=3, max_storylines=8)
     lines.place("a", T0, None)
     lines.place("b", T0, None)
     assert lines.link() == []

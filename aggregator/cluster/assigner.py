@@ -115,7 +115,11 @@ class StoryAssigner:
         # Which storyline each story is in (storylines.py): what the store calls a
         # story, and what assignments and merges name.
         self._storylines = StorylineIndex(
-            settings.method, storylines, shelf_rows=self.tuning.shelf_rows, dim=embedding.DIM
+            settings.method,
+            storylines,
+            shelf_rows=self.tuning.shelf_rows,
+            dim=embedding.DIM,
+            max_storylines=self.tuning.max_stories,
         )
         self._events = EventIndex(settings.method)  # each storyline's events (events.py)
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window

@@ -55,6 +55,7 @@ FIELDS = {
     "hold two reports or more",
 }
 NAMES_KEPT_ABOVE = 0.05  # a name's decayed count below this is forgotten (memory bound)
+NAMES_KEPT = 32  # a storyline keeps at most this many of its heaviest names (memory bound)
 # A lone report names too few names to tell its storyline by: "Kursk" in one
 # headline about a depot fire is no evidence of the incursion there.
 NAMES_FROM_REPORTS = 2
@@ -143,6 +144,7 @@ class Storyline:
         self.names = {k: w * keep for k, w in self.names.items() if w * keep > NAMES_KEPT_ABOVE}
         for key in names:
             self.names[key] = self.names.get(key, 0.0) + 1.0
+        self._trim_names()
         self.size += 1
         self.latest = max(self.latest, published)
         self.started = min(self.started, published)
@@ -162,12 +164,18 @@ class Storyline:
         self.stories |= other.stories
         for key, w in other.names.items():
             self.names[key] = self.names.get(key, 0.0) + w
+        self._trim_names()
         if other.total is not None:
             if self.total is None:
                 self.total = other.total.copy()
             else:
                 self.total *= np.float32((1.0 - 1.0 / memory) ** min(other.size, 4 * memory))
                 self.total += other.total
+
+    def _trim_names(self) -> None:
+        if len(self.names) > NAMES_KEPT:
+            heaviest = sorted(self.names.items(), key=lambda kw: (-kw[1], kw[0]))[:NAMES_KEPT]
+            self.names = dict(heaviest)
 
     @property
     def unit(self) -> np.ndarray | None:
@@ -205,11 +213,18 @@ class StorylineIndex:
     """The live storylines, which story of the assigner is in which, and the links between them.
 
     Bounded like the story level: a storyline idle for `window_days` is forgotten,
-    and only the most recently active `shelf_rows` are scanned for links.
+    at most `max_storylines` live (the least recently active go first), and only
+    the most recently active `shelf_rows` are scanned for links.
     """
 
     def __init__(
-        self, method: str, policy: StorylinePolicy | None = None, *, shelf_rows: int, dim: int
+        self,
+        method: str,
+        policy: StorylinePolicy | None = None,
+        *,
+        shelf_rows: int,
+        dim: int,
+        max_storylines: int,
     ) -> None:
         self.policy = policy or load_policy()
         self._rule = self.policy.for_method(method)
@@ -219,6 +234,8 @@ class StorylineIndex:
         self._changed: dict[str, None] = {}  # storylines that took reports since `link`
         self._by_latest: list[tuple[datetime, str]] = []  # lazy heap: stale rows skipped
         self._window = timedelta(days=self.policy.window_days)
+        self._activity: dict[str, None] = {}  # storyline ids, least recently active first
+        self._max = max_storylines
 
     def of(self, story_id: str) -> str:
         """The storyline a story is in (a story not seen yet is its own)."""
@@ -252,6 +269,8 @@ class StorylineIndex:
         self._changed[line_id] = None
         if self._shelf is not None and (unit := line.unit) is not None:
             self._shelf.put(line_id, unit)
+        while len(self._lines) > self._max:
+            self._drop(next(iter(self._activity)))
         return line_id
 
     def touch(self, story_id: str, published: datetime) -> str:
@@ -322,6 +341,8 @@ class StorylineIndex:
         count: bool = True,
     ) -> None:
         moved = published > line.latest or line.size == 0
+        self._activity.pop(line.id, None)
+        self._activity[line.id] = None
         if count:
             line.add(published, vector, names, self.policy.memory)
         else:
@@ -347,6 +368,7 @@ class StorylineIndex:
 
     def _drop(self, line_id: str) -> None:
         line = self._lines.pop(line_id)
+        self._activity.pop(line_id, None)
         for story_id in line.stories:
             if self._of_story.get(story_id) == line_id:
                 del self._of_story[story_id]
