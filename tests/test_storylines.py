@@ -159,6 +159,20 @@ def test_the_least_recently_active_storylines_go_past_the_cap() -> None:
     assert lines.get("s9") is not None
 
 
+def test_shared_names_count_once_both_storylines_hold_two_reports() -> None:
+    policy = StorylinePolicy(21.0, 24, {"embedding": 0.5}, {"embedding": 0.0}, {"embedding": 1.0})
+    lines = StorylineIndex("embedding", policy, shelf_rows=16, dim=3, max_storylines=8)
+    kursk = np.array([7], np.uint32)
+    for hour in range(2):
+        lines.place("a", T0 + timedelta(hours=hour), unit(1, 0, 0), kursk)
+    lines.link()
+    # One report naming the same place, about something else: not yet evidence.
+    lines.place("b", T0 + timedelta(days=1), unit(0.3, 1, 0), kursk)
+    assert lines.link() == []
+    lines.place("b", T0 + timedelta(days=1, hours=1), unit(0.3, 1, 0), kursk)
+    assert lines.link() == [("b", "a")]
+
+
 def test_a_linked_story_keeps_the_larger_storylines_id() -> None:
     lines = index()
     for hour in range(3):
