@@ -27,6 +27,7 @@ from aggregator.cluster import StoryAssigner, Tuning
 from aggregator.cluster.decision import PairModel
 from aggregator.cluster.embedding import doc_text, embed
 from aggregator.cluster.events import EventIndex, EventPolicy, EventReport
+from aggregator.cluster.storylines import StorylinePolicy
 from aggregator.dedupe import NearDuplicates
 from aggregator.labelled import (
     LEVELS,
@@ -69,6 +70,7 @@ def evaluate_file(
     examples: int = 5,
     merge: bool = False,
     events: EventPolicy | None = None,
+    storyline_policy: StorylinePolicy | None = None,
 ) -> dict[str, Any]:
     """Stream a labelled file through a fresh StoryAssigner and score the stories.
 
@@ -99,6 +101,7 @@ def evaluate_file(
         examples=examples,
         merge=merge,
         events=events,
+        storyline_policy=storyline_policy,
     )
 
 
@@ -118,6 +121,7 @@ def evaluate_documents(
     examples: int = 5,
     merge: bool = False,
     events: EventPolicy | None = None,
+    storyline_policy: StorylinePolicy | None = None,
 ) -> dict[str, Any]:
     """`evaluate_file` on documents already loaded (the demo's articles, a test's list).
 
@@ -125,8 +129,8 @@ def evaluate_documents(
     event labels, labels them at the storyline level too. The top-level
     figures score against `gold`; `levels` holds the figures at every level
     labelled. Events, the pairs (story, event), are scored against event
-    labels; stories against storyline labels. `events` replaces the shipped
-    event policy (a refit under test).
+    labels; stories against storyline labels. `events` and `storyline_policy`
+    replace the shipped event and storyline policies (a refit under test).
 
     With `merge`, a merge pass runs after each report, as a worker would after
     each batch, and the stories it absorbs are re-pointed to the ones they went
@@ -137,7 +141,9 @@ def evaluate_documents(
     labels = list(zip(gold, storylines or [""] * len(gold), strict=True))
     docs, labels = stream_order(docs, labels, shuffle_seed)
     gold = [event for event, _ in labels]
-    assigner = StoryAssigner(settings, tuning=tuning, model=model, cross_model=cross_model)
+    assigner = StoryAssigner(
+        settings, tuning=tuning, model=model, cross_model=cross_model, storylines=storyline_policy
+    )
     started = time.perf_counter()
     # The worker embeds each entry once, when stored; timed apart from clustering.
     vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None

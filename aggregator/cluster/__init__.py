@@ -3,7 +3,8 @@
 `StoryAssigner` takes reports in arrival order and returns an `Assignment` for
 each; `features` makes TF-IDF vectors and name keys, `stories` keeps the live
 stories and the indexes that find them, `decision` holds the learned pair model,
-`embedding` wraps the optional multilingual model.
+`events` groups a storyline's reports into events, `storylines` threads stories
+into storylines over weeks, `embedding` wraps the optional multilingual model.
 """
 
 from aggregator.cluster.assigner import METHODS, StoryAssigner, Tuning

@@ -30,6 +30,7 @@ from aggregator.cluster.decision import (
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
 from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
+from aggregator.cluster.storylines import StorylineIndex, StorylinePolicy
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
@@ -86,6 +87,7 @@ class StoryAssigner:
         tuning: Tuning | None = None,
         model: PairModel | None = None,
         cross_model: PairModel | None = None,
+        storylines: StorylinePolicy | None = None,
     ) -> None:
         if settings.method not in METHODS:
             raise ValueError(f"unknown cluster method {settings.method!r}: use one of {METHODS}")
@@ -110,7 +112,16 @@ class StoryAssigner:
             grams_kept=self.tuning.grams_kept,
         )
         self._centring = embedding.LanguageCentring()
-        self._events = EventIndex(settings.method)  # each story's events (events.py)
+        # Which storyline each story is in (storylines.py): what the store calls a
+        # story, and what assignments and merges name.
+        self._storylines = StorylineIndex(
+            settings.method,
+            storylines,
+            shelf_rows=self.tuning.shelf_rows,
+            dim=embedding.DIM,
+            max_storylines=self.tuning.max_stories,
+        )
+        self._events = EventIndex(settings.method)  # each storyline's events (events.py)
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
         self._first_copy: dict[int, tuple[str, str]] = {}
         self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
@@ -149,9 +160,10 @@ class StoryAssigner:
         if first is not None:
             doc_id, story_id = first
             self._apply_duplicate(doc, story_id, doc_id, keys)
+            line = self._storylines.touch(story_id, doc.published)
             event_key = self._events.copy_of(doc_id) or doc_id
             return Assignment(
-                doc.id, story_id, duplicate_of=doc_id, similarity=1.0, event_key=event_key
+                doc.id, line, duplicate_of=doc_id, similarity=1.0, event_key=event_key
             )
         prepared = self._prepare(doc, keys, vector, learn=True)
         story, score = self._best_story(prepared)
@@ -159,17 +171,19 @@ class StoryAssigner:
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
             self._queue_second_looks(doc.id)
-            event = self._events.place(doc.id, EventReport.from_prepared(prepared))
+            line = self._storylines.place(doc.id, doc.published, prepared.embedding, prepared.names)
+            event = self._events.place(line, EventReport.from_prepared(prepared))
             return Assignment(
                 doc.id,
-                doc.id,
+                line,
                 new_story=True,
                 similarity=round(score, 6),
                 event_key=event.event_key,
             )
         self._join(prepared, story)
-        event = self._events.place(story.id, EventReport.from_prepared(prepared))
-        return Assignment(doc.id, story.id, similarity=round(score, 6), event_key=event.event_key)
+        line = self._storylines.place(story.id, doc.published, prepared.embedding, prepared.names)
+        event = self._events.place(line, EventReport.from_prepared(prepared))
+        return Assignment(doc.id, line, similarity=round(score, 6), event_key=event.event_key)
 
     def restore(
         self, doc: ClusterDoc, assignment: Assignment, vector: np.ndarray | None = None
@@ -180,6 +194,7 @@ class StoryAssigner:
         self._near_pending.append((doc.id, doc.title, doc.text))
         if assignment.duplicate_of is not None:
             self._apply_duplicate(doc, assignment.story_id, assignment.duplicate_of, keys)
+            self._storylines.touch(assignment.story_id, doc.published)
             return
         prepared = self._prepare(doc, keys, vector, learn=True)
         self._placed += 1
@@ -192,6 +207,14 @@ class StoryAssigner:
             self._found(prepared, assignment.story_id)
         else:
             self._join(prepared, story)
+        # A stored story is a storyline: its reports replay into one story of that id.
+        self._storylines.place(
+            assignment.story_id,
+            doc.published,
+            prepared.embedding,
+            prepared.names,
+            storyline_id=assignment.story_id,
+        )
         report = EventReport.from_prepared(prepared)
         if assignment.event_key:
             self._events.restore(assignment.story_id, report, assignment.event_key)
@@ -203,15 +226,19 @@ class StoryAssigner:
         for story in self._stories.expire(now - self._window):
             self._forget(story)
         self._events.expire(now)
+        self._storylines.expire(now)
 
     def merge_converged(self) -> list[tuple[str, str]]:
-        """Merge live stories that have grown into one event: (absorbed id, into id) pairs.
+        """Merge live stories that have grown into one event, then link storylines:
+        (absorbed storyline id, into storyline id) pairs, the stories the store merges.
 
         Only stories that took reports since the last call are compared, each
         with its candidates as a report would be, and so are the small stories
         due a second look (see `Tuning.second_look_after`), so the cost stays
-        bounded. The caller re-points stored assignments of each absorbed story
-        (and of the stories absorbed into it earlier) to the story it went into.
+        bounded. Then each storyline that took reports meets its nearest live
+        storylines (see `storylines.StorylineIndex.link`). The caller re-points
+        stored assignments of each absorbed storyline (and of those absorbed into
+        it earlier) to the storyline it went into.
         """
         self._end_replay()
         merges: list[tuple[str, str]] = []
@@ -227,6 +254,9 @@ class StoryAssigner:
             if story is not None and story.size <= self.tuning.second_look_size:
                 other = self._converged_with(story, bar, larger=True)
                 self._absorb(story, other, merges)
+        for gone, into in self._storylines.link():
+            self._events.merge_story(gone, into)  # its events come along, each its own
+            merges.append((gone, into))
         return merges
 
     def _queue_second_looks(self, story_id: str) -> None:
@@ -254,8 +284,10 @@ class StoryAssigner:
         into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
         self._stories.merge(into, gone)
         self._repoint(gone, into)
-        self._events.merge_story(gone.id, into.id)  # its events come along, each its own
-        merges.append((gone.id, into.id))
+        linked = self._storylines.merge_stories(gone.id, into.id)
+        if linked is not None:  # the two stories were in two storylines
+            self._events.merge_story(*linked)  # its events come along, each its own
+            merges.append(linked)
 
     def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
         """The candidate the story most probably belongs with, if that reaches `bar`."""
@@ -495,6 +527,7 @@ class StoryAssigner:
                 story.keys.append(key)
 
     def _forget(self, story: Story) -> None:
+        self._storylines.forget_story(story.id)
         for key in story.keys:
             if self._first_copy.get(key, ("", ""))[1] == story.id:
                 del self._first_copy[key]

@@ -1,0 +1,383 @@
+"""Storylines: the developing stories that thread a story's events over days and weeks.
+
+The story level (`assigner`, `stories`) groups the reports of one happening and
+its close follow-ups, and forgets a story idle for `cluster.window_hours`. A
+storyline (the August incursion into Kursk region and everything that followed
+it) lasts longer and drifts: its later events share few words with its first.
+This module keeps every live storyline as a decayed centroid of its latest
+reports' language-centred embeddings and decayed counts of the names they
+mention (transliterated, so "Курськ" and "Kursk" count as one), both following
+the drift, and links a storyline that took reports to the live storyline nearest
+to it when their score (see `score`) reaches the join fitted on the training
+part of our set (`models/storylines.json`, `benchmarks/cluster.py
+--fit-storylines`). A storyline idle for `window_days` takes no more stories.
+
+A storyline's id is the id of its first story, and what the store calls a story
+is a storyline: a story linked into a storyline is merged into it there, so a
+timeline follows the storyline and lists one item per event inside it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from aggregator.cluster.decision import MODEL_DIR
+from aggregator.cluster.features import NO_KEYS
+from aggregator.cluster.stories import EmbeddingShelf
+
+STORYLINES_MODEL = MODEL_DIR / "storylines.json"
+CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
+
+# What each number of models/storylines.json means, written into the file itself.
+FIELDS = {
+    "window_days": "a storyline idle this long takes no more stories (the definition's "
+    "'days and weeks'; not fitted)",
+    "memory": "a storyline's centroid mostly holds about this many latest reports, so it "
+    "follows the drift of its news (not fitted)",
+    "join": "per method: least score at which two storylines become one; the score is the "
+    "cosine of their centroids of language-centred embeddings, plus names times the cosine "
+    "of their name counts, minus decay times the days between the later one's first report "
+    "and the earlier one's latest; a method without a join links no storylines (its "
+    "stories are its storylines)",
+    "decay": "per method: score lost per day between the two storylines",
+    "names": "per method: weight of the cosine of the two storylines' decayed counts of "
+    "name keys (transliterated, folded names and places) added to the score, once both "
+    "hold two reports or more",
+}
+NAMES_KEPT_ABOVE = 0.05  # a name's decayed count below this is forgotten (memory bound)
+NAMES_KEPT = 32  # a storyline keeps at most this many of its heaviest names (memory bound)
+# A lone report names too few names to tell its storyline by: "Kursk" in one
+# headline about a depot fire is no evidence of the incursion there.
+NAMES_FROM_REPORTS = 2
+
+
+class Rule(NamedTuple):
+    """The fitted numbers of one method."""
+
+    join: float
+    decay: float
+    names: float
+
+
+@dataclass(frozen=True)
+class StorylinePolicy:
+    """The numbers of the storyline decision, as stored in models/storylines.json."""
+
+    window_days: float
+    memory: int
+    join: dict[str, float]
+    decay: dict[str, float]
+    names: dict[str, float]
+
+    def for_method(self, method: str) -> Rule | None:
+        """The numbers of `method`; None: it links no storylines."""
+        if method not in self.join:
+            return None
+        return Rule(self.join[method], self.decay.get(method, 0.0), self.names.get(method, 0.0))
+
+    def to_json(self, notes: dict[str, object]) -> str:
+        body: dict[str, object] = {
+            "meaning": FIELDS,
+            "window_days": self.window_days,
+            "memory": self.memory,
+            "join": dict(sorted(self.join.items())),
+            "decay": dict(sorted(self.decay.items())),
+            "names": dict(sorted(self.names.items())),
+            "notes": notes,
+        }
+        return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
+
+
+def read_policy(path: Path) -> StorylinePolicy:
+    """The policy stored at `path`; an error naming the file and key when it is broken."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the storyline model {path} cannot be read ({exc}): reinstall") from exc
+    try:
+        return StorylinePolicy(
+            window_days=float(body["window_days"]),
+            memory=int(body["memory"]),
+            join={str(k): float(v) for k, v in body["join"].items()},
+            decay={str(k): float(v) for k, v in body["decay"].items()},
+            names={str(k): float(v) for k, v in body["names"].items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RuntimeError(
+            f"the storyline model {path} lacks or mistypes {exc}: refit it with "
+            f"benchmarks/cluster.py --fit-storylines"
+        ) from exc
+
+
+@lru_cache(maxsize=1)
+def load_policy() -> StorylinePolicy:
+    """The shipped storyline policy."""
+    return read_policy(STORYLINES_MODEL)
+
+
+@dataclass
+class Storyline:
+    """One developing story: its id, the stories in it, and its decayed centroid."""
+
+    id: str
+    started: datetime
+    latest: datetime
+    size: int = 0
+    stories: set[str] = field(default_factory=set)  # live stories of the assigner in it
+    total: np.ndarray | None = None  # decayed sum of its reports' embeddings (float32)
+    names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
+
+    def add(
+        self, published: datetime, vector: np.ndarray | None, names: Iterable[int], memory: int
+    ) -> None:
+        keep = 1.0 - 1.0 / memory
+        self.names = {k: w * keep for k, w in self.names.items() if w * keep > NAMES_KEPT_ABOVE}
+        for key in names:
+            self.names[key] = self.names.get(key, 0.0) + 1.0
+        self._trim_names()
+        self.size += 1
+        self.latest = max(self.latest, published)
+        self.started = min(self.started, published)
+        if vector is not None:
+            vector = np.asarray(vector, np.float32)
+            if self.total is None:
+                self.total = vector.copy()
+            else:
+                self.total *= np.float32(1.0 - 1.0 / memory)
+                self.total += vector
+
+    def absorb(self, other: Storyline, memory: int) -> None:
+        """Take in a storyline found to be the same one: its reports count as the latest."""
+        self.size += other.size
+        self.latest = max(self.latest, other.latest)
+        self.started = min(self.started, other.started)
+        self.stories |= other.stories
+        for key, w in other.names.items():
+            self.names[key] = self.names.get(key, 0.0) + w
+        self._trim_names()
+        if other.total is not None:
+            if self.total is None:
+                self.total = other.total.copy()
+            else:
+                self.total *= np.float32((1.0 - 1.0 / memory) ** min(other.size, 4 * memory))
+                self.total += other.total
+
+    def _trim_names(self) -> None:
+        if len(self.names) > NAMES_KEPT:
+            heaviest = sorted(self.names.items(), key=lambda kw: (-kw[1], kw[0]))[:NAMES_KEPT]
+            self.names = dict(heaviest)
+
+    @property
+    def unit(self) -> np.ndarray | None:
+        if self.total is None:
+            return None
+        norm = float(np.linalg.norm(self.total))
+        return self.total / np.float32(norm) if norm else None
+
+
+def names_cosine(a: dict[int, float], b: dict[int, float]) -> float:
+    """The cosine of two storylines' decayed name counts (0 when either has none)."""
+    if not a or not b:
+        return 0.0
+    small, big = (a, b) if len(a) <= len(b) else (b, a)
+    dot = sum(w * big.get(k, 0.0) for k, w in small.items())
+    return dot / math.sqrt(sum(w * w for w in a.values()) * sum(w * w for w in b.values()))
+
+
+def score(line: Storyline, other: Storyline, rule: Rule) -> float:
+    """How strongly two storylines are one: the cosine of their embedding centroids,
+    plus `rule.names` times the cosine of their name counts, less `rule.decay` per
+    day between them."""
+    a, b = line.unit, other.unit
+    if a is None or b is None:
+        return 0.0
+    bonus = 0.0
+    if rule.names and min(line.size, other.size) >= NAMES_FROM_REPORTS:
+        bonus = rule.names * names_cosine(line.names, other.names)
+    first, second = sorted((line, other), key=lambda s: s.started)
+    apart_days = max((second.started - first.latest).total_seconds(), 0.0) / 86400.0
+    return float(a @ b) + bonus - rule.decay * apart_days
+
+
+class StorylineIndex:
+    """The live storylines, which story of the assigner is in which, and the links between them.
+
+    Bounded like the story level: a storyline idle for `window_days` is forgotten,
+    at most `max_storylines` live (the least recently active go first), and only
+    the most recently active `shelf_rows` are scanned for links.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        policy: StorylinePolicy | None = None,
+        *,
+        shelf_rows: int,
+        dim: int,
+        max_storylines: int,
+    ) -> None:
+        self.policy = policy or load_policy()
+        self._rule = self.policy.for_method(method)
+        self._lines: dict[str, Storyline] = {}
+        self._of_story: dict[str, str] = {}  # live story id -> its storyline's id
+        self._shelf = EmbeddingShelf(shelf_rows, dim) if self._rule is not None else None
+        self._changed: dict[str, None] = {}  # storylines that took reports since `link`
+        self._by_latest: list[tuple[datetime, str]] = []  # lazy heap: stale rows skipped
+        self._window = timedelta(days=self.policy.window_days)
+        self._activity: dict[str, None] = {}  # storyline ids, least recently active first
+        self._max = max_storylines
+
+    def of(self, story_id: str) -> str:
+        """The storyline a story is in (a story not seen yet is its own)."""
+        return self._of_story.get(story_id, story_id)
+
+    def get(self, storyline_id: str) -> Storyline | None:
+        return self._lines.get(storyline_id)
+
+    def place(
+        self,
+        story_id: str,
+        published: datetime,
+        vector: np.ndarray | None,
+        names: np.ndarray = NO_KEYS,
+        *,
+        storyline_id: str | None = None,
+    ) -> str:
+        """Count a report placed in `story_id` in the story's storyline; returns its id.
+
+        A story new to the index starts its own storyline, or joins `storyline_id`
+        (a stored decision replayed).
+        """
+        line_id = self._of_story.get(story_id) or storyline_id or story_id
+        line = self._lines.get(line_id)
+        if line is None:
+            line = self._lines[line_id] = Storyline(line_id, published, published)
+        if story_id not in self._of_story:
+            self._of_story[story_id] = line_id
+            line.stories.add(story_id)
+        self._add(line, published, vector, names.tolist())
+        self._changed[line_id] = None
+        if self._shelf is not None and (unit := line.unit) is not None:
+            self._shelf.put(line_id, unit)
+        while len(self._lines) > self._max:
+            self._drop(next(iter(self._activity)))
+        return line_id
+
+    def touch(self, story_id: str, published: datetime) -> str:
+        """A copy placed in `story_id` keeps its storyline live; returns its id."""
+        line = self._lines.get(self.of(story_id))
+        if line is not None:
+            self._add(line, published, None, (), count=False)
+            return line.id
+        return self.of(story_id)
+
+    def merge_stories(self, gone: str, into: str) -> tuple[str, str] | None:
+        """Two stories of the assigner merged: their storylines become one if they were
+        two. Returns (absorbed storyline, the one it went into), or None."""
+        line_gone, line_into = self.of(gone), self.of(into)
+        self._forget_story(gone)
+        if line_gone == line_into or line_gone not in self._lines:
+            return None
+        return self._join(self._lines[line_gone], self._lines[line_into])
+
+    def forget_story(self, story_id: str) -> None:
+        """A story expired: its storyline lives on while the window lasts."""
+        self._forget_story(story_id)
+
+    def link(self) -> list[tuple[str, str]]:
+        """Join each storyline that took reports since the last call to its nearest live
+        storyline, if their score reaches the join. Returns (absorbed, into) pairs."""
+        changed, self._changed = list(self._changed), {}
+        if self._rule is None or self._shelf is None:
+            return []
+        rule = self._rule
+        merges: list[tuple[str, str]] = []
+        for line_id in changed:
+            line = self._lines.get(line_id)
+            unit = None if line is None else line.unit
+            if line is None or unit is None:
+                continue  # absorbed earlier in this pass, or without embeddings
+            best: Storyline | None = None
+            best_score = rule.join
+            for other_id in self._shelf.nearest(unit, CANDIDATES):
+                other = self._lines.get(other_id)
+                if other is None or other.id == line.id:
+                    continue
+                if line.latest - other.latest > self._window:
+                    continue  # idle past the window: it takes no more stories
+                value = score(line, other, rule)
+                if value >= best_score:
+                    best, best_score = other, value
+            if best is not None:
+                merges.append(self._join(line, best))
+        return merges
+
+    def expire(self, now: datetime) -> None:
+        """Forget storylines idle for longer than the window."""
+        horizon = now - self._window
+        while self._by_latest and self._by_latest[0][0] < horizon:
+            latest, line_id = heapq.heappop(self._by_latest)
+            line = self._lines.get(line_id)
+            if line is not None and line.latest == latest:  # else a later report moved it on
+                self._drop(line_id)
+
+    def _add(
+        self,
+        line: Storyline,
+        published: datetime,
+        vector: np.ndarray | None,
+        names: Iterable[int],
+        *,
+        count: bool = True,
+    ) -> None:
+        moved = published > line.latest or line.size == 0
+        self._activity.pop(line.id, None)
+        self._activity[line.id] = None
+        if count:
+            line.add(published, vector, names, self.policy.memory)
+        else:
+            line.latest = max(line.latest, published)
+        if moved:
+            heapq.heappush(self._by_latest, (line.latest, line.id))
+
+    def _join(self, a: Storyline, b: Storyline) -> tuple[str, str]:
+        # The larger keeps its id (ties: the earlier), so the published timeline of a
+        # long storyline keeps its address as young ones join it.
+        into, gone = sorted((a, b), key=lambda s: (-s.size, s.started, s.id))
+        later = gone.latest > into.latest
+        into.absorb(gone, self.policy.memory)
+        if later:
+            heapq.heappush(self._by_latest, (into.latest, into.id))
+        for story_id in gone.stories:
+            self._of_story[story_id] = into.id
+        self._drop(gone.id)
+        self._changed[into.id] = None
+        if self._shelf is not None and (unit := into.unit) is not None:
+            self._shelf.put(into.id, unit)
+        return gone.id, into.id
+
+    def _drop(self, line_id: str) -> None:
+        line = self._lines.pop(line_id)
+        self._activity.pop(line_id, None)
+        for story_id in line.stories:
+            if self._of_story.get(story_id) == line_id:
+                del self._of_story[story_id]
+        self._changed.pop(line_id, None)
+        if self._shelf is not None:
+            self._shelf.remove(line_id)
+
+    def _forget_story(self, story_id: str) -> None:
+        line_id = self._of_story.pop(story_id, None)
+        line = None if line_id is None else self._lines.get(line_id)
+        if line is not None:
+            line.stories.discard(story_id)

@@ -1,0 +1,243 @@
+"""Storylines: hand-written reports threaded over days by the shipped storyline policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aggregator.cluster import StoryAssigner, recommended_threshold
+from aggregator.cluster.embedding import embed
+from aggregator.cluster.storylines import (
+    STORYLINES_MODEL,
+    StorylineIndex,
+    StorylinePolicy,
+    load_policy,
+    read_policy,
+)
+from aggregator.evaluate import evaluate_documents
+from aggregator.settings import ClusterSettings
+from aggregator.types import ClusterDoc
+
+T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
+
+
+def docs(rows: list[tuple[float, str, str, str]]) -> list[ClusterDoc]:
+    """(days after T0, language, headline, lead) as the clusterer reads them."""
+    return [
+        ClusterDoc(
+            f"d{i}", title, text, f"https://x.example/{i}", T0 + timedelta(days=d), "x", lang
+        )
+        for i, (d, lang, title, text) in enumerate(rows)
+    ]
+
+
+def storylines_of(items: list[ClusterDoc]) -> dict[str, str]:
+    """Each document's final storyline, streamed as the worker streams them."""
+    settings = ClusterSettings(method="embedding", threshold=recommended_threshold("embedding"))
+    assigner = StoryAssigner(settings)
+    vectors = embed(items)
+    placed: dict[str, str] = {}
+    moved: dict[str, str] = {}
+    for doc, vector in zip(items, vectors, strict=True):
+        placed[doc.id] = assigner.add(doc, vector).story_id
+        for gone, into in assigner.merge_converged():
+            moved[gone] = into
+    out = {}
+    for doc_id, line in placed.items():
+        while line in moved:
+            line = moved[line]
+        out[doc_id] = line
+    return out
+
+
+# The August 2024 incursion: its first days told in English and Russian, its second
+# week (a bridge destroyed, a buffer zone announced) in Ukrainian, with other words.
+INCURSION = [
+    (0.0, "en", "Ukrainian troops cross border into Russia's Kursk region",
+     "Ukrainian forces launched a cross-border ground assault into Kursk region, Russia says."),
+    (0.1, "ru", "ВСУ вторглись в Курскую область",
+     "Украинские войска перешли границу и атакуют населенные пункты Курской области."),
+    (0.2, "en", "Russia says it is repelling Ukrainian incursion in Kursk",
+     "The defence ministry said fighting continued near Sudzha after the cross-border attack."),
+    (1.0, "ru", "Бои в Курской области продолжаются второй день",
+     "Минобороны России сообщило о продолжении боев у Суджи."),
+    (1.1, "en", "Kursk fighting enters second day as Ukraine pushes deeper",
+     "Ukrainian units advanced several kilometres into Kursk region near Sudzha."),
+    (2.0, "en", "Kursk governor evacuates border districts as fighting rages",
+     "Thousands were evacuated from Sudzha district as Ukrainian forces advanced in Kursk region."),
+    (2.1, "ru", "Из Суджанского района эвакуируют жителей",
+     "Власти Курской области объявили эвакуацию из-за наступления ВСУ."),
+    (9.0, "uk", "ЗСУ знищили міст через Сейм у Курській області",
+     "Повітряні сили зруйнували міст біля Глушкового, що ускладнює постачання росіян на Курщині."),
+    (9.1, "uk", "Зеленський: операція на Курщині має створити буферну зону",
+     "Президент заявив, що наступ ЗСУ у Курській області має захистити прикордоння."),
+    (9.2, "uk", "Сили оборони просуваються на Курщині",
+     "Українські підрозділи продовжують наступ у Курській області, повідомив Сирський."),
+]  # fmt: skip
+
+# The same weeks, a storyline of another world in another region.
+OLYMPICS = [
+    (0.0, "en", "Duplantis breaks pole vault world record to win Olympic gold in Paris",
+     "Sweden's Armand Duplantis cleared 6.25 metres at the Stade de France."),
+    (0.1, "ru", "Дюплантис установил мировой рекорд на Олимпиаде в Париже",
+     "Шведский прыгун с шестом взял высоту 6,25 метра."),
+    (5.0, "en", "Paris hands Olympic flag to Los Angeles at closing ceremony",
+     "The Paris Games ended with a ceremony at the Stade de France."),
+    (5.1, "uk", "Олімпіада в Парижі завершилася церемонією закриття",
+     "Олімпійський прапор передали Лос-Анджелесу."),
+]  # fmt: skip
+
+
+def test_a_storyline_is_followed_across_a_change_of_vocabulary_and_language() -> None:
+    lines = storylines_of(docs(INCURSION))
+    first_week = {lines[f"d{i}"] for i in range(7)}
+    second_week = {lines[f"d{i}"] for i in range(7, 10)}
+    assert first_week == second_week and len(first_week) == 1
+
+
+def test_two_storylines_of_one_period_stay_apart() -> None:
+    rows = sorted(INCURSION + OLYMPICS, key=lambda row: row[0])
+    items = docs(rows)
+    lines = storylines_of(items)
+    kursk = {lines[d.id] for d, row in zip(items, rows, strict=True) if row in INCURSION}
+    games = {lines[d.id] for d, row in zip(items, rows, strict=True) if row in OLYMPICS}
+    assert not kursk & games
+
+
+def test_two_storylines_in_one_region_stay_apart() -> None:
+    # A drone strike on an oil depot in Kursk region in the incursion's first week is
+    # a storyline of its own (strikes on Russian oil facilities), not the incursion's.
+    depot = [
+        (3.0, "en", "Drone attack sets fuel tanks ablaze at oil depot near Kursk",
+         "Firefighters battled a blaze at a fuel storage depot after a drone hit two tanks "
+         "of diesel, the regional governor said."),
+        (3.1, "ru", "Беспилотник поджег резервуары с топливом на нефтебазе",
+         "Пожарные тушат возгорание на нефтебазе после атаки дрона: горят два резервуара "
+         "с дизельным топливом."),
+        (3.2, "uk", "Дрони атакували нафтобазу: горять резервуари з пальним",
+         "Після удару безпілотників на нафтобазі спалахнула пожежа, горять два резервуари "
+         "з дизелем."),
+    ]  # fmt: skip
+    rows = sorted(INCURSION[:7] + depot, key=lambda row: row[0])
+    items = docs(rows)
+    lines = storylines_of(items)
+    kursk = {lines[d.id] for d, row in zip(items, rows, strict=True) if row in INCURSION}
+    strike = {lines[d.id] for d, row in zip(items, rows, strict=True) if row in depot}
+    assert not kursk & strike
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, np.float32)
+    return vector / np.float32(np.linalg.norm(vector))
+
+
+def index(join: float = 0.8, window_days: float = 21.0) -> StorylineIndex:
+    policy = StorylinePolicy(window_days, 24, {"embedding": join}, {"embedding": 0.0}, {})
+    return StorylineIndex("embedding", policy, shelf_rows=16, dim=3, max_storylines=8)
+
+
+def test_a_storyline_idle_past_its_window_takes_no_more_stories() -> None:
+    lines = index(window_days=7)
+    lines.place("a", T0, unit(1, 0, 0))
+    lines.link()
+    lines.place("b", T0 + timedelta(days=8), unit(1, 0.1, 0))
+    lines.expire(T0 + timedelta(days=8))
+    assert lines.link() == []
+    assert lines.get("a") is None
+
+
+def test_the_least_recently_active_storylines_go_past_the_cap() -> None:
+    lines = index()
+    for i in range(10):
+        lines.place(f"s{i}", T0 + timedelta(hours=i), unit(1, i, 0))
+    assert lines.get("s0") is None and lines.get("s1") is None
+    assert lines.get("s9") is not None
+
+
+def test_shared_names_count_once_both_storylines_hold_two_reports() -> None:
+    policy = StorylinePolicy(21.0, 24, {"embedding": 0.5}, {"embedding": 0.0}, {"embedding": 1.0})
+    lines = StorylineIndex("embedding", policy, shelf_rows=16, dim=3, max_storylines=8)
+    kursk = np.array([7], np.uint32)
+    for hour in range(2):
+        lines.place("a", T0 + timedelta(hours=hour), unit(1, 0, 0), kursk)
+    lines.link()
+    # One report naming the same place, about something else: not yet evidence.
+    lines.place("b", T0 + timedelta(days=1), unit(0.3, 1, 0), kursk)
+    assert lines.link() == []
+    lines.place("b", T0 + timedelta(days=1, hours=1), unit(0.3, 1, 0), kursk)
+    assert lines.link() == [("b", "a")]
+
+
+def test_a_linked_story_keeps_the_larger_storylines_id() -> None:
+    lines = index()
+    for hour in range(3):
+        lines.place("a", T0 + timedelta(hours=hour), unit(1, 0, 0))
+    lines.place("b", T0 + timedelta(days=3), unit(1, 0.2, 0))
+    assert lines.link() == [("b", "a")]
+    assert lines.of("b") == "a"
+    # Later reports of the story are counted in the storyline it joined.
+    assert lines.place("b", T0 + timedelta(days=4), unit(1, 0.2, 0)) == "a"
+
+
+def test_stories_merged_by_the_story_level_merge_their_storylines() -> None:
+    lines = index(join=0.99)
+    lines.place("a", T0, unit(1, 0, 0))
+    lines.place("a", T0, unit(1, 0, 0))
+    lines.place("b", T0, unit(0, 1, 0))
+    assert lines.merge_stories("b", "a") == ("b", "a")
+    assert lines.merge_stories("a", "a") is None
+
+
+def test_a_method_without_a_join_links_no_storylines() -> None:
+    policy = StorylinePolicy(21.0, 24, {}, {}, {})
+    lines = StorylineIndex("tfidf", policy, shelf_rows=16, dim=3, max_storylines=8)
+    lines.place("a", T0, None)
+    lines.place("b", T0, None)
+    assert lines.link() == []
+    assert (lines.of("a"), lines.of("b")) == ("a", "b")
+
+
+def test_the_evaluation_scores_storylines_as_the_store_keeps_them() -> None:
+    items = docs(INCURSION)
+    settings = ClusterSettings(method="embedding", threshold=recommended_threshold("embedding"))
+    result = evaluate_documents(
+        items, ["kursk"] * len(items), settings, level="storyline", merge=True
+    )
+    assert result["predicted_stories"] == 1
+    assert result["levels"]["storyline"]["bcubed_f1"] == 1.0
+
+
+def test_the_shipped_model_records_its_data_split_and_command() -> None:
+    body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
+    fit = body["notes"]["fits"]["embedding"]
+    assert fit["split"] == "train"
+    assert fit["data"].endswith("conflict-2024-08.jsonl")
+    assert "--fit-storylines" in body["notes"]["command"]
+    assert load_policy().for_method("embedding") is not None
+
+
+def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    broken = tmp_path / "storylines.json"
+    body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
+    del body["join"]
+    broken.write_text(json.dumps(body), encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"storylines\.json.*--fit-storylines"):
+        read_policy(broken)
+
+
+def test_a_restored_clusterer_keeps_the_stored_storylines() -> None:
+    items = docs(INCURSION[:3])
+    settings = ClusterSettings(method="embedding", threshold=recommended_threshold("embedding"))
+    vectors = embed(items)
+    first = StoryAssigner(settings)
+    assignments = [first.add(doc, v) for doc, v in zip(items, vectors, strict=True)]
+    again = StoryAssigner(settings)
+    for doc, assignment, vector in zip(items, assignments, vectors, strict=True):
+        again.restore(doc, assignment, vector)
+    later = replace(items[-1], id="d-later", published=items[-1].published + timedelta(hours=2))
+    assert again.add(later, vectors[-1]).story_id == assignments[-1].story_id
