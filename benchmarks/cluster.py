@@ -43,8 +43,8 @@ from aggregator.cluster.decision import CROSS_SUFFIX, FEATURES, MODEL_DIR, PairM
 from aggregator.cluster.events import EVENTS_MODEL, EventIndex, EventPolicy, read_policy
 from aggregator.cluster.storylines import STORYLINES_MODEL, StorylinePolicy
 from aggregator.cluster.storylines import read_policy as read_storyline_policy
-from aggregator.cluster.training import split_half
-from aggregator.evaluate import (
+from aggregator.settings import ClusterSettings
+from aggregator_eval.evaluate import (
     bcubed_scores,
     cached_vectors,
     evaluate_documents,
@@ -57,7 +57,7 @@ from aggregator.evaluate import (
     run_stories,
     stream_order,
 )
-from aggregator.settings import ClusterSettings
+from aggregator_eval.training import split_half
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_SET = ROOT / "benchmarks" / "data" / "conflict-2024-08.jsonl"
