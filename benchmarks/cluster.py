@@ -7,7 +7,7 @@ or tuned number cannot flatter itself:
   "heldout"), in published order, at the event and the storyline level;
 - the UCI dev file of ../shared/data at the storyline level (its stories are
   storylines), shuffled, on its held-out half: the stories with
-  `split_half(story) == 1`, the half `python -m aggregator.cluster.training
+  `split_half(story) == 1`, the half `python -m aggregator_eval.training
   --half 0` fits on the other side of. Models fitted on the whole file (no
   `half` in their notes, as shipped today) have seen this half: the UCI line
   and the summary say so (`in_sample`), and `--models` scores a refit instead;
