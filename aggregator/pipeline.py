@@ -154,7 +154,10 @@ class Pipeline:
         self._stopping.set()
 
     def close(self) -> None:
-        """Hand back unrecorded claims and the leader lease, so others take over at once."""
+        """Save the clusterer's state (if this worker leads and it changed), then hand back
+        unrecorded claims and the leader lease, so others take over at once."""
+        if self.lease.term is not None and self.clusterer.unsaved:
+            self.clusterer.save_snapshot()
         released = self.store.release_claims(self.owner)
         if released:
             log.info("released %d claimed sources", released)
