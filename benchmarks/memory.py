@@ -146,6 +146,7 @@ def resumed_cycle(
             "INSERT INTO clustersnapshot SELECT * FROM first.clustersnapshot "
             "WHERE id = (SELECT min(id) FROM first.clustersnapshot)"
         )
+        [size] = connection.execute("SELECT length(body) FROM clustersnapshot").fetchone()
     figures = measured_cycle(resumed, method)
     print(
         f"restore: {replayed['restore_s']} s replaying the window (snapshot saved in "
@@ -157,6 +158,7 @@ def resumed_cycle(
         "restore_snapshot_s": figures["restore_s"],
         "snapshot_decisions_same": figures["decisions_sha"] == replayed["decisions_sha"],
         "snapshot_peak_rss_mb": figures["peak_rss_mb"],
+        "snapshot_mb": round(size / 2**20, 1),
     }
 
 

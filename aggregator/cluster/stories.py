@@ -224,7 +224,7 @@ class Story:
                     names=_keys_or_none(keyed["names"][i]),
                     numbers=_keys_or_none(keyed["numbers"][i]),
                     days=_keys_or_none(keyed["days"][i]),
-                    langs=Counter({str(lang): int(c) for lang, c in langs[at_lang : at_lang + n]}),
+                    langs=_counter(langs[at_lang : at_lang + n]),
                     embedding_sum=None if total is None else total.copy(),
                     embedding_norm=floats["embedding_norm"][i],
                     keys=keys[i].tolist(),
@@ -374,6 +374,12 @@ def _centroid_weights(vector: Vector) -> np.ndarray:
 def _keys_or_none(keys: np.ndarray) -> np.ndarray:
     """Saved key arrays as a story holds them: an empty one is the shared NO_KEYS."""
     return keys if len(keys) else NO_KEYS
+
+
+def _counter(pairs: list[list[object]]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    dict.update(counts, ((str(lang), int(n)) for lang, n in pairs))  # type: ignore[call-overload]
+    return counts
 
 
 def _members(source: Reader) -> list[Member]:
