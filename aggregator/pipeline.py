@@ -502,7 +502,8 @@ class Pipeline:
         self.clusterer.reset()
 
     def restore(self) -> None:
-        """Rebuild the clusterer from the decisions stored inside the window."""
+        """Rebuild the clusterer: from the newest usable snapshot of its state and the
+        decisions stored after it, else from every decision stored inside the window."""
         self.clusterer.restore()
 
     def cluster(self, report: CycleReport | None = None, *, deadline: float | None = None) -> int:
