@@ -190,7 +190,9 @@ class Reader:
             raise SnapshotError(f"{self._prefix}{name}: lengths do not add up")
         ends = np.cumsum(lengths).tolist()
         starts = [0, *ends[:-1]] if ends else []
-        return [joined[a:b] for a, b in zip(starts, ends, strict=True)]  # views, as np.split
+        # Copies, not views: a view would keep the whole joined array alive for as long
+        # as any one story, event or storyline still holds its part.
+        return [joined[a:b].copy() for a, b in zip(starts, ends, strict=True)]
 
     def optional(self, name: str, dtype: Any) -> list[np.ndarray | None]:
         present = iter(self.ragged(name, dtype))

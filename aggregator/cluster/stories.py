@@ -204,7 +204,6 @@ class Story:
         at_member = at_term = at_lang = 0
         for i, story_id in enumerate(ids):
             m, t, n = member_counts[i], term_counts[i], lang_counts[i]
-            total = sums[i]
             stories.append(
                 Story(
                     id=story_id,
@@ -225,7 +224,7 @@ class Story:
                     numbers=_keys_or_none(keyed["numbers"][i]),
                     days=_keys_or_none(keyed["days"][i]),
                     langs=_counter(langs[at_lang : at_lang + n]),
-                    embedding_sum=None if total is None else total.copy(),
+                    embedding_sum=sums[i],
                     embedding_norm=floats["embedding_norm"][i],
                     keys=keys[i].tolist(),
                     size=ints["size"][i],

@@ -185,7 +185,6 @@ class Storyline:
         lines: list[Storyline] = []
         at = 0
         for i, line_id in enumerate(ids):
-            total = totals[i]
             lines.append(
                 Storyline(
                     line_id,
@@ -193,7 +192,7 @@ class Storyline:
                     some_time(latest[i]),
                     size=sizes[i],
                     stories=set(stories[at : at + counts[i]]),
-                    total=None if total is None else total.copy(),
+                    total=totals[i],
                     names=dict(zip(keys[i].tolist(), weights[i].tolist(), strict=True)),
                 )
             )
