@@ -12,9 +12,13 @@ import hashlib
 import re
 import unicodedata
 import zlib
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from aggregator.cluster.snapshot import Reader, Writer
 
 # Query parameters that say how a reader arrived, never which article it is. The
 # README lists them; dedupe keys and published links drop the same ones.
@@ -213,6 +217,10 @@ class NearDuplicates:
     packed in bytes, which the garbage collector need not visit.
     """
 
+    # What a snapshot of the clusterer saves of it, and what it rebuilds
+    # (see cluster/snapshot.py).
+    SNAPSHOT: ClassVar = ("_rows _ids _free _signatures _buckets", "capacity threshold")
+
     def __init__(self, capacity: int = 20_000, threshold: float = NEAR_JACCARD) -> None:
         self.capacity = capacity
         self.threshold = threshold
@@ -222,6 +230,46 @@ class NearDuplicates:
         self._signatures = np.empty((0, SIGNATURE_SIZE), np.uint32)
         # One dict per band: the band's bytes -> rows with that band (int32), oldest first.
         self._buckets: list[dict[bytes, bytes]] = [{} for _ in range(BANDS)]
+
+    def save(self, out: Writer) -> None:
+        """Rows, ids and each band's buckets exactly as they are (their order decides ties)."""
+        out.state_of(self)
+        # oldest first: the order they are forgotten in
+        out.value("row_ids", list(self._rows))
+        out.array("rows", np.fromiter(self._rows.values(), np.int64, len(self._rows)), np.int64)
+        out.value("ids", self._ids)
+        out.array("free", np.array(self._free, np.int64), np.int64)
+        out.array("signatures", self._signatures, np.uint32)
+        for band, buckets in enumerate(self._buckets):
+            keys = np.frombuffer(b"".join(buckets), np.uint8).reshape(-1, _BAND_BYTES)
+            out.array(f"band{band}.keys", keys, np.uint8)
+            out.ragged(
+                f"band{band}.rows", [np.frombuffer(v, np.int32) for v in buckets.values()], np.int32
+            )
+
+    def load(self, source: Reader) -> None:
+        from aggregator.cluster.snapshot import SnapshotError, strings
+
+        ids = strings(source.value("ids"))
+        row_ids = strings(source.value("row_ids"))
+        row_numbers = source.array("rows", np.int64).tolist()
+        if len(row_ids) != len(row_numbers) or any(not 0 <= r < len(ids) for r in row_numbers):
+            raise SnapshotError("near-duplicate rows in the snapshot are malformed")
+        rows = dict(zip(row_ids, row_numbers, strict=True))
+        signatures = source.array("signatures", np.uint32)
+        if signatures.shape[1:] != (SIGNATURE_SIZE,) or len(signatures) < len(ids):
+            raise SnapshotError("near-duplicate signatures in the snapshot are malformed")
+        buckets: list[dict[bytes, bytes]] = []
+        for band in range(BANDS):
+            keys = source.array(f"band{band}.keys", np.uint8)
+            members = source.ragged(f"band{band}.rows", np.int32)
+            if len(keys) != len(members):
+                raise SnapshotError("a near-duplicate band in the snapshot is malformed")
+            buckets.append({k.tobytes(): m.tobytes() for k, m in zip(keys, members, strict=True)})
+        self._rows, self._ids = rows, ids
+        self._free = source.array("free", np.int64).tolist()
+        self._signatures = signatures.copy()
+        self._buckets = buckets
 
     def add(self, doc_id: str, title: str, text: str) -> str | None:
         sig = signature(title, text)

@@ -154,7 +154,10 @@ class Pipeline:
         self._stopping.set()
 
     def close(self) -> None:
-        """Hand back unrecorded claims and the leader lease, so others take over at once."""
+        """Save the clusterer's state (if this worker leads and it changed), then hand back
+        unrecorded claims and the leader lease, so others take over at once."""
+        if self.lease.term is not None and self.clusterer.unsaved:
+            self.clusterer.save_snapshot()
         released = self.store.release_claims(self.owner)
         if released:
             log.info("released %d claimed sources", released)
@@ -499,7 +502,8 @@ class Pipeline:
         self.clusterer.reset()
 
     def restore(self) -> None:
-        """Rebuild the clusterer from the decisions stored inside the window."""
+        """Rebuild the clusterer: from the newest usable snapshot of its state and the
+        decisions stored after it, else from every decision stored inside the window."""
         self.clusterer.restore()
 
     def cluster(self, report: CycleReport | None = None, *, deadline: float | None = None) -> int:

@@ -1,7 +1,7 @@
 """Peak memory of a worker cycle over a big store: 1,000,000 entries, 100,000 in the window.
 
     .venv/bin/python benchmarks/memory.py [--entries N] [--window-entries N] [--keep DIR]
-        [--method tfidf|embedding] [--pending-without-vectors]
+        [--method tfidf|embedding] [--pending-without-vectors] [--from-snapshot]
 
 Loads synthetic entries into a SQLite database (words spread as in news text,
 clustered into stories of five sharing a few rarer names, a tenth of them
@@ -16,6 +16,9 @@ computes the vectors of the entries it stores), so the leader embeds nothing;
 a worker that died before storing them, and the leader embeds those with the
 model (a minute or two). `decisions_sha` hashes where each pending entry went
 (its story's key, the entry it copies): equal hashes, equal decisions.
+`--from-snapshot` runs the cycle a second time on a copy of the database as it
+was loaded, holding only the snapshot the first leader saved after its replay:
+`restore_snapshot_s` against `restore_replay_s`, and whether the decisions agree.
 Prints its figures, then one JSON object on the last line with `peak_rss_mb`.
 """
 
@@ -26,6 +29,8 @@ import dataclasses
 import hashlib
 import json
 import resource
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -70,6 +75,11 @@ def main() -> None:
         action="store_true",
         help="the leader embeds the pending entries (no worker stored their vectors)",
     )
+    parser.add_argument(
+        "--from-snapshot",
+        action="store_true",
+        help="also restore a second leader from the snapshot the first saved, and compare",
+    )
     parser.add_argument("--cycle", type=Path, help=argparse.SUPPRESS)  # the measured child
     args = parser.parse_args()
     if args.cycle:
@@ -93,13 +103,11 @@ def main() -> None:
             f"loaded {args.entries:,} entries ({args.window_entries:,} in the window) "
             f"in {load_s:.1f} s; database {database.stat().st_size / 2**20:.0f} MB"
         )
-        child = subprocess.run(
-            [sys.executable, __file__, "--cycle", str(database), "--method", args.method],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        figures = json.loads(child.stdout.strip().splitlines()[-1])
+        if args.from_snapshot:
+            shutil.copyfile(database, folder / "resumed.db")
+        figures = measured_cycle(database, args.method)
+        if args.from_snapshot:
+            figures.update(resumed_cycle(database, folder / "resumed.db", args.method, figures))
     figures.update(
         entries=args.entries,
         window_entries=args.window_entries,
@@ -114,6 +122,44 @@ def main() -> None:
         f"(target <= {TARGET_MB} MB)"
     )
     print(json.dumps(figures))
+
+
+def measured_cycle(database: Path, method: str) -> dict[str, Any]:
+    child = subprocess.run(
+        [sys.executable, __file__, "--cycle", str(database), "--method", method],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def resumed_cycle(
+    database: Path, resumed: Path, method: str, replayed: dict[str, Any]
+) -> dict[str, Any]:
+    """The cycle again on `resumed` (the database as loaded), given only the snapshot
+    the first leader saved after its replay (its oldest)."""
+    with sqlite3.connect(resumed) as connection:
+        connection.execute("ATTACH DATABASE ? AS first", (str(database),))
+        connection.execute(
+            "INSERT INTO clustersnapshot SELECT * FROM first.clustersnapshot "
+            "WHERE id = (SELECT min(id) FROM first.clustersnapshot)"
+        )
+        [size] = connection.execute("SELECT length(body) FROM clustersnapshot").fetchone()
+    figures = measured_cycle(resumed, method)
+    print(
+        f"restore: {replayed['restore_s']} s replaying the window (snapshot saved in "
+        f"{replayed['snapshot_save_s']} s), {figures['restore_s']} s from the snapshot; "
+        f"same decisions: {figures['decisions_sha'] == replayed['decisions_sha']}"
+    )
+    return {
+        "restore_replay_s": replayed["restore_s"],
+        "restore_snapshot_s": figures["restore_s"],
+        "snapshot_decisions_same": figures["decisions_sha"] == replayed["decisions_sha"],
+        "snapshot_peak_rss_mb": figures["peak_rss_mb"],
+        "snapshot_mb": round(size / 2**20, 1),
+    }
 
 
 # -- the measured cycle (a process of its own) ---------------------------------
@@ -142,10 +188,21 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     later = NOW + timedelta(hours=1)
     pipeline = Pipeline(settings, store, clock=lambda: later)
     timings = {}
+    saves: list[float] = []
+    save_snapshot = pipeline.clusterer.save_snapshot
+
+    def timed_save() -> bool:
+        started = time.perf_counter()
+        saved = save_snapshot()
+        saves.append(time.perf_counter() - started)
+        return saved
+
+    pipeline.clusterer.save_snapshot = timed_save  # type: ignore[method-assign]
     started = time.perf_counter()
     assert pipeline.lead()
     pipeline.restore()
-    timings["restore_s"] = time.perf_counter() - started
+    timings["restore_s"] = time.perf_counter() - started  # with a snapshot saved after a replay
+    timings["snapshot_save_s"] = saves[0] if saves else 0.0
     started = time.perf_counter()
     clustered = pipeline.cluster()
     timings["cluster_s"] = time.perf_counter() - started

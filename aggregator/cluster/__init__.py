@@ -4,7 +4,9 @@
 each; `features` makes TF-IDF vectors and name keys, `stories` keeps the live
 stories and the indexes that find them, `decision` holds the learned pair model,
 `events` groups a storyline's reports into events, `storylines` threads stories
-into storylines over weeks, `embedding` wraps the optional multilingual model.
+into storylines over weeks, `embedding` wraps the optional multilingual model,
+`replay` rebuilds the leader's clusterer from the store, and `snapshot` saves and
+reads its state so that a new leader need not replay the whole window.
 """
 
 from aggregator.cluster.assigner import METHODS, StoryAssigner, Tuning

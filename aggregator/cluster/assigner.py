@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from aggregator.cluster.decision import (
 )
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
+from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, same_length, strings
 from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
 from aggregator.cluster.storylines import StorylineIndex, StorylinePolicy
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
@@ -79,6 +81,14 @@ class Tuning:
 
 class StoryAssigner:
     """The online clusterer the worker and `aggregator eval` both use."""
+
+    # What a snapshot saves of it (`save`, `load`), and what it rebuilds from the
+    # settings; `_near_pending` is flushed into `_near` before saving.
+    SNAPSHOT: ClassVar = (
+        "_features _stories _centring _storylines _events _first_copy _near _story_of_doc "
+        "_moved _clock _changed _placed _second_looks _replayed",
+        "settings tuning decision model threshold _window _near_pending",
+    )
 
     def __init__(
         self,
@@ -141,6 +151,61 @@ class StoryAssigner:
         )
         self._replayed = False  # `restore` ran since the last add or merge pass
         self._window = timedelta(hours=settings.window_hours)
+
+    def save(self, out: Writer) -> None:
+        """Write the whole state (see cluster/snapshot.py); `load` reads it back."""
+        out.state_of(self)
+        self._flush_near()  # what the next `add` would do first
+        self._features.save(out.at("features"))
+        self._stories.save(out.at("stories"))
+        self._centring.save(out.at("centring"))
+        self._storylines.save(out.at("storylines"))
+        self._events.save(out.at("events"))
+        self._near.save(out.at("near"))
+        copies = self._first_copy
+        out.array("first_copy.keys", np.fromiter(copies, np.uint64, len(copies)), np.uint64)
+        out.value("first_copy.docs", [doc_id for doc_id, _ in copies.values()])
+        out.value("first_copy.stories", [story_id for _, story_id in copies.values()])
+        out.value("story_of_doc.docs", list(self._story_of_doc))
+        out.value("story_of_doc.stories", list(self._story_of_doc.values()))
+        out.value("moved.gone", list(self._moved))
+        out.value("moved.into", list(self._moved.values()))
+        out.times("clock", [self._clock])
+        out.value("changed", list(self._changed))
+        out.value("placed", self._placed)
+        out.value("replayed", self._replayed)
+        for n, queue in enumerate(self._second_looks):
+            out.array(f"looks{n}.due", np.array([d for d, _ in queue], np.int64), np.int64)
+            out.value(f"looks{n}.ids", [story_id for _, story_id in queue])
+
+    def load(self, source: Reader) -> None:
+        """Take the state a `save` wrote, by a clusterer of the same code and settings."""
+        self._features.load(source.at("features"))
+        self._stories.load(source.at("stories"))
+        self._centring.load(source.at("centring"))
+        self._storylines.load(source.at("storylines"))
+        self._events.load(source.at("events"))
+        self._near.load(source.at("near"))
+        self._near_pending.clear()
+        keys = source.array("first_copy.keys", np.uint64).tolist()
+        docs = strings(source.value("first_copy.docs"))
+        stories = strings(source.value("first_copy.stories"))
+        same_length(keys, docs, stories)
+        self._first_copy = {k: (d, s) for k, d, s in zip(keys, docs, stories, strict=True)}
+        self._story_of_doc = _pairs(source, "story_of_doc.docs", "story_of_doc.stories")
+        self._moved = _pairs(source, "moved.gone", "moved.into")
+        [self._clock] = source.times("clock")
+        self._changed = dict.fromkeys(strings(source.value("changed")))
+        self._placed = int(source.value("placed"))
+        self._replayed = bool(source.value("replayed"))
+        for n, queue in enumerate(self._second_looks):
+            due = source.array(f"looks{n}.due", np.int64).tolist()
+            ids = strings(source.value(f"looks{n}.ids"))
+            same_length(due, ids)
+            if len(due) > (queue.maxlen or 0):
+                raise SnapshotError("the snapshot holds more second looks than kept")
+            queue.clear()
+            queue.extend(zip(due, ids, strict=True))
 
     @property
     def uses_embeddings(self) -> bool:
@@ -531,6 +596,12 @@ class StoryAssigner:
         for key in story.keys:
             if self._first_copy.get(key, ("", ""))[1] == story.id:
                 del self._first_copy[key]
+
+
+def _pairs(source: Reader, keys: str, values: str) -> dict[str, str]:
+    found, to = strings(source.value(keys)), strings(source.value(values))
+    same_length(found, to)
+    return dict(zip(found, to, strict=True))
 
 
 def _key_hash(key: str) -> int:

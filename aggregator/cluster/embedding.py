@@ -14,10 +14,11 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, same_length, strings
 from aggregator.types import ClusterDoc
 
 DIM = 384
@@ -64,11 +65,32 @@ def prior_mean() -> np.ndarray:
 class LanguageCentring:
     """Running mean vector per language, subtracted before comparing."""
 
+    # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
+    SNAPSHOT: ClassVar = ("_sums _counts", "_prior_docs _prior")
+
     def __init__(self, prior_docs: float = PRIOR_DOCS) -> None:
         self._sums: dict[str, np.ndarray] = {}
         self._counts: dict[str, int] = {}
         self._prior_docs = prior_docs
         self._prior = prior_mean() * prior_docs
+
+    def save(self, out: Writer) -> None:
+        out.state_of(self)
+        langs = list(self._sums)
+        out.value("langs", langs)
+        out.value("counts", [self._counts[lang] for lang in langs])
+        sums = [self._sums[lang] for lang in langs]
+        out.array("sums", np.stack(sums) if sums else np.zeros((0, DIM)), np.float64)
+
+    def load(self, source: Reader) -> None:
+        langs = strings(source.value("langs"))
+        counts = source.value("counts")
+        sums = source.array("sums", np.float64)
+        same_length(langs, counts, sums)
+        if len(langs) and sums.shape[1:] != (DIM,):
+            raise SnapshotError(f"language means in the snapshot are not {DIM} wide")
+        self._sums = {lang: sums[i].copy() for i, lang in enumerate(langs)}
+        self._counts = {lang: int(n) for lang, n in zip(langs, counts, strict=True)}
 
     def learn(self, lang: str, vector: np.ndarray) -> None:
         if lang in self._sums:

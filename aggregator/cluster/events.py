@@ -19,12 +19,20 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from aggregator.cluster.decision import MODEL_DIR, Prepared
 from aggregator.cluster.features import EMPTY, Vector
+from aggregator.cluster.snapshot import (
+    Reader,
+    SnapshotError,
+    Writer,
+    same_length,
+    some_time,
+    strings,
+)
 from aggregator.cluster.stories import shared_keys
 
 EVENTS_MODEL = MODEL_DIR / "events.json"
@@ -137,6 +145,8 @@ class EventReport:
     )
     days: np.ndarray  # calendar days the headline names (month * 100 + day), ascending
 
+    SNAPSHOT: ClassVar = ("doc_id published embedding grams days", "")  # see `Event.save_all`
+
     @classmethod
     def from_prepared(cls, p: Prepared) -> EventReport:
         # With an embedding the n-grams are never read: not keeping them halves
@@ -160,6 +170,74 @@ class Event:
     # Its first reports: what the happening is, before follow-ups drift from it.
     core: list[EventReport] = field(default_factory=list)
     days: frozenset[int] = frozenset()
+
+    # What a snapshot saves (`save_all`, `load_all`); every field is saved.
+    SNAPSHOT: ClassVar = ("key story_id latest size started core days", "")
+
+    @staticmethod
+    def save_all(out: Writer, events: list[Event]) -> None:
+        """Many events and their members as a few long arrays, in the order given."""
+        if events:
+            out.state_of(events[0])
+        members = [m for e in events for m in e.core]
+        if members:
+            out.state_of(members[0])
+        out.value("keys", [e.key for e in events])
+        out.value("story_ids", [e.story_id for e in events])
+        out.times("latest", (e.latest for e in events))
+        out.times("started", (e.started for e in events))
+        out.array("size", np.array([e.size for e in events], np.int64), np.int64)
+        out.ragged("days", [np.array(sorted(e.days), np.int64) for e in events], np.int64)
+        out.array("members.count", np.array([len(e.core) for e in events], np.int64), np.int64)
+        out.value("members.doc_ids", [m.doc_id for m in members])
+        out.times("members.published", (m.published for m in members))
+        out.optional("members.embedding", [m.embedding for m in members], MEMBER_EMBEDDING)
+        out.ragged("members.grams.keys", [m.grams.keys for m in members], np.int32)
+        out.ragged("members.grams.weights", [_gram_weights(m.grams) for m in members], np.float64)
+        out.ragged("members.days", [m.days for m in members], np.uint32)
+
+    @staticmethod
+    def load_all(source: Reader) -> list[Event]:
+        keys = strings(source.value("keys"))
+        story_ids = strings(source.value("story_ids"))
+        latest = source.times("latest")
+        started = source.times("started")
+        sizes = source.array("size", np.int64).tolist()
+        days = source.ragged("days", np.int64)
+        counts = source.array("members.count", np.int64).tolist()
+        same_length(keys, story_ids, latest, started, sizes, days, counts)
+        doc_ids = strings(source.value("members.doc_ids"))
+        published = source.times("members.published")
+        embeddings = source.optional("members.embedding", MEMBER_EMBEDDING)
+        gram_keys = source.ragged("members.grams.keys", np.int32)
+        gram_weights = source.ragged("members.grams.weights", np.float64)
+        member_days = source.ragged("members.days", np.uint32)
+        same_length(doc_ids, published, embeddings, gram_keys, gram_weights, member_days)
+        if sum(counts) != len(doc_ids):
+            raise SnapshotError("events in the snapshot do not add up to their members")
+        members = [
+            EventReport(doc_id, some_time(at), vector, Vector(k, w) if len(k) else EMPTY, d)
+            for doc_id, at, vector, k, w, d in zip(
+                doc_ids, published, embeddings, gram_keys, gram_weights, member_days, strict=True
+            )
+        ]
+        events: list[Event] = []
+        at_member = 0
+        for i, key in enumerate(keys):
+            n = counts[i]
+            events.append(
+                Event(
+                    key,
+                    story_ids[i],
+                    some_time(latest[i]),
+                    size=sizes[i],
+                    started=started[i],
+                    core=members[at_member : at_member + n],
+                    days=frozenset(days[i].tolist()),
+                )
+            )
+            at_member += n
+        return events
 
     def add(self, report: EventReport, core: int) -> None:
         if len(self.core) < core:
@@ -252,6 +330,11 @@ def decide(
     return best, best_score
 
 
+def _gram_weights(grams: Vector) -> np.ndarray:
+    # Without n-grams a report holds the shared EMPTY vector, whose weights are float32.
+    return grams.weights if len(grams) else np.zeros(0, np.float64)
+
+
 def _days(days: frozenset[int]) -> np.ndarray:
     return np.array(sorted(days), np.uint32)
 
@@ -263,6 +346,9 @@ class EventIndex:
     policy's window can take no report, so `expire` forgets it.
     """
 
+    # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
+    SNAPSHOT: ClassVar = ("_by_story _event_of", "policy method _core _window")
+
     def __init__(self, method: str, policy: EventPolicy | None = None) -> None:
         self.policy = policy or load_policy()
         self.method = method
@@ -271,6 +357,34 @@ class EventIndex:
         self._by_story: dict[str, list[Event]] = {}
         self._window = timedelta(hours=self.policy.window_hours)
         self._event_of: dict[str, str] = {}  # doc id -> event key, for copies
+
+    def save(self, out: Writer) -> None:
+        out.state_of(self)
+        out.value("stories", list(self._by_story))
+        out.array(
+            "stories.count", np.array([len(e) for e in self._by_story.values()], np.int64), np.int64
+        )
+        Event.save_all(out.at("events"), [e for es in self._by_story.values() for e in es])
+        out.value("event_of.docs", list(self._event_of))
+        out.value("event_of.keys", list(self._event_of.values()))
+
+    def load(self, source: Reader) -> None:
+        story_ids = strings(source.value("stories"))
+        counts = source.array("stories.count", np.int64).tolist()
+        events = Event.load_all(source.at("events"))
+        same_length(story_ids, counts)
+        if sum(counts) != len(events):
+            raise SnapshotError("stories' events in the snapshot do not add up")
+        by_story: dict[str, list[Event]] = {}
+        at = 0
+        for story_id, n in zip(story_ids, counts, strict=True):
+            by_story[story_id] = events[at : at + n]
+            at += n
+        docs = strings(source.value("event_of.docs"))
+        keys = strings(source.value("event_of.keys"))
+        same_length(docs, keys)
+        self._by_story = by_story
+        self._event_of = dict(zip(docs, keys, strict=True))
 
     def place(self, story_id: str, report: EventReport) -> EventPlacement:
         """Put a report already placed in `story_id` into one of the story's events."""

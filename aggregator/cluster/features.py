@@ -17,12 +17,14 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from anyascii import anyascii
 
 from aggregator.cluster import background
 from aggregator.cluster.embedding import LEAD_CHARS
+from aggregator.cluster.snapshot import Reader, SnapshotError, Writer
 from aggregator.types import ClusterDoc
 
 Counts = dict[int, float]  # feature -> weighted term frequency
@@ -100,6 +102,8 @@ class Vector:
 
     keys: np.ndarray  # int32, ascending, unique
     weights: np.ndarray  # float16 (a story's centroid) or float64 (a report's)
+
+    SNAPSHOT: ClassVar = ("keys weights", "")  # see cluster/snapshot.py
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -279,6 +283,9 @@ def _hash(feature: str) -> int:
 class Featuriser:
     """Counts features of reports and keeps their online document frequencies."""
 
+    # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
+    SNAPSHOT: ClassVar = ("_df _docs", "weights _prior _prior_docs _token_cache")
+
     def __init__(self, weights: FeatureWeights, *, background: bool = True) -> None:
         self.weights = weights
         self._df = np.zeros(1 << HASH_BITS, dtype=np.int32)
@@ -288,6 +295,25 @@ class Featuriser:
         # Token -> its features: news repeats its words, and hashing every n-gram
         # of every token again was most of the cost of replaying a window.
         self._token_cache: dict[str, tuple[int, ...]] = {}
+
+    def save(self, out: Writer) -> None:
+        """The document frequencies, sparse: most of the million buckets stay empty."""
+        out.state_of(self)
+        seen = np.flatnonzero(self._df).astype(np.int32)
+        out.array("df_keys", seen, np.int32)
+        out.array("df_counts", self._df[seen], np.int32)
+        out.value("docs", self._docs)
+
+    def load(self, source: Reader) -> None:
+        keys = source.array("df_keys", np.int32)
+        counts = source.array("df_counts", np.int32)
+        if len(keys) != len(counts) or (
+            len(keys) and (keys.min() < 0 or keys.max() >= len(self._df))
+        ):
+            raise SnapshotError("the document frequencies in the snapshot are malformed")
+        self._df[:] = 0
+        self._df[keys] = counts
+        self._docs = int(source.value("docs"))
 
     def stem_key(self, token: str) -> int:
         return _hash("w" + token[: self.weights.stem_length])

@@ -2,9 +2,13 @@
 
 At the start of a term the clusterer is rebuilt from the decisions stored inside
 the clustering window (`restore`), so it sees exactly what the previous leader
-saw. Then pending entries are placed in arrival order, a batch at a time; each
-batch's decisions are one fenced write, which also renews the leader lease.
-Stories that grew into one event are merged after each batch.
+saw: from the newest usable snapshot of the state (`snapshot.py`) and the
+decisions stored after it, or, when no snapshot fits the code, the settings and
+the store, by replaying the whole window. Then pending entries are placed in
+arrival order, a batch at a time; each batch's decisions are one fenced write,
+which also renews the leader lease. Stories that grew into one event are merged
+after each batch. The state is saved every `SNAPSHOT_EVERY` decisions, after a
+long replay and when the worker stops.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import NamedTuple, TypeVar
 
 import numpy as np
 
+from aggregator.cluster import snapshot
 from aggregator.cluster.assigner import StoryAssigner
+from aggregator.cluster.snapshot import Decision, SnapshotError
 from aggregator.cluster.vectors import decode_vector, encode_vector
 from aggregator.settings import Settings
 from aggregator.store import Store
@@ -33,6 +39,10 @@ CLUSTER_BATCH = 5000
 # each fenced write, which renews the leader lease, seconds apart, not minutes.
 EMBED_BATCH = 256
 RESTORE_CHUNK = 500  # decisions replayed per batch of backfilled embeddings
+SNAPSHOT_EVERY = 5000  # decisions placed between two snapshots of the clusterer's state
+# A full replay at least this long is followed by a snapshot, so that the next
+# leader, should this one die early, does not replay it all again.
+SNAPSHOT_AFTER_REPLAY = 1000
 
 _T = TypeVar("_T")
 
@@ -73,6 +83,7 @@ class Clusterer:
         self.on_failed = on_failed
         self.assigner = StoryAssigner(settings.cluster)
         self.restored = False
+        self.unsaved = 0  # decisions the newest stored snapshot does not reflect
 
     def reset(self, settings: Settings | None = None) -> None:
         """Start afresh: the next placement replays the window first."""
@@ -80,35 +91,186 @@ class Clusterer:
             self.settings = settings
         self.assigner = StoryAssigner(self.settings.cluster)
         self.restored = False
+        self.unsaved = 0
 
     def restore(self) -> None:
-        """Rebuild the clusterer from the decisions stored inside the window.
+        """Rebuild the clusterer from the newest usable snapshot and the decisions stored
+        after it, or else from all the decisions stored inside the window.
 
         With embeddings, each entry's stored vector is replayed, so a restart
         embeds nothing (entries clustered before vectors were stored are embedded
-        once, in batches, and their vectors kept). A big window takes minutes: the
-        leader lease is renewed as it goes, so that no other worker takes over
-        meanwhile (and if one did, this one stops).
+        once, in batches, and their vectors kept). A full replay of a big window
+        takes minutes: the leader lease is renewed as it goes, so that no other
+        worker takes over meanwhile (and if one did, this one stops).
         """
         latest = self.store.latest_clustered_at()
         if latest is not None:
             since = latest - timedelta(hours=self.settings.cluster.window_hours)
-            renew_every = self.settings.worker.lease_seconds / 3
-            renewed = time.monotonic()
-            uses_embeddings = self.assigner.uses_embeddings
-            decisions = self.store.clustered_since(since, embeddings=uses_embeddings)
-            for chunk in _chunks(decisions, RESTORE_CHUNK):
-                vectors = self._restored_vectors(chunk) if uses_embeddings else {}
-                if vectors is None:
-                    return
-                for doc, assignment, _ in chunk:
-                    self._restore_one(doc, assignment, vectors.get(doc.id))
-                if time.monotonic() - renewed > renew_every:
-                    if self.lease.term is not None and not self.lease.renew():
-                        self.on_lost()
-                        return
-                    renewed = time.monotonic()
+            later = self._resume(latest, since)
+            if later is None:
+                self.assigner = StoryAssigner(self.settings.cluster)
+                decisions = self.store.clustered_since(
+                    since, embeddings=self.assigner.uses_embeddings
+                )
+            else:
+                decisions = self._decisions_of(later, since)
+            replayed = self._replay(decisions)
+            if replayed is None:
+                return
+            self.unsaved = replayed
+            self.restored = True
+            if later is None and replayed >= SNAPSHOT_AFTER_REPLAY:
+                self.save_snapshot()
+            return
         self.restored = True
+
+    def _replay(
+        self, decisions: Iterable[tuple[ClusterDoc, Assignment, bytes | None]]
+    ) -> int | None:
+        """Replay stored decisions in order; how many, or None if the lead was lost."""
+        renew_every = self.settings.worker.lease_seconds / 3
+        renewed = time.monotonic()
+        uses_embeddings = self.assigner.uses_embeddings
+        replayed = 0
+        for chunk in _chunks(decisions, RESTORE_CHUNK):
+            vectors = self._restored_vectors(chunk) if uses_embeddings else {}
+            if vectors is None:
+                return None
+            for doc, assignment, _ in chunk:
+                self._restore_one(doc, assignment, vectors.get(doc.id))
+            replayed += len(chunk)
+            if time.monotonic() - renewed > renew_every:
+                if self.lease.term is not None and not self.lease.renew():
+                    self.on_lost()
+                    return None
+                renewed = time.monotonic()
+        return replayed
+
+    def _decisions_of(
+        self, later: Sequence[Decision], since: datetime
+    ) -> Iterator[tuple[ClusterDoc, Assignment, bytes | None]]:
+        """The stored decisions `later` names, with their documents, in their order."""
+        for chunk in _chunks(later, RESTORE_CHUNK):
+            yield from self.store.clustered_since(
+                since,
+                embeddings=self.assigner.uses_embeddings,
+                entry_ids=[d.entry_id for d in chunk],
+            )
+
+    # -- snapshots of the state (snapshot.py) --------------------------------
+
+    def _resume(self, latest: datetime, since: datetime) -> list[Decision] | None:
+        """Load the newest usable snapshot; the stored decisions it does not reflect, in
+        replay order, or None (each unusable snapshot logged with why) to replay all."""
+        headers = self.store.snapshot_headers()
+        if not headers:
+            log.info("no snapshot of the clusterer is stored: replaying the whole window")
+            return None
+        wanted = snapshot.fingerprint(self.settings.cluster)
+        stored: list[Decision] = []
+        for header in headers:
+            started = time.perf_counter()
+            try:
+                if header.fingerprint != wanted:
+                    raise SnapshotError(
+                        "it was made by another version of the clusterer or under other "
+                        "cluster settings"
+                    )
+                if header.latest_at > latest:
+                    raise SnapshotError(
+                        f"it is newer than the store (its latest decision {header.latest_at}, "
+                        f"the store's {latest})"
+                    )
+                if header.latest_at < since:
+                    raise SnapshotError(
+                        f"it is older than the clustering window (its latest decision "
+                        f"{header.latest_at}, the window starts {since})"
+                    )
+                body = self.store.snapshot_body(header.id)
+                if body is None:
+                    raise SnapshotError("it was deleted meanwhile")
+                if snapshot.checksum(body) != header.checksum:
+                    raise SnapshotError("its body is corrupt (the checksum does not match)")
+                state = snapshot.decode(body)
+                del body
+                coverage = snapshot.Coverage.read(state.at("coverage"))
+                if not stored:
+                    stored = [Decision(*row) for row in self.store.decisions_since(since)]
+                later = coverage.later(stored, since)
+                assigner = StoryAssigner(self.settings.cluster)
+                assigner.load(state.at("assigner"))
+            except Exception as exc:
+                log.warning(
+                    "snapshot %d of the clusterer (saved %s) is not used: %s",
+                    header.id,
+                    header.created_at.isoformat(timespec="seconds"),
+                    exc,
+                    exc_info=not isinstance(exc, SnapshotError),
+                    extra={"event": "snapshot_unused", "snapshot": header.id},
+                )
+                continue
+            self.assigner = assigner
+            log.info(
+                "restored the clusterer from snapshot %d (%d decisions, %.1f MB) in %.1f s; "
+                "replaying the %d decisions stored after it",
+                header.id,
+                header.decisions,
+                header.size / 2**20,
+                time.perf_counter() - started,
+                len(later),
+                extra={"event": "snapshot_used", "snapshot": header.id, "later": len(later)},
+            )
+            return later
+        log.warning("no usable snapshot of the clusterer: replaying the whole window")
+        return None
+
+    def save_snapshot(self) -> bool:
+        """Save the clusterer's state with the decisions it reflects; False when it was not
+        (logged with why: a new leader then replays, it is never wrong)."""
+        term = self.lease.term
+        if not self.restored or term is None:
+            return False
+        started = time.perf_counter()
+        try:
+            latest = self.store.latest_clustered_at()
+            if latest is None:
+                return False
+            since = latest - timedelta(hours=self.settings.cluster.window_hours)
+            stored = [Decision(*row) for row in self.store.decisions_since(since)]
+            out = snapshot.Writer()
+            snapshot.Coverage.of(stored).write(out.at("coverage"))
+            self.assigner.save(out.at("assigner"))
+            body = snapshot.encode(out)
+            saved = self.store.save_snapshot(
+                body,
+                fingerprint=snapshot.fingerprint(self.settings.cluster),
+                checksum=snapshot.checksum(body),
+                latest_at=latest,
+                decisions=len(stored),
+                now=self.lease.clock(),
+                term=term,
+            )
+        except Exception as exc:
+            log.warning(
+                "the clusterer's state was not saved (%s): a new leader replays the window",
+                exc,
+                exc_info=not isinstance(exc, SnapshotError),
+                extra={"event": "snapshot_failed"},
+            )
+            return False
+        if saved is None:
+            self.on_lost()
+            return False
+        self.unsaved = 0
+        log.info(
+            "saved snapshot %d of the clusterer (%d decisions, %.1f MB) in %.1f s",
+            saved,
+            len(stored),
+            len(body) / 2**20,
+            time.perf_counter() - started,
+            extra={"event": "snapshot_saved", "snapshot": saved},
+        )
+        return True
 
     def place(self, stopped: Callable[[], bool]) -> Placed:
         """Assign every pending entry, oldest first, and save the decisions, until `stopped()`."""
@@ -138,6 +300,9 @@ class Clusterer:
                 self.on_batch(len(assignments), folded)
                 if self.settings.cluster.merge_stories and not self._merge_converged():
                     return Placed(entries, duplicates, complete=False)
+                self.unsaved += len(assignments)
+                if self.unsaved >= SNAPSHOT_EVERY:
+                    self.save_snapshot()
         except BaseException:
             # The clusterer has taken decisions the store may not have: start afresh.
             self.reset()

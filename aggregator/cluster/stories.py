@@ -19,11 +19,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
+from aggregator.cluster.snapshot import (
+    Reader,
+    SnapshotError,
+    Writer,
+    same_length,
+    some_time,
+    strings,
+)
 
 EmbeddingRow = np.ndarray  # one L2-normalised, language-centred embedding (float32)
 # How a story keeps its members' embeddings: a byte per dimension with one scale
@@ -53,6 +62,9 @@ class Member:
     days: np.ndarray  # calendar days the headline names, ascending
     lang: str
     embedding: np.ndarray | None  # float32 as prepared; a story keeps it in `member_rows`
+
+    # What a snapshot saves (see `Story.save_all`); a kept member has no embedding.
+    SNAPSHOT: ClassVar = ("index_terms names numbers days lang embedding", "")
 
 
 @dataclass(slots=True)
@@ -99,6 +111,127 @@ class Story:
     embedding_norm: float = 0.0
     keys: list[int] = field(default_factory=list)  # dedupe keys (hashed) that point here
     size: int = 0
+
+    # What a snapshot saves (`save_all`, `load_all`); every field is saved.
+    SNAPSHOT: ClassVar = (
+        "id latest memory recent words_kept grams_kept words grams words_norm grams_norm "
+        "members member_rows member_scales member_terms names numbers days langs "
+        "embedding_sum embedding_norm keys size",
+        "",
+    )
+
+    @staticmethod
+    def save_all(out: Writer, stories: Sequence[Story]) -> None:
+        """Many stories as a few long arrays, in the order given."""
+        if stories:
+            out.state_of(stories[0])
+        members = [m for s in stories for m in s.members]
+        if members:
+            out.state_of(members[0])
+        if any(m.embedding is not None for m in members):
+            raise SnapshotError("a story keeps a member's embedding outside member_rows")
+        out.value("ids", [s.id for s in stories])
+        out.times("latest", (s.latest for s in stories))
+        for name in ("memory", "recent", "words_kept", "grams_kept", "size"):
+            out.array(name, np.array([getattr(s, name) for s in stories], np.int64), np.int64)
+        for name in ("words_norm", "grams_norm", "embedding_norm"):
+            out.array(name, np.array([getattr(s, name) for s in stories], np.float64), np.float64)
+        for name in ("words", "grams"):
+            vectors = [getattr(s, name) for s in stories]
+            out.ragged(f"{name}.keys", [v.keys for v in vectors], np.int32)
+            out.ragged(f"{name}.weights", [_centroid_weights(v) for v in vectors], CENTROID_WEIGHTS)
+        for name in ("names", "numbers", "days"):
+            out.ragged(name, [getattr(s, name) for s in stories], np.uint32)
+        out.optional("member_rows", [s.member_rows for s in stories], MEMBER_EMBEDDING)
+        out.optional("member_scales", [s.member_scales for s in stories], np.float32)
+        out.optional("embedding_sum", [s.embedding_sum for s in stories], EMBEDDING_SUM)
+        out.ragged("keys", [np.array(s.keys, np.uint64) for s in stories], np.uint64)
+        out.array("langs.count", np.array([len(s.langs) for s in stories], np.int64), np.int64)
+        out.value("langs", [[lang, n] for s in stories for lang, n in s.langs.items()])
+        out.array("members.count", np.array([len(s.members) for s in stories], np.int64), np.int64)
+        out.value("members.lang", [m.lang for m in members])
+        for name in ("names", "numbers", "days"):
+            out.ragged(f"members.{name}", [getattr(m, name) for m in members], np.uint32)
+        out.ragged("members.index_terms", [m.index_terms for m in members], np.int32)
+        terms = [t for s in stories for t in s.member_terms]
+        out.array(
+            "terms.count", np.array([len(s.member_terms) for s in stories], np.int64), np.int64
+        )
+        out.ragged("terms", terms, np.int32)
+
+    @staticmethod
+    def load_all(source: Reader) -> list[Story]:
+        ids = strings(source.value("ids"))
+        latest = source.times("latest")
+        ints = {
+            name: source.array(name, np.int64).tolist()
+            for name in ("memory", "recent", "words_kept", "grams_kept", "size")
+        }
+        floats = {
+            name: source.array(name, np.float64).tolist()
+            for name in ("words_norm", "grams_norm", "embedding_norm")
+        }
+        vectors = {
+            name: [
+                Vector(k, w) if len(k) else EMPTY
+                for k, w in zip(
+                    source.ragged(f"{name}.keys", np.int32),
+                    source.ragged(f"{name}.weights", CENTROID_WEIGHTS),
+                    strict=True,
+                )
+            ]
+            for name in ("words", "grams")
+        }
+        keyed = {name: source.ragged(name, np.uint32) for name in ("names", "numbers", "days")}
+        rows = source.optional("member_rows", MEMBER_EMBEDDING)
+        scales = source.optional("member_scales", np.float32)
+        sums = source.optional("embedding_sum", EMBEDDING_SUM)
+        keys = source.ragged("keys", np.uint64)
+        members = _members(source)
+        member_counts = source.array("members.count", np.int64).tolist()
+        terms = source.ragged("terms", np.int32)
+        term_counts = source.array("terms.count", np.int64).tolist()
+        lang_counts = source.array("langs.count", np.int64).tolist()
+        langs = source.value("langs")
+        same_length(
+            ids, latest, rows, scales, sums, keys, member_counts, term_counts, *ints.values()
+        )
+        if sum(member_counts) != len(members) or sum(term_counts) != len(terms):
+            raise SnapshotError("stories in the snapshot do not add up to their members")
+        if sum(lang_counts) != len(langs):
+            raise SnapshotError("stories in the snapshot do not add up to their languages")
+        stories: list[Story] = []
+        at_member = at_term = at_lang = 0
+        for i, story_id in enumerate(ids):
+            m, t, n = member_counts[i], term_counts[i], lang_counts[i]
+            stories.append(
+                Story(
+                    id=story_id,
+                    latest=some_time(latest[i]),
+                    memory=ints["memory"][i],
+                    recent=ints["recent"][i],
+                    words_kept=ints["words_kept"][i],
+                    grams_kept=ints["grams_kept"][i],
+                    words=vectors["words"][i],
+                    grams=vectors["grams"][i],
+                    words_norm=floats["words_norm"][i],
+                    grams_norm=floats["grams_norm"][i],
+                    members=members[at_member : at_member + m],
+                    member_rows=rows[i],
+                    member_scales=scales[i],
+                    member_terms=terms[at_term : at_term + t],
+                    names=_keys_or_none(keyed["names"][i]),
+                    numbers=_keys_or_none(keyed["numbers"][i]),
+                    days=_keys_or_none(keyed["days"][i]),
+                    langs=_counter(langs[at_lang : at_lang + n]),
+                    embedding_sum=sums[i],
+                    embedding_norm=floats["embedding_norm"][i],
+                    keys=keys[i].tolist(),
+                    size=ints["size"][i],
+                )
+            )
+            at_member, at_term, at_lang = at_member + m, at_term + t, at_lang + n
+        return stories
 
     @property
     def _keep(self) -> float:
@@ -232,6 +365,35 @@ class Story:
         return float(np.max((self.member_rows.astype(np.float32) @ row) * self.member_scales))
 
 
+def _centroid_weights(vector: Vector) -> np.ndarray:
+    # An empty centroid is the shared EMPTY vector, whose weights are float32.
+    return vector.weights if len(vector) else np.zeros(0, CENTROID_WEIGHTS)
+
+
+def _keys_or_none(keys: np.ndarray) -> np.ndarray:
+    """Saved key arrays as a story holds them: an empty one is the shared NO_KEYS."""
+    return keys if len(keys) else NO_KEYS
+
+
+def _counter(pairs: list[list[object]]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    dict.update(counts, ((str(lang), int(n)) for lang, n in pairs))  # type: ignore[call-overload]
+    return counts
+
+
+def _members(source: Reader) -> list[Member]:
+    langs = strings(source.value("members.lang"))
+    names = source.ragged("members.names", np.uint32)
+    numbers = source.ragged("members.numbers", np.uint32)
+    days = source.ragged("members.days", np.uint32)
+    terms = source.ragged("members.index_terms", np.int32)
+    same_length(langs, names, numbers, days, terms)
+    return [
+        Member(t, _keys_or_none(n), _keys_or_none(f), _keys_or_none(d), lang, None)
+        for t, n, f, d, lang in zip(terms, names, numbers, days, langs, strict=True)
+    ]
+
+
 def _all_terms(arrays: list[np.ndarray]) -> list[int]:
     return np.concatenate(arrays).tolist() if arrays else []
 
@@ -326,6 +488,9 @@ class EmbeddingShelf:
     others have is dropped from the shelf (it can still be found by its terms).
     """
 
+    # What a snapshot saves of it; `_row_of` is rebuilt from `_ids`.
+    SNAPSHOT: ClassVar = ("_matrix _ids _stamp _clock", "_row_of")
+
     def __init__(self, rows: int, dim: int) -> None:
         single_threaded_blas()
         self._matrix = np.zeros((rows, dim), dtype=np.float32)
@@ -333,6 +498,33 @@ class EmbeddingShelf:
         self._row_of: dict[str, int] = {}
         self._stamp = np.zeros(rows, dtype=np.int64)  # last activity, for eviction
         self._clock = 0
+
+    def save(self, out: Writer) -> None:
+        out.state_of(self)
+        used = [row for row, story_id in enumerate(self._ids) if story_id is not None]
+        out.array("rows", np.array(used, np.int64), np.int64)  # the others are all zeros
+        out.array("matrix", self._matrix[used], np.float32)
+        out.value("ids", self._ids)
+        out.array("stamp", self._stamp, np.int64)
+        out.value("clock", self._clock)
+
+    def load(self, source: Reader) -> None:
+        used = source.array("rows", np.int64)
+        rows = source.array("matrix", np.float32)
+        ids = source.value("ids")
+        stamp = source.array("stamp", np.int64)
+        if rows.shape != (len(used), self._matrix.shape[1]) or stamp.shape != self._stamp.shape:
+            raise SnapshotError("the embedding shelf in the snapshot has another size")
+        if len(ids) != len(self._ids) or not all(i is None or isinstance(i, str) for i in ids):
+            raise SnapshotError("the embedding shelf's ids in the snapshot are malformed")
+        if len(used) and (used.min() < 0 or used.max() >= len(ids)):
+            raise SnapshotError("the embedding shelf's rows in the snapshot are malformed")
+        self._matrix = np.zeros_like(self._matrix)
+        self._matrix[used] = rows
+        self._ids = ids
+        self._row_of = {story_id: row for row, story_id in enumerate(ids) if story_id is not None}
+        self._stamp = stamp.copy()
+        self._clock = int(source.value("clock"))
 
     def put(self, story_id: str, unit: EmbeddingRow) -> None:
         self._clock += 1
@@ -369,6 +561,12 @@ class EmbeddingShelf:
 class StoryIndex:
     """Live stories by id, the two candidate indexes, and expiry by time and by count."""
 
+    # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
+    SNAPSHOT: ClassVar = (
+        "stories _postings _by_latest _activity _shelf",
+        "_kept _postings_cap _memory _recent _max_stories",
+    )
+
     def __init__(
         self,
         *,
@@ -393,6 +591,42 @@ class StoryIndex:
         self._by_latest: list[tuple[datetime, str]] = []  # lazy heap: stale rows skipped
         self._activity: dict[str, None] = {}  # story ids, least recently active first
         self._shelf = EmbeddingShelf(shelf_rows, dim)
+
+    def save(self, out: Writer) -> None:
+        out.state_of(self)
+        Story.save_all(out.at("stories"), list(self.stories.values()))
+        postings = self._postings
+        out.array("postings.terms", np.fromiter(postings, np.int64, len(postings)), np.int64)
+        out.array(
+            "postings.count", np.array([len(p) for p in postings.values()], np.int64), np.int64
+        )
+        out.value("postings.ids", [sid for p in postings.values() for sid in p])
+        out.times("by_latest.at", (at for at, _ in self._by_latest))
+        out.value("by_latest.ids", [sid for _, sid in self._by_latest])
+        out.value("activity", list(self._activity))
+        self._shelf.save(out.at("shelf"))
+
+    def load(self, source: Reader) -> None:
+        stories = Story.load_all(source.at("stories"))
+        terms = source.array("postings.terms", np.int64).tolist()
+        lengths = source.array("postings.count", np.int64).tolist()
+        posted = strings(source.value("postings.ids"))
+        same_length(terms, lengths)
+        if sum(lengths) != len(posted):
+            raise SnapshotError("the term index in the snapshot does not add up")
+        postings: dict[int, list[str]] = {}
+        at = 0
+        for term, n in zip(terms, lengths, strict=True):
+            postings[term] = posted[at : at + n]
+            at += n
+        times = source.times("by_latest.at")
+        heap_ids = strings(source.value("by_latest.ids"))
+        same_length(times, heap_ids)
+        self.stories = {story.id: story for story in stories}
+        self._postings = postings
+        self._by_latest = [(some_time(t), sid) for t, sid in zip(times, heap_ids, strict=True)]
+        self._activity = dict.fromkeys(strings(source.value("activity")))
+        self._shelf.load(source.at("shelf"))
 
     def get(self, story_id: str) -> Story | None:
         return self.stories.get(story_id)

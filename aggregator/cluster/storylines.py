@@ -27,12 +27,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from aggregator.cluster.decision import MODEL_DIR
 from aggregator.cluster.features import NO_KEYS
+from aggregator.cluster.snapshot import (
+    Reader,
+    SnapshotError,
+    Writer,
+    same_length,
+    some_time,
+    strings,
+)
 from aggregator.cluster.stories import EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
@@ -137,6 +145,60 @@ class Storyline:
     total: np.ndarray | None = None  # decayed sum of its reports' embeddings (float32)
     names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
 
+    # What a snapshot saves (`save_all`, `load_all`); every field is saved.
+    SNAPSHOT: ClassVar = ("id started latest size stories total names", "")
+
+    @staticmethod
+    def save_all(out: Writer, lines: list[Storyline]) -> None:
+        """Many storylines as a few long arrays, in the order given."""
+        if lines:
+            out.state_of(lines[0])
+        out.value("ids", [line.id for line in lines])
+        out.times("started", (line.started for line in lines))
+        out.times("latest", (line.latest for line in lines))
+        out.array("size", np.array([line.size for line in lines], np.int64), np.int64)
+        out.array("stories.count", np.array([len(x.stories) for x in lines], np.int64), np.int64)
+        # sorted: a set has no order of its own, and equal states should save alike
+        out.value("stories", [story_id for line in lines for story_id in sorted(line.stories)])
+        out.optional("total", [line.total for line in lines], np.float32)
+        out.ragged("names.keys", [np.array(list(x.names), np.int64) for x in lines], np.int64)
+        out.ragged(
+            "names.counts",
+            [np.array(list(x.names.values()), np.float64) for x in lines],
+            np.float64,
+        )
+
+    @staticmethod
+    def load_all(source: Reader) -> list[Storyline]:
+        ids = strings(source.value("ids"))
+        started = source.times("started")
+        latest = source.times("latest")
+        sizes = source.array("size", np.int64).tolist()
+        counts = source.array("stories.count", np.int64).tolist()
+        stories = strings(source.value("stories"))
+        totals = source.optional("total", np.float32)
+        keys = source.ragged("names.keys", np.int64)
+        weights = source.ragged("names.counts", np.float64)
+        same_length(ids, started, latest, sizes, counts, totals, keys, weights)
+        if sum(counts) != len(stories):
+            raise SnapshotError("storylines in the snapshot do not add up to their stories")
+        lines: list[Storyline] = []
+        at = 0
+        for i, line_id in enumerate(ids):
+            lines.append(
+                Storyline(
+                    line_id,
+                    some_time(started[i]),
+                    some_time(latest[i]),
+                    size=sizes[i],
+                    stories=set(stories[at : at + counts[i]]),
+                    total=totals[i],
+                    names=dict(zip(keys[i].tolist(), weights[i].tolist(), strict=True)),
+                )
+            )
+            at += counts[i]
+        return lines
+
     def add(
         self, published: datetime, vector: np.ndarray | None, names: Iterable[int], memory: int
     ) -> None:
@@ -217,6 +279,12 @@ class StorylineIndex:
     the most recently active `shelf_rows` are scanned for links.
     """
 
+    # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
+    SNAPSHOT: ClassVar = (
+        "_lines _of_story _shelf _changed _by_latest _activity",
+        "policy _rule _window _max",
+    )
+
     def __init__(
         self,
         method: str,
@@ -236,6 +304,37 @@ class StorylineIndex:
         self._window = timedelta(days=self.policy.window_days)
         self._activity: dict[str, None] = {}  # storyline ids, least recently active first
         self._max = max_storylines
+
+    def save(self, out: Writer) -> None:
+        out.state_of(self)
+        Storyline.save_all(out.at("lines"), list(self._lines.values()))
+        out.value("of_story.stories", list(self._of_story))
+        out.value("of_story.lines", list(self._of_story.values()))
+        out.value("changed", list(self._changed))
+        out.times("by_latest.at", (at for at, _ in self._by_latest))
+        out.value("by_latest.ids", [line_id for _, line_id in self._by_latest])
+        out.value("activity", list(self._activity))
+        out.value("shelf", self._shelf is not None)
+        if self._shelf is not None:
+            self._shelf.save(out.at("shelf"))
+
+    def load(self, source: Reader) -> None:
+        lines = Storyline.load_all(source.at("lines"))
+        stories = strings(source.value("of_story.stories"))
+        of_lines = strings(source.value("of_story.lines"))
+        times = source.times("by_latest.at")
+        heap_ids = strings(source.value("by_latest.ids"))
+        same_length(stories, of_lines)
+        same_length(times, heap_ids)
+        if bool(source.value("shelf")) != (self._shelf is not None):
+            raise SnapshotError("the snapshot's storylines were made under another method")
+        if self._shelf is not None:
+            self._shelf.load(source.at("shelf"))
+        self._lines = {line.id: line for line in lines}
+        self._of_story = dict(zip(stories, of_lines, strict=True))
+        self._changed = dict.fromkeys(strings(source.value("changed")))
+        self._by_latest = [(some_time(t), i) for t, i in zip(times, heap_ids, strict=True)]
+        self._activity = dict.fromkeys(strings(source.value("activity")))
 
     def of(self, story_id: str) -> str:
         """The storyline a story is in (a story not seen yet is its own)."""

@@ -103,9 +103,14 @@ def latest_clustered_at(session: Session) -> datetime | None:
 
 
 def clustered_since(
-    session: Session, since: datetime, *, embeddings: bool = False
+    session: Session,
+    since: datetime,
+    *,
+    embeddings: bool = False,
+    entry_ids: Sequence[int] | None = None,
 ) -> Iterator[tuple[ClusterDoc, Assignment, bytes | None]]:
-    """Stored decisions inside the window, oldest first, streamed in batches.
+    """Stored decisions inside the window, oldest first, streamed in batches; with
+    `entry_ids`, only those entries' (a few hundred at most: one IN list).
 
     With `embeddings`, each comes with its stored vector (None if it has none);
     without, the column is not read at all.
@@ -121,6 +126,8 @@ def clustered_since(
         .order_by(col(Entry.sort_at), col(Entry.id))
         .execution_options(yield_per=RESTORE_BATCH)
     )
+    if entry_ids is not None:
+        query = query.where(col(Entry.id).in_(list(entry_ids)))
     for row in session.connection().execute(query):
         doc = _doc(row)
         story_key, duplicate_of, stored, event_key = row[8], row[9], row[10], row[11]
@@ -134,6 +141,37 @@ def clustered_since(
             ),
             None if stored is None else bytes(stored),
         )
+
+
+StoredDecision = tuple[int, datetime, str, str | None, str]
+
+
+def decisions_since(session: Session, since: datetime) -> list[StoredDecision]:
+    """Where each clustered entry inside the window went, as stored now, in replay order:
+    (entry id, time, story key, the entry it copies, event key); no texts, no vectors."""
+    query = (
+        select_columns(
+            col(Entry.id),
+            col(Entry.sort_at),
+            col(Story.key),
+            col(Entry.duplicate_of),
+            col(Entry.event_key),
+        )
+        .join(Story, col(Story.id) == col(Entry.story_id))
+        .where(col(Entry.clustered), col(Entry.sort_at) >= to_db(since))
+        .order_by(col(Entry.sort_at), col(Entry.id))
+        .execution_options(yield_per=RESTORE_BATCH * 10)
+    )
+    return [
+        (
+            int(entry_id or 0),
+            from_db(sort_at),
+            str(story_key),
+            None if copy_of is None else str(copy_of),
+            event_key or "",
+        )
+        for entry_id, sort_at, story_key, copy_of, event_key in session.connection().execute(query)
+    ]
 
 
 def stored_embeddings(session: Session, entry_ids: Iterable[str]) -> dict[str, bytes]:

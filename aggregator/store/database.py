@@ -23,7 +23,16 @@ from sqlmodel import Session, col, create_engine, delete, select
 
 from aggregator.errors import StoreError
 from aggregator.settings import SourceConfig
-from aggregator.store import clustering, leadership, membership, migrate, polling, retention
+from aggregator.store import (
+    clustering,
+    leadership,
+    membership,
+    migrate,
+    polling,
+    retention,
+    snapshots,
+)
+from aggregator.store.clustering import StoredDecision
 from aggregator.store.leadership import Term
 from aggregator.store.models import (
     Entry,
@@ -34,6 +43,7 @@ from aggregator.store.models import (
     TimelineStory,
 )
 from aggregator.store.portable import retrying
+from aggregator.store.snapshots import SnapshotHeader
 from aggregator.store.views import (
     EntryView,
     FetchStateView,
@@ -53,7 +63,9 @@ __all__ = [
     "IngestCounts",
     "LeaderView",
     "RetentionReport",
+    "SnapshotHeader",
     "SourceStatus",
+    "StoredDecision",
     "Store",
     "StoryView",
     "Term",
@@ -263,14 +275,63 @@ class Store:
             return clustering.latest_clustered_at(session)
 
     def clustered_since(
-        self, since: datetime, *, embeddings: bool = False
+        self, since: datetime, *, embeddings: bool = False, entry_ids: Sequence[int] | None = None
     ) -> Iterator[tuple[ClusterDoc, Assignment, bytes | None]]:
-        """Stored decisions inside the clustering window, to rebuild the clusterer.
+        """Stored decisions inside the clustering window, to rebuild the clusterer
+        (with `entry_ids`, only those entries').
 
         With `embeddings`, each comes with its stored vector's bytes, else None.
         """
         with self.session() as session:
-            yield from clustering.clustered_since(session, since, embeddings=embeddings)
+            yield from clustering.clustered_since(
+                session, since, embeddings=embeddings, entry_ids=entry_ids
+            )
+
+    def decisions_since(self, since: datetime) -> list[StoredDecision]:
+        """Where each clustered entry inside the window went, as stored now, in replay
+        order: (entry id, time, story key, the entry it copies, event key)."""
+        with self.session() as session:
+            return clustering.decisions_since(session, since)
+
+    # -- clusterer snapshots (store/snapshots.py) ------------------------------
+
+    def save_snapshot(
+        self,
+        body: bytes,
+        *,
+        fingerprint: str,
+        checksum: str,
+        latest_at: datetime,
+        decisions: int,
+        now: datetime,
+        term: Term | None = None,
+    ) -> int | None:
+        """Store a snapshot of the clusterer (older ones beyond the newest few go); its id,
+        or None (and nothing stored) if `term` was lost."""
+        with self._fenced(term, now) as session:
+            if session is None:
+                return None
+            snapshot_id = snapshots.save(
+                session,
+                fingerprint=fingerprint,
+                created_at=now,
+                latest_at=latest_at,
+                decisions=decisions,
+                term=0 if term is None else term.term,
+                checksum=checksum,
+                body=body,
+            )
+            session.commit()
+            return snapshot_id
+
+    def snapshot_headers(self) -> list[SnapshotHeader]:
+        """The stored snapshots of the clusterer, newest first, without their bodies."""
+        with self.session() as session:
+            return snapshots.headers(session)
+
+    def snapshot_body(self, snapshot_id: int) -> bytes | None:
+        with self.session() as session:
+            return snapshots.body(session, snapshot_id)
 
     def stored_embeddings(self, entry_ids: Iterable[str]) -> dict[str, bytes]:
         """The vectors stored for those entries (by entry id); entries without one are left out."""

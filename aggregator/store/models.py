@@ -131,6 +131,21 @@ class Tombstone(SQLModel, table=True):
     removed_at: datetime  # when removed, or since then last listed by its feed
 
 
+class ClusterSnapshot(SQLModel, table=True):
+    """The leader's clusterer state, saved so that the next leader replays only what came
+    after it (aggregator/cluster/snapshot.py). Only a snapshot whose fingerprint matches
+    the code and settings of the leader reading it is used."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(index=True)
+    created_at: datetime
+    latest_at: datetime  # the latest clustered entry's time when it was saved
+    decisions: int  # stored decisions inside the window it reflects
+    term: int  # the leader term that saved it
+    checksum: str  # sha256 of `body`
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class Leader(SQLModel, table=True):
     """Who runs the in-order work (clustering, publishing, retention), and until when.
 
