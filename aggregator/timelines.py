@@ -27,13 +27,13 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
-from typing import NamedTuple
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 from aggregator.publish import ALL_STORIES_SLUG, timeline_facts, timeline_links
 from aggregator.settings import PublishSettings, TimelineConfig
 from aggregator.store import EntryView
-from aggregator.store.database import StoryView
+from aggregator.store.database import ReportSpan, StoryView
 from aggregator.types import ReportLine, TimelineDoc, TimelineItem
 
 REPRESENTATIVE_OF = 200  # reports that compete to title an event or a story
@@ -198,19 +198,10 @@ def _trigrams(title: str) -> frozenset[str]:
     return frozenset(text[i : i + 3] for i in range(len(text) - 2)) if text.strip() else frozenset()
 
 
-class _Span(NamedTuple):
-    """What a timeline's description states of its reports (see `publish.facts`)."""
-
-    sources: tuple[str, ...]
-    first_report: datetime | None
-    latest_report: datetime | None
-    reports: int
-
-
-def _span(entries: Sequence[EntryView]) -> _Span:
+def _span(entries: Sequence[EntryView]) -> ReportSpan:
     """The one place these facts are taken from reports: every report the timeline
     holds, copies and those past max_items included."""
-    return _Span(
+    return ReportSpan(
         sources=tuple(sorted({e.outlet for e in entries})),
         first_report=min((e.published for e in entries), default=None),
         latest_report=max((e.published for e in entries), default=None),
@@ -228,10 +219,11 @@ def _doc(
     updated_floor: datetime,
     timeline: str | None = None,
     language: str = "",
+    span: ReportSpan | None = None,
 ) -> TimelineDoc:
     items = build_items(entries, settings, settings.max_items, timeline, language)
     updated = max([updated_floor] + [item.updated for item in items])
-    span = _span(entries)
+    span = _span(entries) if span is None else span
     return TimelineDoc(
         slug=slug,
         title=title,
@@ -266,7 +258,11 @@ def configured_timeline(
     entries: Sequence[EntryView],
     settings: PublishSettings,
     updated_floor: datetime,
+    span: ReportSpan | None = None,
 ) -> TimelineDoc:
+    """The timeline of a configured rule's stories. `entries` are all their reports,
+    or, with the `span` of all of them, those of at least its max_items newest events
+    and their copies (`Store.timeline_reports`): the feed lists no others."""
     return _doc(
         config.name,
         config.title,
@@ -277,6 +273,7 @@ def configured_timeline(
         updated_floor,
         timeline=config.name,
         language=config.language or settings.language,
+        span=span,
     )
 
 
@@ -290,8 +287,18 @@ def rule_key(config: TimelineConfig) -> str:
     return "match:" + hashlib.sha256("\x1f".join(words).encode()).hexdigest()[:32]
 
 
+class Wording(Protocol):
+    """What a story's report is matched by: its headline and text."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
 def matching_stories(
-    configs: Sequence[TimelineConfig], stories: Iterable[tuple[int, Sequence[EntryView]]]
+    configs: Sequence[TimelineConfig], stories: Iterable[tuple[int, Sequence[Wording]]]
 ) -> dict[str, set[int]]:
     """For each timeline, which of the (story id, its entries) match its words."""
     found: dict[str, set[int]] = {config.name: set() for config in configs}
@@ -302,7 +309,7 @@ def matching_stories(
     return found
 
 
-def matches(config: TimelineConfig, entries: Iterable[EntryView]) -> bool:
+def matches(config: TimelineConfig, entries: Iterable[Wording]) -> bool:
     """True when any report of the story mentions one of the timeline's words."""
     words = [w.casefold() for w in config.match]
     for entry in entries:

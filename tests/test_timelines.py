@@ -415,3 +415,74 @@ def test_a_timeline_removed_then_configured_again_is_collected_afresh(tmp_path: 
     publish_with(store, "Belgorod")
     assert store.timeline_story_ids("kursk") == {story["belgorod"]}
     store.close()
+
+
+def stored_events(store: Store) -> None:
+    """Three stories from three outlets: two on Kursk holding six events (one with a copy,
+    three whose latest reports tie), one on Belgorod. Entries are numbered as listed."""
+    outlets = ["Kyiv Wire", "Dnipro Daily", "Harbour Post"]
+    store.sync_sources(
+        [SourceConfig(name=n, url=f"http://{n[:4].lower()}.test/f") for n in outlets], T0
+    )
+    # (outlet, hours after T0, story, event key, the entry it copies)
+    rows = [
+        (0, 0, "x", "1", None),
+        (1, 1, "x", "1", None),
+        (2, 1, "x", "1", 2),
+        (0, 2, "x", None, None),  # stored before events: an event of its own
+        (1, 5, "y", "5", None),
+        (2, 6, "y", "5", None),
+        (0, 7, "y", "7", None),
+        (1, 8, "z", "8", None),
+        (2, 9, "y", "9", None),  # 9, 10 and 11 end at the same minute
+        (0, 9, "y", "10", None),
+        (1, 9, "x", "11", None),
+        (2, 10, "x", "12", None),
+        (0, 3, "y", "9", 9),  # a copy published before its original
+    ]
+    ids = {s.name: s.id for s in store.source_statuses()}
+    later = T0 + timedelta(days=1)
+    status = PollOutcome(checked_at=later, next_check_at=later, status="ok")
+    for n, (outlet, hours, story_key, _, _) in enumerate(rows, start=1):
+        subject = "Shelling in Belgorod" if story_key == "z" else "Fighting in the Kursk region"
+        entry = EntryData(
+            key=f"e{n}",
+            title=f"{subject}, report {n}",
+            link=f"http://{outlets[outlet][:4].lower()}.test/{n}",
+            summary_html=f"<p>Report {n}.</p>",
+            text=subject,
+            author=None,
+            published=T0 + timedelta(hours=hours),
+            updated=None,
+            content_hash=f"e{n}",
+        )
+        store.record_poll(ids[outlets[outlet]], status, [entry])
+    assignments = [
+        Assignment(str(n), story_key, None if copies is None else str(copies), event_key=key or "")
+        for n, (_, _, story_key, key, copies) in enumerate(rows, start=1)
+    ]
+    store.save_assignments(assignments, T0)
+
+
+def test_a_timeline_listing_fewer_events_than_it_holds_reads_only_those(store: Store) -> None:
+    """Its feeds list the newest events, ties broken as when every report is read,
+    and state the counts, outlets and dates of all its reports."""
+    stored_events(store)
+    base = parse_settings("", environ={})
+    settings = dataclasses.replace(
+        base,
+        publish=dataclasses.replace(base.publish, max_items=2),
+        timelines=(TimelineConfig("kursk", "Kursk incursion", ("Kursk",), ""),),
+    )
+    publisher = Publisher(settings, store)
+    published, _ = publisher.render_changes(store.dirty_stories(), full=True)
+    every_report = store.story_entries(store.timeline_story_ids("kursk"))
+    expected = publisher.render(
+        timelines.configured_timeline(
+            settings.timelines[0], every_report, settings.publish, datetime(1970, 1, 1, tzinfo=UTC)
+        )
+    )
+    assert [d for d in published if d.path.startswith("/timelines/kursk.")] == expected
+    feed = feedparser.parse(expected[0].body)
+    assert [e.id.rsplit("/", 1)[1] for e in feed.entries] == ["12", "9"]
+    assert "12 reports from 3 outlets" in feed.feed.subtitle

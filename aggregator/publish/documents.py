@@ -38,7 +38,7 @@ CONTENT_TYPES = {
     "html": "text/html; charset=utf-8",
 }
 OPML_TYPE = "text/x-opml; charset=utf-8"
-_COLLECT_BATCH = 200  # stories whose reports are read at once when a rule changes
+RENDER_BATCH = 100  # changed stories whose reports are read and rendered at once
 
 
 def timeline_path(slug: str, kind: str) -> str:
@@ -71,26 +71,43 @@ class Publisher:
     def render_changes(
         self, changed: Sequence[StoryView], *, full: bool
     ) -> tuple[list[Document], list[str]]:
+        """The documents of the changed stories' timelines, of the configured timelines
+        they join or leave, and (when any changed, or `full`) of the overview.
+
+        Changed stories are read and rendered a batch at a time; matching them
+        against the configured timelines' words is the only use of their text.
+        """
         min_sources = self.publish_settings.min_sources
-        entries = _by_story(self.store.story_entries(s.id for s in changed))
-        timeline_docs: list[TimelineDoc | None] = [
-            self._story_doc(story, entries[story.id])
-            for story in changed
-            if story.source_count >= min_sources
-        ]
-        timeline_docs += self._configured(changed, entries, full=full)
+        configs = self.settings.timelines
+        matched: dict[str, set[int]] = {config.name: set() for config in configs}
         documents: list[Document] = []
         slugs: list[str] = []
-        for doc in timeline_docs:
-            if doc is None:
-                continue
-            rendered = self._guarded(doc.slug, partial(self.render, doc))
-            if rendered:
-                documents += rendered
-                slugs.append(doc.slug)
+        for start in range(0, len(changed), RENDER_BATCH):
+            batch = changed[start : start + RENDER_BATCH]
+            entries = _by_story(self.store.story_entries((s.id for s in batch), text=bool(configs)))
+            for story in batch:
+                if story.source_count >= min_sources:
+                    self._add(self._story_doc(story, entries[story.id]), documents, slugs)
+            for config in configs:
+                # A changed story joins or leaves as its reports now read.
+                matched[config.name].update(
+                    s.id for s in batch if timelines.matches(config, entries[s.id])
+                )
+        configured = self._configured(changed, matched, full=full)
+        for doc in configured.values():
+            self._add(doc, documents, slugs)
         if slugs or full:
-            documents += self._guarded("all", self._overview) or []
+            documents += self._guarded("all", partial(self._overview, configured)) or []
         return documents, slugs
+
+    def _add(self, doc: TimelineDoc | None, documents: list[Document], slugs: list[str]) -> None:
+        """Render a timeline's documents onto `documents`, unless it failed."""
+        if doc is None:
+            return
+        rendered = self._guarded(doc.slug, partial(self.render, doc))
+        if rendered:
+            documents += rendered
+            slugs.append(doc.slug)
 
     def _story_doc(self, story: StoryView, entries: list[EntryView]) -> TimelineDoc | None:
         return self._guarded(
@@ -109,68 +126,63 @@ class Publisher:
             return None
 
     def _configured(
-        self, changed: Sequence[StoryView], entries: dict[int, list[EntryView]], *, full: bool
-    ) -> list[TimelineDoc]:
+        self, changed: Sequence[StoryView], matched: dict[str, set[int]], *, full: bool
+    ) -> dict[str, TimelineDoc]:
+        """The configured timelines to publish again, by name: those whose stories
+        changed, whose rule changed, or all with `full`. `matched` holds, for each,
+        which of the changed stories its words match."""
         configs = self.settings.timelines
         if full:
             self.store.forget_other_timelines(c.name for c in configs)
         collected = self.store.timeline_rules()
         stale = [c for c in configs if collected.get(c.name) != timelines.rule_key(c)]
         self._collect_again(stale)
-        docs = []
+        docs = {}
         for config in configs:
-            # A changed story joins or leaves as its reports now read.
-            matched = {s.id for s in changed if timelines.matches(config, entries[s.id])}
-            unmatched = {s.id for s in changed} - matched
-            moved = self.store.update_timeline_stories(config.name, matched, unmatched)
-            if not (matched or moved or full or config in stale):
+            unmatched = {s.id for s in changed} - matched[config.name]
+            moved = self.store.update_timeline_stories(config.name, matched[config.name], unmatched)
+            if not (matched[config.name] or moved or full or config in stale):
                 continue
-            ids = self.store.timeline_story_ids(config.name)
-            all_entries = self.store.story_entries(ids) if ids else []
-            docs.append(
-                timelines.configured_timeline(config, all_entries, self.publish_settings, _epoch())
-            )
+            docs[config.name] = self._configured_doc(config)
         return docs
+
+    def _configured_doc(self, config: TimelineConfig) -> TimelineDoc:
+        """A configured timeline from its newest events; SQL counts the rest."""
+        entries, span = self.store.timeline_reports(config.name, self.publish_settings.max_items)
+        return timelines.configured_timeline(
+            config, entries, self.publish_settings, _epoch(), span=span
+        )
 
     def _collect_again(self, configs: Sequence[TimelineConfig]) -> None:
         """Match every stored story against timelines whose rule is new or changed, and
         keep exactly those: a narrowed rule drops stories, a widened one finds old ones."""
         if not configs:
             return
-        stories = [s.id for s in self.store.stories(min_sources=1)]
-        found: dict[str, set[int]] = {c.name: set() for c in configs}
-        for start in range(0, len(stories), _COLLECT_BATCH):
-            entries = _by_story(self.store.story_entries(stories[start : start + _COLLECT_BATCH]))
-            for name, ids in timelines.matching_stories(configs, entries.items()).items():
-                found[name] |= ids
+        found = timelines.matching_stories(configs, self.store.story_texts(min_sources=1))
         for config in configs:
             ids = found[config.name]
             self.store.replace_timeline_stories(config.name, timelines.rule_key(config), ids)
             log.info("timeline %s collected again by its rule: %d stories", config.name, len(ids))
 
-    def _overview(self) -> list[Document]:
-        """The all-stories feed, the index page and the OPML of every timeline."""
+    def _overview(self, configured: dict[str, TimelineDoc]) -> list[Document]:
+        """The all-stories feed, the index page and the OPML of every timeline;
+        `configured` holds the configured timelines built already."""
         stories = self.store.stories(
             min_sources=self.publish_settings.min_sources,
             limit=self.publish_settings.max_stories,
         )
-        entries = _by_story(self.store.story_entries(s.id for s in stories))
+        entries = _by_story(self.store.story_entries((s.id for s in stories), text=False))
         rendered = [(s, self._story_doc(s, entries[s.id])) for s in stories]
         stories = [s for s, doc in rendered if doc is not None]
         story_docs = [doc for _, doc in rendered if doc is not None]
-        configured = [
-            timelines.configured_timeline(
-                c,
-                self.store.story_entries(self.store.timeline_story_ids(c.name)),
-                self.publish_settings,
-                _epoch(),
-            )
+        listed = [
+            configured[c.name] if c.name in configured else self._configured_doc(c)
             for c in self.settings.timelines
         ]
         overview = timelines.all_stories(
             [(s, entries[s.id]) for s in stories], self.publish_settings, _epoch()
         )
-        listed = configured + story_docs
+        listed += story_docs
         updated = max([overview.updated] + [d.updated for d in listed])
         return self.render(overview) + [
             make_document(

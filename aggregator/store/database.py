@@ -29,6 +29,7 @@ from aggregator.store import (
     membership,
     migrate,
     polling,
+    publishing,
     retention,
     snapshots,
 )
@@ -43,12 +44,14 @@ from aggregator.store.models import (
     TimelineStory,
 )
 from aggregator.store.portable import retrying
+from aggregator.store.publishing import ReportText
 from aggregator.store.snapshots import SnapshotHeader
 from aggregator.store.views import (
     EntryView,
     FetchStateView,
     IngestCounts,
     LeaderView,
+    ReportSpan,
     RetentionReport,
     SourceStatus,
     StoryView,
@@ -62,6 +65,8 @@ __all__ = [
     "FetchStateView",
     "IngestCounts",
     "LeaderView",
+    "ReportSpan",
+    "ReportText",
     "RetentionReport",
     "SnapshotHeader",
     "SourceStatus",
@@ -408,8 +413,7 @@ class Store:
 
     def dirty_stories(self) -> list[StoryView]:
         with self.session() as session:
-            rows = session.exec(select(Story).where(col(Story.dirty))).all()
-            return [_story_view(s) for s in rows]
+            return publishing.story_views(session, select(Story).where(col(Story.dirty)))
 
     def stories(
         self,
@@ -429,17 +433,29 @@ class Store:
             query = query.order_by(col(Story.last_at).desc(), col(Story.id).desc())
             if limit is not None:
                 query = query.limit(limit)
-            return [_story_view(s) for s in session.exec(query).all()]
+            return publishing.story_views(session, query)
 
-    def story_entries(self, story_ids: Iterable[int]) -> list[EntryView]:
+    def story_entries(self, story_ids: Iterable[int], *, text: bool = True) -> list[EntryView]:
+        """The stories' entries, oldest first; without `text`, their text is left empty
+        (only matching a timeline's words reads it)."""
         with self.session() as session:
-            rows = session.exec(
-                select(Entry, Source)
-                .join(Source, col(Source.id) == col(Entry.source_id))
-                .where(col(Entry.story_id).in_(list(story_ids)))
-                .order_by(col(Entry.sort_at), col(Entry.id))
-            ).all()
-            return [_entry_view(entry, source) for entry, source in rows]
+            return publishing.story_reports(session, list(story_ids), text=text)
+
+    def story_texts(self, min_sources: int = 1) -> Iterator[tuple[int, list[ReportText]]]:
+        """(story id, the wording of each of its reports) of every story with enough
+        outlets, by story id, read a batch of stories at a time."""
+        after: int | None = 0
+        while after is not None:
+            with self.session() as session:
+                after, rows = publishing.story_texts(session, after, min_sources)
+            yield from publishing.grouped(rows)
+
+    def timeline_reports(self, timeline: str, events: int) -> tuple[list[EntryView], ReportSpan]:
+        """A configured timeline's newest `events` events (with any tied with the last),
+        their reports and copies oldest first, and the facts of all of its reports."""
+        with self.session() as session:
+            newest = publishing.timeline_newest(session, timeline, events)
+            return newest, publishing.timeline_span(session, timeline)
 
     def mark_published(
         self, stories: Iterable[StoryView], now: datetime, term: Term | None = None
@@ -582,40 +598,6 @@ class Store:
                     .where(col(Entry.duplicate_of).is_not(None))
                 ).one(),
             }
-
-
-def _entry_view(entry: Entry, source: Source) -> EntryView:
-    return EntryView(
-        id=entry.id or 0,
-        story_id=entry.story_id,
-        duplicate_of=entry.duplicate_of,
-        title=entry.title,
-        url=entry.url,
-        summary=entry.summary,
-        text=entry.text,
-        language=entry.language or source.language,
-        outlet=source.name,
-        outlet_url=source.url,
-        outlet_site=source.site_url,
-        published=from_db(entry.sort_at),
-        first_seen=from_db(entry.first_seen_at),
-        changed=from_db(entry.changed_at),
-        event_key=entry.event_key,
-    )
-
-
-def _story_view(story: Story) -> StoryView:
-    return StoryView(
-        id=story.id or 0,
-        key=story.key,
-        title=story.title,
-        first_at=from_db(story.first_at),
-        last_at=from_db(story.last_at),
-        entry_count=story.entry_count,
-        source_count=story.source_count,
-        updated_at=from_db(story.updated_at),
-        revision=story.revision,
-    )
 
 
 def _document(row: PublishedDocument) -> Document:

@@ -62,7 +62,7 @@ class FetchStateView:
     redirect_count: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryView:
     """An entry with its outlet, as the publisher needs it."""
 
@@ -83,7 +83,7 @@ class EntryView:
     event_key: str | None = None  # the entry id that began its event; None: stored before events
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoryView:
     id: int
     key: str
@@ -94,6 +94,17 @@ class StoryView:
     source_count: int
     updated_at: datetime
     revision: int = 0  # grows with every change; publishing marks one revision done
+
+
+@dataclass(frozen=True)
+class ReportSpan:
+    """What a timeline's description states of all its reports, copies included:
+    its outlets (sorted), its first and latest report, and how many there are."""
+
+    sources: tuple[str, ...] = ()
+    first_report: datetime | None = None
+    latest_report: datetime | None = None
+    reports: int = 0
 
 
 @dataclass(frozen=True)
