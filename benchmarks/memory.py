@@ -146,6 +146,7 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     assert pipeline.lead()
     pipeline.restore()
     timings["restore_s"] = time.perf_counter() - started
+    decide_cpu = _time_decisions(pipeline.assigner)
     started = time.perf_counter()
     clustered = pipeline.cluster()
     timings["cluster_s"] = time.perf_counter() - started
@@ -165,7 +166,28 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
         "clustered": clustered,
         "timelines_published": len(published),
         "decisions_sha": decisions,
+        # The leader's CPU in the clusterer itself (placing and merging), per pending entry.
+        "leader_decide_ms_per_report": round(1000 * decide_cpu[0] / max(clustered, 1), 3),
     }
+
+
+def _time_decisions(assigner: Any) -> list[float]:
+    """Sum the CPU seconds of the assigner's `add` and `merge_converged` into the list's one item."""
+    spent = [0.0]
+
+    def timed(call: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[0] += time.process_time() - started
+
+        return run
+
+    for name in ("add", "merge_converged"):
+        setattr(assigner, name, timed(getattr(assigner, name)))
+    return spent
 
 
 def decisions_sha(store: Any, newest: int) -> str:

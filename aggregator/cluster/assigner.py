@@ -26,6 +26,7 @@ from aggregator.cluster.decision import (
     load_decision,
     member,
     pair_features,
+    pair_matrix,
 )
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
@@ -292,17 +293,19 @@ class StoryAssigner:
     def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
         """The candidate the story most probably belongs with, if that reaches `bar`."""
         p = self._as_report(story)
-        best: Story | None = None
-        best_score = bar
-        for other, shared in self._candidates(p):
-            if other.id == story.id or (larger and other.size <= story.size):
-                continue
-            if p.doc.published - other.latest > self._window:
-                continue  # idle past the window: it takes no more reports
-            score = self.decision.probability(pair_features(p, other, shared))
-            if score >= best_score:
-                best, best_score = other, score
-        return best
+        live = [
+            (other, shared)
+            for other, shared in self._candidates(p)
+            if other.id != story.id
+            and not (larger and other.size <= story.size)
+            # idle past the window: it takes no more reports
+            and p.doc.published - other.latest <= self._window
+        ]
+        scores = self._scores(p, live)
+        if not len(scores) or scores.max() < bar:
+            return None
+        # Of equal bests, the last candidate wins.
+        return live[len(scores) - 1 - int(np.argmax(scores[::-1]))][0]
 
     def _as_report(self, story: Story) -> Prepared:
         """A story seen as one long report, to weigh it against another story."""
@@ -395,15 +398,27 @@ class StoryAssigner:
     # -- deciding ---------------------------------------------------------------
 
     def _best_story(self, p: Prepared) -> tuple[Story | None, float]:
-        best: Story | None = None
-        best_score = 0.0
-        for story, shared in self._candidates(p):
-            if p.doc.published - story.latest > self._window:
-                continue  # idle past the window; expiry will drop it
-            score = self.decision.probability(pair_features(p, story, shared))
-            if score > best_score:
-                best, best_score = story, score
-        return best, best_score
+        live = [
+            (story, shared)
+            for story, shared in self._candidates(p)
+            # idle past the window; expiry will drop it
+            if p.doc.published - story.latest <= self._window
+        ]
+        scores = self._scores(p, live)
+        if not len(scores):
+            return None, 0.0
+        best = int(np.argmax(scores))  # of equal bests, the first candidate wins
+        if scores[best] <= 0.0:
+            return None, 0.0
+        return live[best][0], float(scores[best])
+
+    def _scores(self, p: Prepared, candidates: Sequence[tuple[Story, int]]) -> np.ndarray:
+        """The probability that the report belongs with each candidate story."""
+        if not candidates:
+            return np.zeros(0)
+        stories = [story for story, _ in candidates]
+        features = pair_matrix(p, stories, [shared for _, shared in candidates])
+        return self.decision.probabilities(features, len(stories))
 
     def _candidates(self, p: Prepared) -> list[tuple[Story, int]]:
         limit = self.tuning.candidates

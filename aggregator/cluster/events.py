@@ -14,6 +14,7 @@ split and command that produced it.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -238,6 +239,10 @@ class EventIndex:
         self._by_story: dict[str, list[Event]] = {}
         self._window = timedelta(hours=self.policy.window_hours)
         self._event_of: dict[str, str] = {}  # doc id -> event key, for copies
+        # (latest, order, event) each time an event's latest moved: a lazy heap,
+        # so expiry looks only at events due, not at every live one per report.
+        self._by_latest: list[tuple[datetime, int, Event]] = []
+        self._pushed = 0
 
     def place(self, story_id: str, report: EventReport) -> EventPlacement:
         """Put a report already placed in `story_id` into one of the story's events."""
@@ -246,11 +251,9 @@ class EventIndex:
         if event is None:
             event = Event(report.doc_id, story_id, report.published, started=report.published)
             events.append(event)
-            event.add(report, self.policy.members_kept)
-            self._remember(report.doc_id, event.key)
+            self._add(event, report, new=True)
             return EventPlacement(event.key, True, round(value, 6))
-        event.add(report, self.policy.members_kept)
-        self._remember(report.doc_id, event.key)
+        self._add(event, report)
         return EventPlacement(event.key, False, round(value, 6))
 
     def restore(self, story_id: str, report: EventReport, event_key: str) -> None:
@@ -260,8 +263,17 @@ class EventIndex:
         if event is None:
             event = Event(event_key, story_id, report.published, started=report.published)
             events.append(event)
+            self._add(event, report, new=True)
+        else:
+            self._add(event, report)
+
+    def _add(self, event: Event, report: EventReport, *, new: bool = False) -> None:
+        latest = event.latest
         event.add(report, self.policy.members_kept)
-        self._remember(report.doc_id, event_key)
+        if new or event.latest != latest:
+            self._pushed += 1
+            heapq.heappush(self._by_latest, (event.latest, self._pushed, event))
+        self._remember(report.doc_id, event.key)
 
     def copy_of(self, duplicate_of: str) -> str | None:
         """The event of the report a copy repeats (a copy is one more report of it)."""
@@ -282,12 +294,20 @@ class EventIndex:
     def expire(self, now: datetime) -> None:
         """Forget events that can take no more reports."""
         horizon = now - self._window
-        for story_id in list(self._by_story):
-            live = [e for e in self._by_story[story_id] if e.latest >= horizon]
-            if live:
-                self._by_story[story_id] = live
-            else:
-                del self._by_story[story_id]
+        heap = self._by_latest
+        while heap and heap[0][0] < horizon:
+            latest, _, event = heapq.heappop(heap)
+            if event.latest != latest:
+                continue  # a later report moved it on; it is in the heap again
+            events = self._by_story.get(event.story_id)
+            if events is None:
+                continue
+            for at, live in enumerate(events):
+                if live is event:
+                    del events[at]
+                    break
+            if not events:
+                del self._by_story[event.story_id]
 
     def events(self, story_id: str) -> list[Event]:
         return list(self._by_story.get(story_id, []))
