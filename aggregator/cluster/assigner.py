@@ -456,6 +456,11 @@ class StoryAssigner:
                 keys.append(_key_hash("t:" + text_key(doc.title, doc.text)))
         return tuple(keys)
 
+    def index_restored(self) -> None:
+        """Index the replayed reports for near-duplicate lookups now, at the end of a
+        replay, rather than in the first `add` after it (which would otherwise do it)."""
+        self._flush_near()
+
     def _flush_near(self) -> None:
         while self._near_pending:
             self._near.add(*self._near_pending.popleft())

@@ -108,6 +108,7 @@ class Clusterer:
                         self.on_lost()
                         return
                     renewed = time.monotonic()
+            self.assigner.index_restored()
         self.restored = True
 
     def place(self, stopped: Callable[[], bool]) -> Placed:
