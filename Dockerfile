@@ -12,6 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY aggregator ./aggregator
+# `aggregator eval` scores the clusterer on labelled files; the service never imports it
+COPY aggregator_eval ./aggregator_eval
 RUN pip install ".[postgres]" && rm -rf /src
 
 COPY config/examples/production.toml /etc/aggregator/aggregator.toml

@@ -409,7 +409,7 @@ _EVAL_OPTIONS = {
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aggregator.evaluate import evaluate_file, evaluate_pairs
+    from aggregator_eval.evaluate import evaluate_file, evaluate_pairs
 
     overrides = {
         "method": args.method,

@@ -187,10 +187,17 @@ def _xml_entry(entry: Any) -> _RawEntry:
         (detail.get("value"), "plain" not in (detail.get("type") or "html"), detail.get("base"))
         for detail in details
     )
+    title = _detail_text(get("title"), get("title_detail"))
+    if not (title or html) and get("title"):
+        # A title that is only markup (an <img>) is the entry's one content: keep it
+        # as the body, sanitised like any other, so the entry is not dropped as empty.
+        html = get("title")[:_TITLE_HTML_CHARS]
+    # Atom's <content src="..."/> names the content's address: a link when none is given.
+    content_src = [detail.get("src") for detail in get("content") or () if detail.get("src")]
     return _RawEntry(
         id=get("id"),
-        title=_detail_text(get("title"), get("title_detail")),
-        link=get("link"),
+        title=title,
+        link=get("link") or next(iter(content_src), None),
         html=html,
         html_base=html_base or None,
         author=author,

@@ -7,7 +7,7 @@ or tuned number cannot flatter itself:
   "heldout"), in published order, at the event and the storyline level;
 - the UCI dev file of ../shared/data at the storyline level (its stories are
   storylines), shuffled, on its held-out half: the stories with
-  `split_half(story) == 1`, the half `python -m aggregator.cluster.training
+  `split_half(story) == 1`, the half `python -m aggregator_eval.training
   --half 0` fits on the other side of. Models fitted on the whole file (no
   `half` in their notes, as shipped today) have seen this half: the UCI line
   and the summary say so (`in_sample`), and `--models` scores a refit instead;
@@ -43,8 +43,8 @@ from aggregator.cluster.decision import CROSS_SUFFIX, FEATURES, MODEL_DIR, PairM
 from aggregator.cluster.events import EVENTS_MODEL, EventIndex, EventPolicy, read_policy
 from aggregator.cluster.storylines import STORYLINES_MODEL, StorylinePolicy
 from aggregator.cluster.storylines import read_policy as read_storyline_policy
-from aggregator.cluster.training import split_half
-from aggregator.evaluate import (
+from aggregator.settings import ClusterSettings
+from aggregator_eval.evaluate import (
     bcubed_scores,
     cached_vectors,
     evaluate_documents,
@@ -57,7 +57,7 @@ from aggregator.evaluate import (
     run_stories,
     stream_order,
 )
-from aggregator.settings import ClusterSettings
+from aggregator_eval.training import split_half
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_SET = ROOT / "benchmarks" / "data" / "conflict-2024-08.jsonl"

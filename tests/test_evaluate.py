@@ -10,7 +10,8 @@ import pytest
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS
 from aggregator.errors import EvalError
-from aggregator.evaluate import (
+from aggregator.settings import ClusterSettings
+from aggregator_eval.evaluate import (
     bcubed_scores,
     evaluate_file,
     evaluate_pairs,
@@ -18,7 +19,6 @@ from aggregator.evaluate import (
     load_labelled,
     pairwise_scores,
 )
-from aggregator.settings import ClusterSettings
 
 SETTINGS = ClusterSettings(threshold=RECOMMENDED_THRESHOLDS["tfidf"])
 
@@ -246,7 +246,7 @@ def test_bad_pair_line_raises_eval_error(tmp_path: Path) -> None:
 
 
 def test_crosslingual_recall_counts_only_pairs_across_languages() -> None:
-    from aggregator.evaluate import crosslingual_pair_recall
+    from aggregator_eval.evaluate import crosslingual_pair_recall
 
     gold = ["k", "k", "k", "o"]
     langs = ["en", "uk", "uk", "ru"]
@@ -258,8 +258,8 @@ def test_crosslingual_recall_counts_only_pairs_across_languages() -> None:
 def test_worst_merges_and_splits_name_the_stories_involved() -> None:
     from datetime import UTC, datetime
 
-    from aggregator.evaluate import worst_merges, worst_splits
     from aggregator.types import ClusterDoc
+    from aggregator_eval.evaluate import worst_merges, worst_splits
 
     when = datetime(2024, 8, 6, tzinfo=UTC)
     docs = [ClusterDoc(str(i), f"t{i}", "", "", when, "s", "en") for i in range(4)]
@@ -272,7 +272,7 @@ def test_worst_merges_and_splits_name_the_stories_involved() -> None:
 
 
 def test_near_duplicate_pairs_score_copies_and_reports(tmp_path: Path) -> None:
-    from aggregator.evaluate import evaluate_near_duplicates, near_duplicate_pairs
+    from aggregator_eval.evaluate import evaluate_near_duplicates, near_duplicate_pairs
 
     path = write_jsonl(
         tmp_path / "docs.jsonl",
@@ -310,7 +310,7 @@ LEVEL_ROWS = [
 
 
 def test_event_file_reads_storylines_beside_events(tmp_path: Path) -> None:
-    from aggregator.evaluate import load_levels
+    from aggregator_eval.evaluate import load_levels
 
     labelled = load_levels(write_jsonl(tmp_path / "d.jsonl", LEVEL_ROWS))
     assert labelled.events == ["kursk", "rate", "kursk", "rate", "kursk", "depot"]
@@ -318,7 +318,7 @@ def test_event_file_reads_storylines_beside_events(tmp_path: Path) -> None:
 
 
 def test_storyline_level_reads_cluster_as_the_storyline(tmp_path: Path) -> None:
-    from aggregator.evaluate import load_levels
+    from aggregator_eval.evaluate import load_levels
 
     labelled = load_levels(write_jsonl(tmp_path / "d.jsonl", ROWS), "storyline")
     assert labelled.events is None
@@ -326,7 +326,7 @@ def test_storyline_level_reads_cluster_as_the_storyline(tmp_path: Path) -> None:
 
 
 def test_storyline_on_some_documents_only_is_refused(tmp_path: Path) -> None:
-    from aggregator.evaluate import load_levels
+    from aggregator_eval.evaluate import load_levels
 
     rows = [*LEVEL_ROWS[:3], ROWS[3]]
     with pytest.raises(EvalError, match="storyline is given on some documents") as caught:
@@ -335,7 +335,7 @@ def test_storyline_on_some_documents_only_is_refused(tmp_path: Path) -> None:
 
 
 def test_split_keeps_only_its_part(tmp_path: Path) -> None:
-    from aggregator.evaluate import load_levels
+    from aggregator_eval.evaluate import load_levels
 
     path = write_jsonl(tmp_path / "d.jsonl", LEVEL_ROWS)
     assert [d.id for d in load_levels(path, split="heldout").docs] == ["1", "2"]
@@ -391,7 +391,7 @@ OWN_SET = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "conf
 def test_own_set_is_labelled_at_both_levels_with_a_split_by_storyline() -> None:
     from collections import defaultdict
 
-    from aggregator.evaluate import load_levels
+    from aggregator_eval.evaluate import load_levels
 
     rows = [json.loads(line) for line in OWN_SET.read_text(encoding="utf-8").splitlines()]
     labelled = load_levels(OWN_SET)

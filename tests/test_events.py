@@ -190,8 +190,8 @@ OWN_SET = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "conf
 
 def test_the_clusterer_places_each_report_in_an_event_as_the_evaluation_does() -> None:
     from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
-    from aggregator.evaluate import load_levels, place_events, run_stories, stream_order
     from aggregator.settings import ClusterSettings
+    from aggregator_eval.evaluate import load_levels, place_events, run_stories, stream_order
 
     labelled = load_levels(OWN_SET, "event", "heldout")
     docs, _ = stream_order(labelled.docs, labelled.docs, None)

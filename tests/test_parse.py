@@ -672,3 +672,17 @@ def test_an_entry_whose_only_content_is_markup_is_kept_once() -> None:
     assert len(entries) == 3
     assert len({e.key for e in entries}) == 3
     assert 'src="http://x.test/a.jpg"' in entries[0].summary_html
+
+
+def test_an_entry_titled_only_by_an_image_or_with_only_a_content_src_is_kept() -> None:
+    # From feedparser's corpus: a title that is an <img> (with a script handler) and
+    # an entry whose content lives at an address are entries of their feed too.
+    atom = b"""<feed xmlns="http://www.w3.org/2005/Atom">
+    <entry><title type="html">&lt;img src="http://x.test/cam.jpg"
+      onerror="location.href='http://evil.test/'" /&gt;</title></entry>
+    <entry><content src="http://x.test/movie.mp4"/></entry>
+    </feed>"""
+    image, movie = parse_feed(atom, {}, url="http://x.test/feed").entries
+    assert 'src="http://x.test/cam.jpg"' in image.summary_html
+    assert "onerror" not in image.summary_html
+    assert movie.link == "http://x.test/movie.mp4"

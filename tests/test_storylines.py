@@ -19,9 +19,9 @@ from aggregator.cluster.storylines import (
     load_policy,
     read_policy,
 )
-from aggregator.evaluate import evaluate_documents
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
+from aggregator_eval.evaluate import evaluate_documents
 
 T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ One threshold on one similarity cannot tell a second report of an event from a
 report of the next event in the same place. The model combines several weak
 signals, each a number between 0 and 1: embedding and TF-IDF similarities, how
 many names and figures agree, and the time gap. Its weights are learned by
-`aggregator.cluster.training` and shipped as JSON beside this module, one file
+`aggregator_eval.training` and shipped as JSON beside this module, one file
 per method; the output is a probability that the settings' threshold cuts.
 """
 

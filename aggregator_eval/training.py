@@ -1,4 +1,4 @@
-"""Learn the pair model's weights from labelled files (`python -m aggregator.cluster.training`).
+"""Learn the pair model's weights from labelled files (`python -m aggregator_eval.training`).
 
 Examples are made the way the clusterer meets them: from a labelled stream,
 each report is compared with the candidate stories an assigner retrieves, the
@@ -26,6 +26,7 @@ from aggregator.cluster.assigner import StoryAssigner
 from aggregator.cluster.decision import CROSS_SUFFIX, FEATURES, MODEL_DIR, PairModel
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
+from aggregator_eval.evaluate import cached_vectors, load_labelled
 
 L2 = 1e-3  # per unit of example weight (each file weighs 1): a gentle pull to 0
 
@@ -122,8 +123,6 @@ def _shuffled(docs: list[ClusterDoc], gold: list[str], seed: int) -> tuple[list,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit on the UCI dev stream (shuffled) only; every other file stays unseen for evaluation."""
-    from aggregator.evaluate import cached_vectors, load_labelled
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="the ../shared/data folder")
     parser.add_argument("--method", choices=sorted(FEATURES), default="embedding")
@@ -153,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         "half": args.half,
         "command": (
-            f"python -m aggregator.cluster.training DATA --method {method}"
+            f"python -m aggregator_eval.training DATA --method {method}"
             f" --threshold {args.threshold}"
         ),
     }

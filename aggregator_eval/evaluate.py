@@ -29,7 +29,9 @@ from aggregator.cluster.embedding import doc_text, embed
 from aggregator.cluster.events import EventIndex, EventPolicy, EventReport
 from aggregator.cluster.storylines import StorylinePolicy
 from aggregator.dedupe import NearDuplicates
-from aggregator.labelled import (
+from aggregator.settings import ClusterSettings
+from aggregator.types import ClusterDoc
+from aggregator_eval.labelled import (
     LEVELS,
     UNDATED,
     Labelled,
@@ -39,8 +41,6 @@ from aggregator.labelled import (
     load_levels,
     load_pairs,
 )
-from aggregator.settings import ClusterSettings
-from aggregator.types import ClusterDoc
 
 __all__ = [  # the readers are re-exported: callers score and read through one module
     "LEVELS",
@@ -74,7 +74,7 @@ def evaluate_file(
 ) -> dict[str, Any]:
     """Stream a labelled file through a fresh StoryAssigner and score the stories.
 
-    `level` says what the file's `cluster` labels (see `aggregator.labelled`);
+    `level` says what the file's `cluster` labels (see `aggregator_eval.labelled`);
     `split` keeps only the documents of that part of the file. Documents go in
     published order. With `shuffle_seed`, the order is shuffled and the sorted
     publication times are dealt out again in the new order: a stream whose
