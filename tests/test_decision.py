@@ -110,3 +110,9 @@ def test_centroid_cosines_match_the_sparse_dot() -> None:
     assert centroid_cosines(vector, centroids, norms).tolist() == pytest.approx(
         [vector.dot(centroids[0]) / 2.0, 0.0, 0.0]
     )
+
+
+def test_centroid_cosines_take_keys_outside_the_hashed_space() -> None:
+    vector = Vector(np.array([3, 1 << 22], np.int32), np.array([0.6, 0.8]))
+    centroid = Vector(np.array([3, 1 << 22], np.int32), np.array([1.0, 1.0], np.float16))
+    assert centroid_cosines(vector, [centroid], [1.0]).tolist() == pytest.approx([1.4])

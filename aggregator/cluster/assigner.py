@@ -30,7 +30,13 @@ from aggregator.cluster.decision import (
 )
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
-from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
+from aggregator.cluster.stories import (
+    GRAMS_KEPT,
+    WORDS_KEPT,
+    Story,
+    StoryIndex,
+    shared_term_counts,
+)
 from aggregator.cluster.storylines import StorylineIndex, StorylinePolicy
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
 from aggregator.settings import ClusterSettings
@@ -429,11 +435,13 @@ class StoryAssigner:
             # Reports in different languages may share no term at all: also ask
             # the embedding for its nearest live stories.
             seen = {story_id for story_id, _ in found}
+            near = [
+                stories.stories[story_id]
+                for story_id in stories.by_embedding(p.embedding, limit)
+                if story_id not in seen and story_id in stories.stories
+            ]
             terms = {t for t, _ in p.index_terms}
-            for story_id in stories.by_embedding(p.embedding, limit):
-                if story_id not in seen and story_id in stories.stories:
-                    story = stories.stories[story_id]
-                    out.append((story, story.shared_terms(terms)))
+            out.extend(zip(near, shared_term_counts(near, terms), strict=True))
         return out
 
     # -- remembering ------------------------------------------------------------
