@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "half": args.half,
         "command": (
             f"python -m aggregator_eval.training DATA --method {method}"
-            f" --threshold {args.threshold}"
+            + ("" if args.half is None else f" --half {args.half}")
+            + f" --threshold {args.threshold}"
         ),
     }
     out = args.out or MODEL_DIR / f"{method}.json"

@@ -209,7 +209,7 @@ def test_evaluate_pairs_counts_decisions(tmp_path: Path) -> None:
             ),
             pair(
                 "Ukrainian troops cross into Kursk region near Sudzha",
-                "Drone strike sets oil depot ablaze near Sudzha",
+                "Drone strike sets oil depot ablaze in Rostov region",
                 False,
                 None,
                 None,
