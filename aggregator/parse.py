@@ -187,11 +187,12 @@ def _xml_entry(entry: Any) -> _RawEntry:
         (detail.get("value"), "plain" not in (detail.get("type") or "html"), detail.get("base"))
         for detail in details
     )
-    title = _detail_text(get("title"), get("title_detail"))
-    if not (title or html) and get("title"):
+    raw_title = _text(get("title"))
+    title = _detail_text(raw_title, get("title_detail"))
+    if not (title or html):
         # A title that is only markup (an <img>) is the entry's one content: keep it
         # as the body, sanitised like any other, so the entry is not dropped as empty.
-        html = get("title")[:_TITLE_HTML_CHARS]
+        html = raw_title[:_TITLE_HTML_CHARS]
     # Atom's <content src="..."/> names the content's address: a link when none is given.
     content_src = [detail.get("src") for detail in get("content") or () if detail.get("src")]
     return _RawEntry(

@@ -344,7 +344,9 @@ PAGE_FACTS = """(() => {
     chart_height: chart ? chart.getBoundingClientRect().height : 0,
     days: [...document.querySelectorAll('section.day h2')].map(h => h.textContent.trim()),
     entries: document.querySelectorAll('li.entry').length,
-    reports: document.querySelectorAll('li.entry ul.reports li').length,
+    // an event of one report lists none: its entry is its report
+    reports: [...document.querySelectorAll('li.entry')]
+      .reduce((n, e) => n + Math.max(1, e.querySelectorAll('ul.reports li').length), 0),
     languages: [...new Set([...document.querySelectorAll('li.entry [lang]')]
       .map(e => e.getAttribute('lang')))],
     feeds: [...document.querySelectorAll('p.feeds a')].map(a => a.getAttribute('href')),

@@ -131,6 +131,38 @@ def test_headlines_naming_other_calendar_days_are_other_events() -> None:
     assert other.new_event and same.event_key == first.event_key
 
 
+def at_cosine(value: float) -> np.ndarray:
+    """A unit row whose cosine with UNIT[0] is `value`."""
+    return np.float32(value) * UNIT[0] + np.float32(np.sqrt(1.0 - value * value)) * UNIT[1]
+
+
+def test_a_report_is_weighed_against_the_events_first_reports_not_its_drift() -> None:
+    rule = load_policy().for_method("embedding")
+    index = EventIndex("embedding")
+    for n in range(rule.core):
+        index.place(STORY, embedded(f"core{n}", n * 0.1, UNIT[0]))
+    # Follow-ups that drift away from what the event was still join it...
+    drift = at_cosine(rule.join + 0.02)
+    assert index.place(STORY, embedded("drift", 1, drift)).event_key == "core0"
+    # ...but a report like them and unlike its first reports is another happening.
+    far = at_cosine(rule.join - 0.2) @ at_cosine(rule.join + 0.02)
+    assert far > rule.join  # close to the drifted follow-up, not to the event's core
+    assert index.place(STORY, embedded("other", 1.5, at_cosine(rule.join - 0.2))).new_event
+
+
+def test_a_look_alike_two_days_into_an_event_founds_another() -> None:
+    rule = load_policy().for_method("embedding")
+    assert rule.age > 0
+    row = at_cosine(min(rule.join + rule.age * 0.5, 0.99))
+    index = EventIndex("embedding")
+    for n in range(rule.core):
+        index.place(STORY, embedded(f"core{n}", n * 0.1, UNIT[0]))
+    # A report this close to the event's first reports joins within hours...
+    assert index.place(STORY, embedded("soon", 3, row)).event_key == "core0"
+    # ...and as close a day and a half after the event began is the next happening.
+    assert index.place(STORY, embedded("later", 36, row)).new_event
+
+
 def test_events_stay_inside_their_story_until_the_stories_merge() -> None:
     index = EventIndex("embedding")
     index.place("s1", embedded("a", 0, UNIT[0]))
@@ -178,7 +210,7 @@ def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     path.write_text('{"window_hours": 48, "join": {}}', encoding="utf-8")
     with pytest.raises(RuntimeError, match=r"events\.json.*--fit-events"):
         read_policy(path)
-    policy = EventPolicy(48.0, {"tfidf": 0.2}, {"tfidf": 0.0}, 4)
+    policy = EventPolicy(48.0, {"tfidf": 0.2}, {"tfidf": 0.0}, {"tfidf": 3}, {"tfidf": 0.0})
     with pytest.raises(ValueError, match="embedding"):
         EventIndex("embedding", policy)
 
