@@ -205,6 +205,7 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
     pipeline.restore()
     timings["restore_s"] = time.perf_counter() - started  # with a snapshot saved after a replay
     timings["snapshot_save_s"] = saves[0] if saves else 0.0
+    decide_cpu = _time_decisions(pipeline.assigner)
     started = time.perf_counter()
     clustered = pipeline.cluster()
     timings["cluster_s"] = time.perf_counter() - started
@@ -227,6 +228,8 @@ def run_cycle(database: Path, method: str = "tfidf") -> dict[str, Any]:
         "clustered": clustered,
         "timelines_published": len(published),
         "decisions_sha": decisions,
+        # The leader's CPU in the clusterer itself (placing and merging), per pending entry.
+        "leader_decide_ms_per_report": round(1000 * decide_cpu[0] / max(clustered, 1), 3),
     }
 
 
@@ -234,6 +237,25 @@ def reset_peak_rss() -> None:
     """Start the process's peak resident set afresh (Linux); elsewhere it keeps counting."""
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
+
+
+def _time_decisions(assigner: Any) -> list[float]:
+    """Sum the CPU seconds of the assigner's `add` and `merge_converged` into the list's one item."""
+    spent = [0.0]
+
+    def timed(call: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[0] += time.process_time() - started
+
+        return run
+
+    for name in ("add", "merge_converged"):
+        setattr(assigner, name, timed(getattr(assigner, name)))
+    return spent
 
 
 def decisions_sha(store: Any, newest: int) -> str:

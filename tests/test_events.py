@@ -180,6 +180,22 @@ def test_restore_replays_stored_events() -> None:
     assert index.place(STORY, embedded("c", 2, UNIT[1])).event_key == "b"
 
 
+def test_expire_forgets_exactly_the_events_idle_past_the_window() -> None:
+    window = load_policy().window_hours
+    index = EventIndex("embedding")
+    index.place("s1", embedded("old", 0, UNIT[0]))
+    index.place("s1", embedded("kept", 1, UNIT[1]))
+    index.place("s1", embedded("kept-on", 1.5, UNIT[1]))  # moves "kept" on
+    index.place("s2", embedded("moved", 0.5, UNIT[2]))
+    index.merge_story("s2", "s1")  # its event now lives in s1
+    index.place("s3", embedded("lone", 0.2, UNIT[3]))
+    index.expire(T0 + timedelta(hours=window + 1.2))
+    assert [e.key for e in index.events("s1")] == ["kept"]
+    assert index.events("s3") == []
+    index.expire(T0 + timedelta(hours=window + 2))
+    assert index.events("s1") == []
+
+
 def test_the_shipped_model_records_its_data_split_and_command() -> None:
     body = EVENTS_MODEL.read_text(encoding="utf-8")
     policy = read_policy(EVENTS_MODEL)

@@ -9,7 +9,7 @@ import numpy as np
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner
 from aggregator.cluster.features import EMPTY, NO_KEYS, Vector
-from aggregator.cluster.stories import MERGED_RECENT, Member, Story
+from aggregator.cluster.stories import MERGED_RECENT, Member, Story, shared_term_counts
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
 
@@ -172,3 +172,15 @@ def test_restored_state_equals_the_state_the_online_pass_built() -> None:
     for i, d in enumerate(docs):
         restored.restore(d, decided[d.id], rows[i])
     assert story_state(restored) == story_state(online)
+
+
+def test_shared_term_counts_agree_with_each_story() -> None:
+    stories = []
+    for n, members in enumerate(([[1, 2, 3], [3, 4]], [[5]], [], [[2, 2, 9], [9, 1]])):
+        story = Story(id=f"s{n}", latest=datetime(2024, 8, 6, tzinfo=UTC), memory=40)
+        story.member_terms = [np.array(terms, np.int32) for terms in members]
+        stories.append(story)
+    terms = {1, 3, 9, 11}
+    assert shared_term_counts(stories, terms) == [s.shared_terms(terms) for s in stories]
+    assert shared_term_counts(stories, terms) == [2, 0, 0, 2]
+    assert shared_term_counts([], terms) == []

@@ -27,11 +27,18 @@ from aggregator.cluster.decision import (
     load_decision,
     member,
     pair_features,
+    pair_matrix,
 )
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
 from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, same_length, strings
-from aggregator.cluster.stories import GRAMS_KEPT, WORDS_KEPT, Story, StoryIndex
+from aggregator.cluster.stories import (
+    GRAMS_KEPT,
+    WORDS_KEPT,
+    Story,
+    StoryIndex,
+    shared_term_counts,
+)
 from aggregator.cluster.storylines import StorylineIndex, StorylinePolicy
 from aggregator.dedupe import NearDuplicates, canonical_url, normalise_text, text_key
 from aggregator.settings import ClusterSettings
@@ -357,17 +364,19 @@ class StoryAssigner:
     def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
         """The candidate the story most probably belongs with, if that reaches `bar`."""
         p = self._as_report(story)
-        best: Story | None = None
-        best_score = bar
-        for other, shared in self._candidates(p):
-            if other.id == story.id or (larger and other.size <= story.size):
-                continue
-            if p.doc.published - other.latest > self._window:
-                continue  # idle past the window: it takes no more reports
-            score = self.decision.probability(pair_features(p, other, shared))
-            if score >= best_score:
-                best, best_score = other, score
-        return best
+        live = [
+            (other, shared)
+            for other, shared in self._candidates(p)
+            if other.id != story.id
+            and not (larger and other.size <= story.size)
+            # idle past the window: it takes no more reports
+            and p.doc.published - other.latest <= self._window
+        ]
+        scores = self._scores(p, live)
+        if not len(scores) or scores.max() < bar:
+            return None
+        # Of equal bests, the last candidate wins.
+        return live[len(scores) - 1 - int(np.argmax(scores[::-1]))][0]
 
     def _as_report(self, story: Story) -> Prepared:
         """A story seen as one long report, to weigh it against another story."""
@@ -460,15 +469,27 @@ class StoryAssigner:
     # -- deciding ---------------------------------------------------------------
 
     def _best_story(self, p: Prepared) -> tuple[Story | None, float]:
-        best: Story | None = None
-        best_score = 0.0
-        for story, shared in self._candidates(p):
-            if p.doc.published - story.latest > self._window:
-                continue  # idle past the window; expiry will drop it
-            score = self.decision.probability(pair_features(p, story, shared))
-            if score > best_score:
-                best, best_score = story, score
-        return best, best_score
+        live = [
+            (story, shared)
+            for story, shared in self._candidates(p)
+            # idle past the window; expiry will drop it
+            if p.doc.published - story.latest <= self._window
+        ]
+        scores = self._scores(p, live)
+        if not len(scores):
+            return None, 0.0
+        best = int(np.argmax(scores))  # of equal bests, the first candidate wins
+        if scores[best] <= 0.0:
+            return None, 0.0
+        return live[best][0], float(scores[best])
+
+    def _scores(self, p: Prepared, candidates: Sequence[tuple[Story, int]]) -> np.ndarray:
+        """The probability that the report belongs with each candidate story."""
+        if not candidates:
+            return np.zeros(0)
+        stories = [story for story, _ in candidates]
+        features = pair_matrix(p, stories, [shared for _, shared in candidates])
+        return self.decision.probabilities(features, len(stories))
 
     def _candidates(self, p: Prepared) -> list[tuple[Story, int]]:
         limit = self.tuning.candidates
@@ -479,11 +500,13 @@ class StoryAssigner:
             # Reports in different languages may share no term at all: also ask
             # the embedding for its nearest live stories.
             seen = {story_id for story_id, _ in found}
+            near = [
+                stories.stories[story_id]
+                for story_id in stories.by_embedding(p.embedding, limit)
+                if story_id not in seen and story_id in stories.stories
+            ]
             terms = {t for t, _ in p.index_terms}
-            for story_id in stories.by_embedding(p.embedding, limit):
-                if story_id not in seen and story_id in stories.stories:
-                    story = stories.stories[story_id]
-                    out.append((story, story.shared_terms(terms)))
+            out.extend(zip(near, shared_term_counts(near, terms), strict=True))
         return out
 
     # -- remembering ------------------------------------------------------------
@@ -505,6 +528,11 @@ class StoryAssigner:
             if words >= self.tuning.min_key_words:
                 keys.append(_key_hash("t:" + text_key(doc.title, doc.text)))
         return tuple(keys)
+
+    def index_restored(self) -> None:
+        """Index the replayed reports for near-duplicate lookups now, at the end of a
+        replay, rather than in the first `add` after it (which would otherwise do it)."""
+        self._flush_near()
 
     def _flush_near(self) -> None:
         while self._near_pending:

@@ -14,6 +14,7 @@ split and command that produced it.
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -347,7 +348,7 @@ class EventIndex:
     """
 
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
-    SNAPSHOT: ClassVar = ("_by_story _event_of", "policy method _core _window")
+    SNAPSHOT: ClassVar = ("_by_story _event_of", "policy method _core _window _by_latest _pushed")
 
     def __init__(self, method: str, policy: EventPolicy | None = None) -> None:
         self.policy = policy or load_policy()
@@ -357,6 +358,10 @@ class EventIndex:
         self._by_story: dict[str, list[Event]] = {}
         self._window = timedelta(hours=self.policy.window_hours)
         self._event_of: dict[str, str] = {}  # doc id -> event key, for copies
+        # (latest, order, event) each time an event's latest moved: a lazy heap,
+        # so expiry looks only at events due, not at every live one per report.
+        self._by_latest: list[tuple[datetime, int, Event]] = []
+        self._pushed = 0
 
     def save(self, out: Writer) -> None:
         out.state_of(self)
@@ -385,6 +390,10 @@ class EventIndex:
         same_length(docs, keys)
         self._by_story = by_story
         self._event_of = dict(zip(docs, keys, strict=True))
+        # The expiry heap holds each live event once, by its latest report.
+        self._by_latest = [(event.latest, i, event) for i, event in enumerate(events)]
+        heapq.heapify(self._by_latest)
+        self._pushed = len(events)
 
     def place(self, story_id: str, report: EventReport) -> EventPlacement:
         """Put a report already placed in `story_id` into one of the story's events."""
@@ -393,11 +402,9 @@ class EventIndex:
         if event is None:
             event = Event(report.doc_id, story_id, report.published, started=report.published)
             events.append(event)
-            event.add(report, self._core)
-            self._remember(report.doc_id, event.key)
+            self._add(event, report, new=True)
             return EventPlacement(event.key, True, round(value, 6))
-        event.add(report, self._core)
-        self._remember(report.doc_id, event.key)
+        self._add(event, report)
         return EventPlacement(event.key, False, round(value, 6))
 
     def restore(self, story_id: str, report: EventReport, event_key: str) -> None:
@@ -407,8 +414,17 @@ class EventIndex:
         if event is None:
             event = Event(event_key, story_id, report.published, started=report.published)
             events.append(event)
+            self._add(event, report, new=True)
+        else:
+            self._add(event, report)
+
+    def _add(self, event: Event, report: EventReport, *, new: bool = False) -> None:
+        latest = event.latest
         event.add(report, self._core)
-        self._remember(report.doc_id, event_key)
+        if new or event.latest != latest:
+            self._pushed += 1
+            heapq.heappush(self._by_latest, (event.latest, self._pushed, event))
+        self._remember(report.doc_id, event.key)
 
     def copy_of(self, duplicate_of: str) -> str | None:
         """The event of the report a copy repeats (a copy is one more report of it)."""
@@ -429,12 +445,20 @@ class EventIndex:
     def expire(self, now: datetime) -> None:
         """Forget events that can take no more reports."""
         horizon = now - self._window
-        for story_id in list(self._by_story):
-            live = [e for e in self._by_story[story_id] if e.latest >= horizon]
-            if live:
-                self._by_story[story_id] = live
-            else:
-                del self._by_story[story_id]
+        heap = self._by_latest
+        while heap and heap[0][0] < horizon:
+            latest, _, event = heapq.heappop(heap)
+            if event.latest != latest:
+                continue  # a later report moved it on; it is in the heap again
+            events = self._by_story.get(event.story_id)
+            if events is None:
+                continue
+            for at, live in enumerate(events):
+                if live is event:
+                    del events[at]
+                    break
+            if not events:
+                del self._by_story[event.story_id]
 
     def events(self, story_id: str) -> list[Event]:
         return list(self._by_story.get(story_id, []))

@@ -117,6 +117,7 @@ class Clusterer:
             replayed = self._replay(decisions)
             if replayed is None:
                 return
+            self.assigner.index_restored()
             self.unsaved = replayed
             self.restored = True
             if later is None and replayed >= SNAPSHOT_AFTER_REPLAY:

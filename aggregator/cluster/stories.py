@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from itertools import chain
 from typing import ClassVar
 
 import numpy as np
@@ -394,6 +395,20 @@ def _members(source: Reader) -> list[Member]:
     ]
 
 
+def shared_term_counts(stories: Sequence[Story], terms: Iterable[int]) -> list[int]:
+    """`Story.shared_terms(terms)` of each story, counted in one pass over their arrays."""
+    arrays = [a for story in stories for a in story.member_terms]
+    if not arrays:
+        return [0] * len(stories)
+    lengths = [sum(len(a) for a in story.member_terms) for story in stories]
+    owner = np.repeat(np.arange(len(stories), dtype=np.int64), lengths)
+    used = np.concatenate(arrays).astype(np.int64)
+    hit = np.isin(used, np.fromiter(terms, np.int64))
+    # Each story counts a term once, however many of its members used it.
+    pairs = np.unique((owner[hit] << 32) | (used[hit] & 0xFFFFFFFF))
+    return np.bincount(pairs >> 32, minlength=len(stories)).tolist()
+
+
 def _all_terms(arrays: list[np.ndarray]) -> list[int]:
     return np.concatenate(arrays).tolist() if arrays else []
 
@@ -697,14 +712,16 @@ class StoryIndex:
         self, term_weights: Sequence[tuple[int, float]], limit: int
     ) -> list[tuple[str, int]]:
         """Stories sharing the report's index terms, best first: (id, shared terms)."""
-        score: dict[str, float] = {}
-        shared: Counter[str] = Counter()
-        for term, weight in term_weights:
-            for story_id in self._postings.get(term, ()):
-                score[story_id] = score.get(story_id, 0.0) + weight
-                shared[story_id] += 1
-        # Ties go to the story first indexed, so the order of a dict never decides.
-        best = sorted(score, key=lambda s: -score[s])[:limit]
+        postings = [(self._postings.get(term, ()), weight) for term, weight in term_weights]
+        # Counted in C; its keys in the order the stories are first met.
+        shared = Counter(chain.from_iterable(posting for posting, _ in postings))
+        score = dict.fromkeys(shared, 0.0)
+        for posting, weight in postings:
+            for story_id in posting:
+                score[story_id] += weight
+        # Ties go to the story first indexed, so the order of a dict never decides
+        # (a stable sort keeps equal scores in the order met).
+        best = heapq.nlargest(limit, score, key=score.__getitem__)
         return [(story_id, shared[story_id]) for story_id in best]
 
     def by_embedding(self, row: EmbeddingRow, limit: int) -> list[str]:
