@@ -25,16 +25,24 @@ from aggregator.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def assert_good_timeline(atom: bytes, rss: bytes, *, min_outlets: int) -> None:
+def assert_good_timeline(atom: bytes, rss: bytes, json_feed: bytes, *, min_outlets: int) -> None:
     feeds = [feedparser.parse(body) for body in (atom, rss)]
     for feed in feeds:
         assert feed.bozo == 0, feed.get("bozo_exception")
         assert len({entry.source.title for entry in feed.entries}) >= min_outlets
-    # Newest first by each event's latest report (Atom's <updated>): two events of
-    # one day may overlap, so the one that began earlier can come first.
-    updated = [entry.updated_parsed for entry in feeds[0].entries]
-    assert updated == sorted(updated, reverse=True), "items newest first"
-    assert [e.id for e in feeds[1].entries] == [e.id for e in feeds[0].entries]
+    # Newest first by each event's latest report, which JSON Feed lists: two events
+    # of one day may overlap, so the one that began earlier can come first.
+    items = json.loads(json_feed)["items"]
+    latest = [
+        max(
+            [r["date_published"] for r in item["_aggregator"].get("reports", [])]
+            or [item["date_published"]]
+        )
+        for item in items
+    ]
+    assert latest == sorted(latest, reverse=True), "items newest first"
+    ids = [item["id"] for item in items]
+    assert [e.id for e in feeds[0].entries] == [e.id for e in feeds[1].entries] == ids
 
 
 def merged_timelines(folder: Path, min_outlets: int) -> list[Path]:
@@ -56,7 +64,10 @@ def test_demo_writes_every_document(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert stories, "at least one story timeline merges three outlets"
     for atom in [*stories, out / "timelines" / "kursk.atom"]:
         assert_good_timeline(
-            atom.read_bytes(), atom.with_suffix(".rss").read_bytes(), min_outlets=3
+            atom.read_bytes(),
+            atom.with_suffix(".rss").read_bytes(),
+            atom.with_suffix(".json").read_bytes(),
+            min_outlets=3,
         )
         feed = json.loads(atom.with_suffix(".json").read_text())
         assert feed["version"] == "https://jsonfeed.org/version/1.1" and feed["items"]
@@ -117,9 +128,10 @@ def test_run_serves_merged_timelines_and_stops_cleanly(tmp_path: Path) -> None:
                 if len(outlets) >= 3:
                     atom = body
                     rss = httpx.get(f"{base}/timelines/{slug.decode()}.rss", timeout=5).content
+                    json_feed = httpx.get(f"{base}/timelines/{slug.decode()}.json", timeout=5)
                     break
         assert atom is not None and rss is not None, "no timeline merged three outlets in time"
-        assert_good_timeline(atom, rss, min_outlets=3)
+        assert_good_timeline(atom, rss, json_feed.content, min_outlets=3)
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
