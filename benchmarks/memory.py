@@ -144,11 +144,15 @@ def resumed_cycle(
     the first leader saved after its replay (its oldest)."""
     with sqlite3.connect(resumed) as connection:
         connection.execute("ATTACH DATABASE ? AS first", (str(database),))
+        oldest = "(SELECT min(id) FROM first.clustersnapshot WHERE checksum != '')"
         connection.execute(
-            "INSERT INTO clustersnapshot SELECT * FROM first.clustersnapshot "
-            "WHERE id = (SELECT min(id) FROM first.clustersnapshot)"
+            f"INSERT INTO clustersnapshot SELECT * FROM first.clustersnapshot WHERE id = {oldest}"
         )
-        [size] = connection.execute("SELECT length(body) FROM clustersnapshot").fetchone()
+        connection.execute(
+            "INSERT INTO clustersnapshotpart SELECT * FROM first.clustersnapshotpart "
+            f"WHERE snapshot_id = {oldest}"
+        )
+        [size] = connection.execute("SELECT size FROM clustersnapshot").fetchone()
     figures = measured_cycle(resumed, method)
     print(
         f"restore: {replayed['restore_s']} s replaying the window (snapshot saved in "

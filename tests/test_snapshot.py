@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,17 +270,106 @@ def test_a_snapshot_of_other_settings_or_code_is_not_used(
 def test_a_corrupt_snapshot_is_not_used(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     saved_snapshot(store)
     with store.engine.begin() as connection:
-        body = connection.execute(text("SELECT body FROM clustersnapshot")).scalar_one()
+        name, body = connection.execute(
+            text("SELECT name, body FROM clustersnapshotpart ORDER BY length(body) DESC")
+        ).first()
         damaged = bytes(body[:100]) + bytes(len(body) - 100)
-        connection.execute(text("UPDATE clustersnapshot SET body = :b"), {"b": damaged})
-    assert "corrupt (the checksum does not match)" in restore_falls_back(store, caplog)
+        connection.execute(
+            text("UPDATE clustersnapshotpart SET body = :b WHERE name = :n"),
+            {"b": damaged, "n": name},
+        )
+    assert "corrupt" in restore_falls_back(store, caplog)
 
-    # Damaged before it was stored: the checksum matches, the content does not read.
+    # Damaged before it was stored: the checksums match, the content does not read.
     with store.engine.begin() as connection:
         connection.execute(
-            text("UPDATE clustersnapshot SET checksum = :c"), {"c": snapshot.checksum(damaged)}
+            text("UPDATE clustersnapshotpart SET checksum = :c WHERE name = :n"),
+            {"c": snapshot.checksum(damaged), "n": name},
         )
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE clustersnapshot SET checksum = :c"), {"c": digest(store)})
     assert "cannot be read" in restore_falls_back(store, caplog)
+
+    # A piece lost: the list of pieces no longer matches the snapshot's checksum.
+    with store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM clustersnapshotpart WHERE name = :n"), {"n": name})
+    assert "corrupt (the checksum does not match)" in restore_falls_back(store, caplog)
+
+
+def digest(store: Store) -> str:
+    """The snapshot's checksum as its pieces' checksums now make it."""
+    [header] = store.snapshot_headers()
+    return snapshot.digest_of((p.name, p.seq, p.checksum) for p in store.snapshot_pieces(header.id))
+
+
+def test_a_snapshot_is_written_and_read_a_piece_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "PIECE_BYTES", 1000)
+    saved_snapshot(store)
+    [header] = store.snapshot_headers()
+    pieces = store.snapshot_pieces(header.id)
+    assert max(p.size for p in pieces) <= 1000
+    assert header.size == sum(p.size for p in pieces)
+    assert any(p.seq > 0 for p in pieces), "a part longer than a piece is cut"
+
+    read: list[tuple[str, int]] = []
+    piece = store.snapshot_piece
+
+    def one(snapshot_id: int, name: str, seq: int) -> bytes | None:
+        read.append((name, seq))
+        return piece(snapshot_id, name, seq)
+
+    monkeypatch.setattr(store, "snapshot_piece", one)
+    nxt = leader(store, "next")
+    nxt.restore()
+    assert nxt.assigner._stories.stories
+    crash(nxt)
+    assert sorted(read) == sorted((p.name, p.seq) for p in pieces), "each piece read once"
+
+
+def test_a_draft_is_never_read_and_the_next_save_drops_it(store: Store) -> None:
+    saved_snapshot(store)
+    [header] = store.snapshot_headers()
+    with store.engine.begin() as connection:  # a leader died while writing one
+        connection.execute(
+            text(
+                "INSERT INTO clustersnapshot (fingerprint, created_at, latest_at, decisions, "
+                "term, checksum, size) SELECT fingerprint, created_at, latest_at, decisions, "
+                "term, '', 0 FROM clustersnapshot"
+            )
+        )
+    assert store.snapshot_headers() == [header]
+    nxt = leader(store, "next")
+    nxt.restore()
+    assert nxt.clusterer.save_snapshot()
+    crash(nxt)
+    with store.engine.begin() as connection:
+        drafts = connection.execute(
+            text("SELECT count(*) FROM clustersnapshot WHERE checksum = ''")
+        ).scalar_one()
+    assert drafts == 0 and len(store.snapshot_headers()) == 2
+
+
+def test_a_failed_save_leaves_no_draft(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_reports(store, 0, 16)
+    first = leader(store, "first")
+    first.cluster()
+
+    def broken(self: object, out: snapshot.Writer) -> None:
+        out.value("begun", 1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(StoryAssigner, "save", broken)
+    assert not first.clusterer.save_snapshot()
+    assert any("was not saved (disk full)" in m for m in messages(caplog))
+    crash(first)
+    with store.engine.begin() as connection:
+        rows = connection.execute(text("SELECT count(*) FROM clustersnapshot")).scalar_one()
+        parts = connection.execute(text("SELECT count(*) FROM clustersnapshotpart")).scalar_one()
+    assert (rows, parts) == (0, 0)
 
 
 def test_a_snapshot_newer_than_the_store_is_not_used(
@@ -346,14 +434,11 @@ class Trap:
         return (Path.touch, (self.path,))
 
 
-def pickled_snapshot(trap: Path) -> bytes:
+def pickled_array(trap: Path) -> bytes:
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name in ("__json__", "coverage.entry_ids", "coverage.digests"):
-            with archive.open(name + ".npy", "w") as member:
-                array = np.empty(1, dtype=object)
-                array[0] = Trap(trap)
-                np.lib.format.write_array(member, array, allow_pickle=True)
+    array = np.empty(1, dtype=object)
+    array[0] = Trap(trap)
+    np.lib.format.write_array(out, array, allow_pickle=True)
     return out.getvalue()
 
 
@@ -362,14 +447,19 @@ def test_a_snapshot_is_never_unpickled(
 ) -> None:
     saved_snapshot(store)
     trap = tmp_path / "unpickled"
-    body = pickled_snapshot(trap)
+    body = pickled_array(trap)
     pickle.loads(pickle.dumps(Trap(tmp_path / "works")))  # the trap would spring
     assert (tmp_path / "works").exists()
     with store.engine.begin() as connection:
         connection.execute(
-            text("UPDATE clustersnapshot SET body = :b, checksum = :c"),
+            text(
+                "UPDATE clustersnapshotpart SET body = :b, checksum = :c "
+                "WHERE name = 'coverage.entry_ids.npy'"
+            ),
             {"b": body, "c": snapshot.checksum(body)},
         )
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE clustersnapshot SET checksum = :c"), {"c": digest(store)})
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("unpickled")
@@ -477,30 +567,32 @@ def assert_same(a: object, b: object, where: str = "assigner") -> None:
         assert a == b, where
 
 
+def saved(assigner: StoryAssigner) -> tuple[snapshot.Memory, str]:
+    kept = snapshot.Memory()
+    out = snapshot.Writer(kept.put)
+    assigner.save(out)
+    return kept, out.finish()
+
+
 @pytest.mark.parametrize("method", ["tfidf", "embedding"])
 def test_the_state_read_back_equals_the_live_one(method: str) -> None:
     assigner = busy_assigner(method)
-    out = snapshot.Writer()
-    assigner.save(out)
+    kept, checksum = saved(assigner)
     again = StoryAssigner(ClusterSettings(method=method))
-    again.load(snapshot.decode(snapshot.encode(out)))
+    again.load(kept.reader(checksum))
     assert_same(assigner, again)
 
 
 def test_the_state_reads_back_exactly() -> None:
     assigner = busy_assigner("embedding")
-    out = snapshot.Writer()
-    assigner.save(out)
-    body = snapshot.encode(out)
+    kept, checksum = saved(assigner)
     again = StoryAssigner(ClusterSettings(method="embedding"))
-    again.load(snapshot.decode(body))
-    out_again = snapshot.Writer()
-    again.save(out_again)
-    assert snapshot.encode(out_again) == body
+    again.load(kept.reader(checksum))
+    kept_again, checksum_again = saved(again)
+    assert kept_again.pieces == kept.pieces and checksum_again == checksum
 
 
 def test_an_object_array_is_never_written() -> None:
-    out = snapshot.Writer()
-    out.arrays["sneaky"] = np.array([object()], dtype=object)
+    out = snapshot.Writer(snapshot.Memory().put)
     with pytest.raises(snapshot.SnapshotError, match="Python objects"):
-        snapshot.encode(out)
+        out.array("sneaky", np.array([object()], dtype=object), object)

@@ -13,7 +13,11 @@ long replay and when the worker stops.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -24,7 +28,7 @@ import numpy as np
 
 from aggregator.cluster import snapshot
 from aggregator.cluster.assigner import StoryAssigner
-from aggregator.cluster.snapshot import Decision, SnapshotError
+from aggregator.cluster.snapshot import SnapshotError
 from aggregator.cluster.vectors import decode_vector, encode_vector
 from aggregator.settings import Settings
 from aggregator.store import Store
@@ -118,6 +122,7 @@ class Clusterer:
             if replayed is None:
                 return
             self.assigner.index_restored()
+            release_free_memory()
             self.unsaved = replayed
             self.restored = True
             if later is None and replayed >= SNAPSHOT_AFTER_REPLAY:
@@ -148,27 +153,27 @@ class Clusterer:
         return replayed
 
     def _decisions_of(
-        self, later: Sequence[Decision], since: datetime
+        self, later: Sequence[int], since: datetime
     ) -> Iterator[tuple[ClusterDoc, Assignment, bytes | None]]:
-        """The stored decisions `later` names, with their documents, in their order."""
+        """The stored decisions of the entries `later` names, with their documents, in
+        their order."""
         for chunk in _chunks(later, RESTORE_CHUNK):
             yield from self.store.clustered_since(
-                since,
-                embeddings=self.assigner.uses_embeddings,
-                entry_ids=[d.entry_id for d in chunk],
+                since, embeddings=self.assigner.uses_embeddings, entry_ids=chunk
             )
 
     # -- snapshots of the state (snapshot.py) --------------------------------
 
-    def _resume(self, latest: datetime, since: datetime) -> list[Decision] | None:
-        """Load the newest usable snapshot; the stored decisions it does not reflect, in
-        replay order, or None (each unusable snapshot logged with why) to replay all."""
+    def _resume(self, latest: datetime, since: datetime) -> list[int] | None:
+        """Load the newest usable snapshot; the entry ids of the stored decisions it does
+        not reflect, in replay order, or None (each unusable snapshot logged with why) to
+        replay all."""
         headers = self.store.snapshot_headers()
         if not headers:
             log.info("no snapshot of the clusterer is stored: replaying the whole window")
             return None
         wanted = snapshot.fingerprint(self.settings.cluster)
-        stored: list[Decision] = []
+        stored: snapshot.Coverage | None = None  # the store's decisions, read once
         for header in headers:
             started = time.perf_counter()
             try:
@@ -187,17 +192,16 @@ class Clusterer:
                         f"it is older than the clustering window (its latest decision "
                         f"{header.latest_at}, the window starts {since})"
                     )
-                body = self.store.snapshot_body(header.id)
-                if body is None:
-                    raise SnapshotError("it was deleted meanwhile")
-                if snapshot.checksum(body) != header.checksum:
-                    raise SnapshotError("its body is corrupt (the checksum does not match)")
-                state = snapshot.decode(body)
-                del body
+                state = snapshot.Reader(
+                    [(p.name, p.seq, p.checksum) for p in self.store.snapshot_pieces(header.id)],
+                    functools.partial(self.store.snapshot_piece, header.id),
+                    header.checksum,
+                )
                 coverage = snapshot.Coverage.read(state.at("coverage"))
-                if not stored:
-                    stored = [Decision(*row) for row in self.store.decisions_since(since)]
+                if stored is None:
+                    stored = snapshot.Coverage.of(self.store.decisions_since(since))
                 later = coverage.later(stored, since)
+                del coverage
                 assigner = StoryAssigner(self.settings.cluster)
                 assigner.load(state.at("assigner"))
             except Exception as exc:
@@ -237,17 +241,20 @@ class Clusterer:
             if latest is None:
                 return False
             since = latest - timedelta(hours=self.settings.cluster.window_hours)
-            stored = [Decision(*row) for row in self.store.decisions_since(since)]
-            out = snapshot.Writer()
-            snapshot.Coverage.of(stored).write(out.at("coverage"))
-            self.assigner.save(out.at("assigner"))
-            body = snapshot.encode(out)
+            coverage = snapshot.Coverage.of(self.store.decisions_since(since))
+            decisions = len(coverage)
+
+            def write(put: Callable[[str, int, bytes, str], None]) -> str:
+                out = snapshot.Writer(put)
+                coverage.write(out.at("coverage"))
+                self.assigner.save(out.at("assigner"))
+                return out.finish()
+
             saved = self.store.save_snapshot(
-                body,
+                write,
                 fingerprint=snapshot.fingerprint(self.settings.cluster),
-                checksum=snapshot.checksum(body),
                 latest_at=latest,
-                decisions=len(stored),
+                decisions=decisions,
                 now=self.lease.clock(),
                 term=term,
             )
@@ -259,17 +266,19 @@ class Clusterer:
                 extra={"event": "snapshot_failed"},
             )
             return False
+        finally:
+            release_free_memory()
         if saved is None:
             self.on_lost()
             return False
         self.unsaved = 0
         log.info(
             "saved snapshot %d of the clusterer (%d decisions, %.1f MB) in %.1f s",
-            saved,
-            len(stored),
-            len(body) / 2**20,
+            saved[0],
+            decisions,
+            saved[1] / 2**20,
             time.perf_counter() - started,
-            extra={"event": "snapshot_saved", "snapshot": saved},
+            extra={"event": "snapshot_saved", "snapshot": saved[0]},
         )
         return True
 
@@ -402,6 +411,16 @@ class Clusterer:
                 return None
             stored.update(fresh)
         return [decode_vector(stored[doc.id]) for doc in docs]
+
+
+def release_free_memory() -> None:
+    """Hand the memory freed by a replay, a snapshot's save or its load back to the
+    system (glibc keeps freed blocks in its heap otherwise, and a peak stays the
+    resident size for the life of the leader); elsewhere, nothing."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:

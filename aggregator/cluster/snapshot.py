@@ -1,12 +1,19 @@
 """Snapshots of the clusterer's state, so a new leader need not replay the whole window.
 
-A snapshot is a zip of plain numpy arrays (written and read with
-`allow_pickle=False`: the database holding it may be shared, and unpickling runs
-code) plus one JSON document, both named by dotted paths. Each class of the
-clusterer's state writes and reads its own part beside its fields, and declares
-in `SNAPSHOT` which attributes are saved and which are rebuilt from settings:
-an attribute it does not declare makes the export refuse (a test walks the
-live objects for the same reason), so a new field cannot be silently lost.
+A snapshot is a set of named parts, each a plain numpy array in .npy form
+(never an object array: the database holding it may be shared, and unpickling
+runs code) or a JSON value, named by dotted paths. Each class of the
+clusterer's state writes and reads its own parts beside its fields, and
+declares in `SNAPSHOT` which attributes are saved and which are rebuilt from
+settings: an attribute it does not declare makes the export refuse (a test
+walks the live objects for the same reason), so a new field cannot be silently
+lost.
+
+Parts are written as they are made and read when asked for, each cut into
+pieces of a few megabytes with a checksum each (`Writer`, `Reader`), so that
+neither the leader saving a snapshot nor the one reading it holds more of it
+than one part beside the state: the state of a big window is a few hundred
+megabytes, and several copies of it would be the leader's peak memory.
 
 A snapshot is only as good as the code and settings that made it: its
 `fingerprint` covers the cluster settings and every file of this package (code
@@ -22,8 +29,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import zipfile
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -33,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1  # bumped when the layout of a snapshot changes
+FORMAT = 2  # bumped when the layout of a snapshot changes
 PACKAGE = Path(__file__).parent
 # Code outside this package whose objects the clusterer's state holds.
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
-_JSON = "__json__"
+ARRAY, JSON = ".npy", ".json"  # what a part's name ends with
+PIECE_BYTES = 4 * 2**20  # a part is stored in pieces of at most this many bytes
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_TIME = np.iinfo(np.int64).min
 _MICROSECOND = timedelta(microseconds=1)
@@ -97,21 +104,20 @@ def attribute_names(obj: object) -> set[str]:
 
 
 class Writer:
-    """Collects arrays and JSON values under dotted names."""
+    """Writes arrays and JSON values under dotted names, each at once, to `put`
+    (part name, seq, piece, checksum of the piece); `finish` gives the snapshot's
+    checksum."""
 
-    def __init__(
-        self,
-        prefix: str = "",
-        arrays: dict[str, np.ndarray] | None = None,
-        values: dict[str, Any] | None = None,
-    ) -> None:
-        self._prefix = prefix
-        self.arrays: dict[str, np.ndarray] = {} if arrays is None else arrays
-        self.values: dict[str, Any] = {} if values is None else values
+    def __init__(self, put: Callable[[str, int, bytes, str], None]) -> None:
+        self._put = put
+        self._prefix = ""
+        self._pieces: dict[str, list[str]] = {}  # part name -> its pieces' checksums
 
     def at(self, name: str) -> Writer:
         """A writer of the part `name` (its names are prefixed)."""
-        return Writer(f"{self._prefix}{name}.", self.arrays, self.values)
+        sub = Writer.__new__(Writer)
+        sub._put, sub._pieces, sub._prefix = self._put, self._pieces, f"{self._prefix}{name}."
+        return sub
 
     def state_of(self, obj: object) -> Writer:
         """`at` for one object, after checking it is one the snapshot knows all of."""
@@ -120,21 +126,50 @@ class Writer:
 
     def array(self, name: str, value: np.ndarray, dtype: Any) -> None:
         """An array, which must already have `dtype` (a changed dtype is a changed format)."""
-        value = np.asarray(value)
+        value = np.require(value, requirements="C")
         if value.dtype != np.dtype(dtype):
             raise SnapshotError(f"{self._prefix}{name} is {value.dtype}, not {np.dtype(dtype)}")
-        self._claim(name)
-        self.arrays[self._prefix + name] = value
+        if value.dtype.hasobject:
+            raise SnapshotError(
+                f"{self._prefix}{name} holds Python objects, which a snapshot never stores"
+            )
+        header = io.BytesIO()
+        np.lib.format.write_array_header_2_0(
+            header, np.lib.format.header_data_from_array_1_0(value)
+        )
+        data = value.reshape(-1).view(np.uint8).data
+        first = header.getvalue() + bytes(data[: PIECE_BYTES - header.tell()])
+        pieces = [first] + [
+            data[at : at + PIECE_BYTES]
+            for at in range(PIECE_BYTES - header.tell(), len(data), PIECE_BYTES)
+        ]
+        self._write(name + ARRAY, pieces)
 
     def value(self, name: str, value: Any) -> None:
         """A JSON value (strings, numbers, lists, dicts)."""
-        self._claim(name)
-        self.values[self._prefix + name] = value
+        text = json.dumps(value, separators=(",", ":")).encode()
+        self._write(
+            name + JSON, [text[at : at + PIECE_BYTES] for at in range(0, len(text), PIECE_BYTES)]
+        )
 
-    def _claim(self, name: str) -> None:
+    def _write(self, name: str, pieces: Sequence[bytes | memoryview]) -> None:
         key = self._prefix + name
-        if key in self.arrays or key in self.values:
+        if key in self._pieces:
             raise SnapshotError(f"{key} is written twice")
+        sums = self._pieces[key] = []
+        for seq, piece in enumerate(pieces or [b""]):
+            body = bytes(piece)  # one piece copied at a time, never the whole part
+            digest = checksum(body)
+            self._put(key, seq, body, digest)
+            sums.append(digest)
+
+    def finish(self) -> str:
+        """The snapshot's checksum: of every part's name and pieces' checksums."""
+        return digest_of(
+            (name, seq, piece)
+            for name, sums in self._pieces.items()
+            for seq, piece in enumerate(sums)
+        )
 
     def ragged(self, name: str, parts: Sequence[np.ndarray], dtype: Any) -> None:
         """Arrays of one dtype and any lengths (their first axis): concatenated, with lengths."""
@@ -144,6 +179,7 @@ class Writer:
                 raise SnapshotError(f"{self._prefix}{name} holds {part.dtype}, not {dtype}")
         joined = np.concatenate(parts) if parts else np.zeros(0, dtype)
         self.array(name, joined, dtype)
+        del joined
         self.array(name + ".len", np.fromiter(map(len, parts), np.int64, len(parts)), np.int64)
 
     def optional(self, name: str, items: Sequence[np.ndarray | None], dtype: Any) -> None:
@@ -156,32 +192,101 @@ class Writer:
 
 
 class Reader:
-    """Reads what a `Writer` wrote; a missing part or a wrong dtype is a `SnapshotError`."""
+    """Reads what a `Writer` wrote, each part when asked for; a missing part, a piece
+    whose checksum does not match or a wrong dtype is a `SnapshotError`.
 
-    def __init__(self, arrays: Any, values: dict[str, Any], prefix: str = "") -> None:
-        self._arrays = arrays
-        self._values = values
+    `pieces` lists every stored piece as (part name, seq, checksum); `piece(name,
+    seq)` reads one (None if gone). `expected` is the snapshot's checksum as its
+    header records it: the list of pieces must match it.
+    """
+
+    def __init__(
+        self,
+        pieces: Iterable[tuple[str, int, str]],
+        piece: Callable[[str, int], bytes | None],
+        expected: str,
+        prefix: str = "",
+    ) -> None:
+        listed = sorted(pieces)
+        if digest_of(listed) != expected:
+            raise SnapshotError("its body is corrupt (the checksum does not match)")
+        self._sums: dict[str, list[str]] = {}
+        for name, seq, digest in listed:
+            sums = self._sums.setdefault(name, [])
+            if seq != len(sums):
+                raise SnapshotError(f"{name} lacks a piece")
+            sums.append(digest)
+        self._piece = piece
         self._prefix = prefix
 
     def at(self, name: str) -> Reader:
-        return Reader(self._arrays, self._values, f"{self._prefix}{name}.")
+        sub = Reader.__new__(Reader)
+        sub._sums, sub._piece, sub._prefix = self._sums, self._piece, f"{self._prefix}{name}."
+        return sub
+
+    def _pieces(self, name: str) -> Iterator[bytes]:
+        key = self._prefix + name
+        sums = self._sums.get(key)
+        if sums is None:
+            raise SnapshotError(f"the snapshot lacks {key.removesuffix(ARRAY).removesuffix(JSON)}")
+        for seq, expected in enumerate(sums):
+            body = self._piece(key, seq)
+            if body is None:
+                raise SnapshotError("it was deleted meanwhile")
+            if checksum(body) != expected:
+                raise SnapshotError(f"its body is corrupt ({key} does not match its checksum)")
+            yield body
 
     def array(self, name: str, dtype: Any) -> np.ndarray:
         key = self._prefix + name
+        pieces = self._pieces(name + ARRAY)
+        first = next(pieces)
         try:
-            found = self._arrays[key]
-        except KeyError:
-            raise SnapshotError(f"the snapshot lacks {key}") from None
-        if found.dtype != np.dtype(dtype):
-            raise SnapshotError(f"{key} is {found.dtype} in the snapshot, not {np.dtype(dtype)}")
-        return np.asarray(found)
+            header = io.BytesIO(first)
+            version = np.lib.format.read_magic(header)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                raise ValueError(f"unknown .npy version {version}")
+            shape, fortran, found = read_header(header, max_header_size=10_000)
+        except (ValueError, TypeError, SyntaxError) as exc:
+            raise SnapshotError(f"the snapshot cannot be read: {key}: {exc}") from exc
+        if found.hasobject:
+            raise SnapshotError(
+                f"the snapshot cannot be read: {key} holds Python objects, which only "
+                "allow_pickle=True would read (a snapshot is never unpickled)"
+            )
+        if found != np.dtype(dtype):
+            raise SnapshotError(f"{key} is {found} in the snapshot, not {np.dtype(dtype)}")
+        if fortran or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise SnapshotError(f"the snapshot cannot be read: {key} has an unknown layout")
+        out = np.empty(shape, found)
+        data = out.reshape(-1).view(np.uint8).data
+        at = len(first) - header.tell()
+        if at > len(data):
+            raise SnapshotError(f"the snapshot cannot be read: {key} is longer than its shape")
+        data[:at] = memoryview(first)[header.tell() :]
+        del first, header
+        for body in pieces:
+            if at + len(body) > len(data):
+                raise SnapshotError(f"the snapshot cannot be read: {key} is longer than its shape")
+            data[at : at + len(body)] = body
+            at += len(body)
+        if at != len(data):
+            raise SnapshotError(f"the snapshot cannot be read: {key} is shorter than its shape")
+        return out
 
     def value(self, name: str) -> Any:
         key = self._prefix + name
+        if key + JSON not in self._sums:
+            raise SnapshotError(f"the snapshot lacks {key}")
+        text = b"".join(self._pieces(name + JSON))
         try:
-            return self._values[key]
-        except KeyError:
-            raise SnapshotError(f"the snapshot lacks {key}") from None
+            return json.loads(text)
+        except ValueError as exc:
+            raise SnapshotError(f"the snapshot cannot be read: {key}: {exc}") from exc
 
     def ragged(self, name: str, dtype: Any) -> list[np.ndarray]:
         joined = self.array(name, dtype)
@@ -236,54 +341,35 @@ def same_length(*parts: Sized) -> None:
         )
 
 
-# -- the blob -------------------------------------------------------------------
+# -- pieces and checksums ----------------------------------------------------------
 
 
-def encode(writer: Writer) -> bytes:
-    """The writer's parts as a zip of .npy files (no pickles: object arrays are refused)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        text = json.dumps(writer.values, separators=(",", ":")).encode()
-        parts = {**writer.arrays, _JSON: np.frombuffer(text, np.uint8)}
-        for name, array in parts.items():
-            if array.dtype.hasobject:
-                raise SnapshotError(f"{name} holds Python objects, which a snapshot never stores")
-            with archive.open(name + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
-    return out.getvalue()
+class Memory:
+    """Pieces kept in memory, as a store keeps them (tests, tools)."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[tuple[str, int], tuple[bytes, str]] = {}
+
+    def put(self, name: str, seq: int, body: bytes, digest: str) -> None:
+        self.pieces[(name, seq)] = (body, digest)
+
+    def reader(self, expected: str) -> Reader:
+        listed = [(name, seq, digest) for (name, seq), (_, digest) in self.pieces.items()]
+        return Reader(
+            listed, lambda name, seq: self.pieces.get((name, seq), (None, ""))[0], expected
+        )
 
 
-def decode(blob: bytes) -> Reader:
-    """A reader over an encoded snapshot; never unpickles anything."""
-    try:
-        arrays = np.load(io.BytesIO(blob), allow_pickle=False)
-        values = json.loads(arrays[_JSON].tobytes())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise SnapshotError(f"the snapshot cannot be read: {exc}") from exc
-    if not isinstance(values, dict):
-        raise SnapshotError("the snapshot's JSON part is not an object")
-    return Reader(_Cached(arrays), values)
+def checksum(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
-class _Cached:
-    """Arrays of an npz file, each read from the zip once."""
-
-    def __init__(self, npz: Any) -> None:
-        self._npz = npz
-        self._read: dict[str, np.ndarray] = {}
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        found = self._read.get(key)
-        if found is None:
-            try:
-                found = self._read[key] = self._npz[key]
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-                raise SnapshotError(f"{key} cannot be read: {exc}") from exc
-        return found
-
-
-def checksum(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()
+def digest_of(pieces: Iterable[tuple[str, int, str]]) -> str:
+    """The checksum of a snapshot: of each piece's part name, seq and checksum, sorted."""
+    digest = hashlib.sha256()
+    for name, seq, piece in sorted(pieces):
+        digest.update(f"{name}\0{seq}\0{piece}\n".encode())
+    return digest.hexdigest()
 
 
 # -- what a snapshot may be used for ---------------------------------------------
@@ -314,38 +400,38 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One stored decision as the store holds it now, in the order a replay takes them."""
-
-    entry_id: int
-    published: datetime
-    story_key: str
-    duplicate_of: str | None
-    event_key: str
-
-    def digest(self) -> int:
-        text = f"{self.entry_id}\x1f{self.story_key}\x1f{self.duplicate_of}\x1f{self.event_key}"
-        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+def decision_digest(entry_id: int, story_key: str, duplicate_of: str | None, event_key: str) -> int:
+    """64 bits of one stored decision as the store holds it: its story, the entry it
+    copies, its event."""
+    text = f"{entry_id}\x1f{story_key}\x1f{duplicate_of}\x1f{event_key}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True)
 class Coverage:
-    """The stored decisions inside the window a snapshot's state reflects, with a digest of
-    each as stored then (its story, the entry it copies, its event) and its time."""
+    """Stored decisions inside the window, in replay order: each one's entry id, a digest
+    of it (its story, the entry it copies, its event) and its time. Those a snapshot's
+    state reflects are saved with it; the store's, read now, are checked against them."""
 
     entry_ids: np.ndarray  # int64
     digests: np.ndarray  # uint64
     published: np.ndarray  # int64 microseconds
 
     @classmethod
-    def of(cls, decisions: Sequence[Decision]) -> Coverage:
-        n = len(decisions)
-        return cls(
-            np.fromiter((d.entry_id for d in decisions), np.int64, n),
-            np.fromiter((d.digest() for d in decisions), np.uint64, n),
-            np.fromiter((to_micros(d.published) for d in decisions), np.int64, n),
-        )
+    def of(cls, decisions: Iterable[tuple[int, datetime, str, str | None, str]]) -> Coverage:
+        """From stored decisions: (entry id, time, story key, the entry it copies, event
+        key), in the order a replay takes them; a few bytes each, no object per decision."""
+        ids: list[int] = []
+        digests: list[int] = []
+        times: list[int] = []
+        for entry_id, published, story_key, duplicate_of, event_key in decisions:
+            ids.append(entry_id)
+            digests.append(decision_digest(entry_id, story_key, duplicate_of, event_key))
+            times.append(to_micros(published))
+        return cls(np.array(ids, np.int64), np.array(digests, np.uint64), np.array(times, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.entry_ids)
 
     def write(self, out: Writer) -> None:
         out.array("entry_ids", self.entry_ids, np.int64)
@@ -362,29 +448,30 @@ class Coverage:
         same_length(found.entry_ids, found.digests, found.published)
         return found
 
-    def later(self, stored: Sequence[Decision], since: datetime) -> list[Decision]:
-        """The stored decisions the snapshot does not reflect, in replay order; a
-        `SnapshotError` when a decision it reflects is no longer stored as it was."""
-        known = dict(zip(self.entry_ids.tolist(), self.digests.tolist(), strict=True))
-        later: list[Decision] = []
-        changed = seen = 0
-        for decision in stored:
-            digest = known.get(decision.entry_id)
-            if digest is None:
-                later.append(decision)
-            elif digest == decision.digest():
-                seen += 1
-            else:
-                changed += 1
+    def later(self, stored: Coverage, since: datetime) -> list[int]:
+        """The entry ids of the stored decisions this coverage does not reflect, in
+        replay order; a `SnapshotError` when a decision it reflects is no longer stored
+        as it was."""
+        order = np.argsort(self.entry_ids, kind="stable")
+        ids, digests = self.entry_ids[order], self.digests[order]
+        if len(ids):
+            at = np.minimum(np.searchsorted(ids, stored.entry_ids), len(ids) - 1)
+            known = ids[at] == stored.entry_ids
+            same = known & (digests[at] == stored.digests)
+        else:
+            known = same = np.zeros(len(stored), np.bool_)
+        changed = int(np.count_nonzero(known & ~same))
         if changed:
             raise SnapshotError(
                 f"{changed} of the decisions it reflects were changed in the store since "
                 "(stories merged after it was saved)"
             )
+        seen = int(np.count_nonzero(same))
         expected = int(np.count_nonzero(self.published >= to_micros(since)))
         if seen != expected:
             raise SnapshotError(
                 f"{expected - seen} of the decisions it reflects inside the window are not "
                 "in the store (the store is older than the snapshot, or lost them)"
             )
+        later: list[int] = stored.entry_ids[~known].tolist()
         return later

@@ -146,9 +146,10 @@ def clustered_since(
 StoredDecision = tuple[int, datetime, str, str | None, str]
 
 
-def decisions_since(session: Session, since: datetime) -> list[StoredDecision]:
+def decisions_since(session: Session, since: datetime) -> Iterator[StoredDecision]:
     """Where each clustered entry inside the window went, as stored now, in replay order:
-    (entry id, time, story key, the entry it copies, event key); no texts, no vectors."""
+    (entry id, time, story key, the entry it copies, event key); no texts, no vectors.
+    Streamed: a big window holds a hundred thousand of them."""
     query = (
         select_columns(
             col(Entry.id),
@@ -162,16 +163,14 @@ def decisions_since(session: Session, since: datetime) -> list[StoredDecision]:
         .order_by(col(Entry.sort_at), col(Entry.id))
         .execution_options(yield_per=RESTORE_BATCH * 10)
     )
-    return [
-        (
+    for entry_id, sort_at, story_key, copy_of, event_key in session.connection().execute(query):
+        yield (
             int(entry_id or 0),
             from_db(sort_at),
             str(story_key),
             None if copy_of is None else str(copy_of),
             event_key or "",
         )
-        for entry_id, sort_at, story_key, copy_of, event_key in session.connection().execute(query)
-    ]
 
 
 def stored_embeddings(session: Session, entry_ids: Iterable[str]) -> dict[str, bytes]:

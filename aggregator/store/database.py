@@ -9,7 +9,8 @@ Queries live by concern beside this file: polling, clustering, leadership, reten
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,51 +293,80 @@ class Store:
                 session, since, embeddings=embeddings, entry_ids=entry_ids
             )
 
-    def decisions_since(self, since: datetime) -> list[StoredDecision]:
+    def decisions_since(self, since: datetime) -> Iterator[StoredDecision]:
         """Where each clustered entry inside the window went, as stored now, in replay
-        order: (entry id, time, story key, the entry it copies, event key)."""
+        order: (entry id, time, story key, the entry it copies, event key), streamed."""
         with self.session() as session:
-            return clustering.decisions_since(session, since)
+            yield from clustering.decisions_since(session, since)
 
     # -- clusterer snapshots (store/snapshots.py) ------------------------------
 
     def save_snapshot(
         self,
-        body: bytes,
+        write: Callable[[snapshots.PutPiece], str],
         *,
         fingerprint: str,
-        checksum: str,
         latest_at: datetime,
         decisions: int,
         now: datetime,
         term: Term | None = None,
-    ) -> int | None:
-        """Store a snapshot of the clusterer (older ones beyond the newest few go); its id,
-        or None (and nothing stored) if `term` was lost."""
+    ) -> tuple[int, int] | None:
+        """Store a snapshot of the clusterer that `write` makes a piece at a time (it
+        returns the snapshot's checksum); older ones beyond the newest few go. Its id
+        and size in bytes, or None (and nothing stored) if `term` was lost.
+
+        The pieces are written a few megabytes per transaction while `write` runs, as a
+        draft that no reader sees; the snapshot is stored when its header is completed,
+        fenced by `term`. A draft left by a failure is dropped here or by the next save.
+        """
         with self._fenced(term, now) as session:
             if session is None:
                 return None
-            snapshot_id = snapshots.save(
+            snapshot_id = snapshots.start(
                 session,
                 fingerprint=fingerprint,
                 created_at=now,
                 latest_at=latest_at,
                 decisions=decisions,
                 term=0 if term is None else term.term,
-                checksum=checksum,
-                body=body,
             )
             session.commit()
-            return snapshot_id
+        try:
+            pieces = snapshots.Pieces(self.session, snapshot_id)
+            checksum = write(pieces.put)
+            pieces.flush()
+            with self._fenced(term, now) as session:
+                if session is not None and snapshots.complete(
+                    session, snapshot_id, checksum=checksum, size=pieces.size
+                ):
+                    session.commit()
+                    return snapshot_id, pieces.size
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the next save drops the draft
+                self._drop_snapshot(snapshot_id)
+            raise
+        self._drop_snapshot(snapshot_id)
+        return None
+
+    def _drop_snapshot(self, snapshot_id: int) -> None:
+        with self.session() as session:
+            snapshots.drop(session, [snapshot_id])
+            session.commit()
 
     def snapshot_headers(self) -> list[SnapshotHeader]:
-        """The stored snapshots of the clusterer, newest first, without their bodies."""
+        """The stored snapshots of the clusterer, newest first, without their parts."""
         with self.session() as session:
             return snapshots.headers(session)
 
-    def snapshot_body(self, snapshot_id: int) -> bytes | None:
+    def snapshot_pieces(self, snapshot_id: int) -> list[snapshots.PieceHeader]:
+        """A snapshot's pieces by part name and seq, without their bodies."""
         with self.session() as session:
-            return snapshots.body(session, snapshot_id)
+            return snapshots.pieces(session, snapshot_id)
+
+    def snapshot_piece(self, snapshot_id: int, name: str, seq: int) -> bytes | None:
+        """One piece of a snapshot's part, or None if it is gone."""
+        with self.session() as session:
+            return snapshots.piece(session, snapshot_id, name, seq)
 
     def stored_embeddings(self, entry_ids: Iterable[str]) -> dict[str, bytes]:
         """The vectors stored for those entries (by entry id); entries without one are left out."""

@@ -142,6 +142,20 @@ class ClusterSnapshot(SQLModel, table=True):
     latest_at: datetime  # the latest clustered entry's time when it was saved
     decisions: int  # stored decisions inside the window it reflects
     term: int  # the leader term that saved it
+    # A digest of its parts' names and checksums; empty while its parts are being
+    # written (a draft: never read, and dropped by the next save).
+    checksum: str
+    size: int  # bytes of its parts
+
+
+class ClusterSnapshotPart(SQLModel, table=True):
+    """One piece of a snapshot: a part (one array or JSON value) is cut into pieces of
+    a few megabytes, so that neither the leader saving it nor the one reading it ever
+    holds the whole snapshot as one blob."""
+
+    snapshot_id: int = Field(primary_key=True, foreign_key="clustersnapshot.id", ondelete="CASCADE")
+    name: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
     checksum: str  # sha256 of `body`
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
