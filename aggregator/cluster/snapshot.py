@@ -127,41 +127,55 @@ class Writer:
     def array(self, name: str, value: np.ndarray, dtype: Any) -> None:
         """An array, which must already have `dtype` (a changed dtype is a changed format)."""
         value = np.require(value, requirements="C")
-        if value.dtype != np.dtype(dtype):
-            raise SnapshotError(f"{self._prefix}{name} is {value.dtype}, not {np.dtype(dtype)}")
-        if value.dtype.hasobject:
+        self._joined(name, [value], value.shape, dtype)
+
+    def _joined(
+        self, name: str, parts: Sequence[np.ndarray], shape: tuple[int, ...], dtype: Any
+    ) -> None:
+        """`parts` (C-ordered, of `dtype`) as the one array of `shape` they make end to end,
+        written a piece at a time, without joining them in memory."""
+        dtype = np.dtype(dtype)
+        for part in parts:
+            if part.dtype != dtype:
+                raise SnapshotError(f"{self._prefix}{name} is {part.dtype}, not {dtype}")
+        if dtype.hasobject:
             raise SnapshotError(
                 f"{self._prefix}{name} holds Python objects, which a snapshot never stores"
             )
         header = io.BytesIO()
         np.lib.format.write_array_header_2_0(
-            header, np.lib.format.header_data_from_array_1_0(value)
+            header,
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape},
         )
-        data = value.reshape(-1).view(np.uint8).data
-        first = header.getvalue() + bytes(data[: PIECE_BYTES - header.tell()])
-        pieces = [first] + [
-            data[at : at + PIECE_BYTES]
-            for at in range(PIECE_BYTES - header.tell(), len(data), PIECE_BYTES)
-        ]
-        self._write(name + ARRAY, pieces)
+        self._write(
+            name + ARRAY,
+            _packed(
+                [
+                    header.getbuffer(),
+                    *(
+                        np.require(part, requirements="C").reshape(-1).view(np.uint8).data
+                        for part in parts
+                    ),
+                ]
+            ),
+        )
 
     def value(self, name: str, value: Any) -> None:
         """A JSON value (strings, numbers, lists, dicts)."""
-        text = json.dumps(value, separators=(",", ":")).encode()
-        self._write(
-            name + JSON, [text[at : at + PIECE_BYTES] for at in range(0, len(text), PIECE_BYTES)]
-        )
+        self._write(name + JSON, _packed([json.dumps(value, separators=(",", ":")).encode()]))
 
-    def _write(self, name: str, pieces: Sequence[bytes | memoryview]) -> None:
+    def _write(self, name: str, pieces: Iterable[bytes]) -> None:
         key = self._prefix + name
         if key in self._pieces:
             raise SnapshotError(f"{key} is written twice")
         sums = self._pieces[key] = []
-        for seq, piece in enumerate(pieces or [b""]):
-            body = bytes(piece)  # one piece copied at a time, never the whole part
+        for seq, body in enumerate(pieces):
             digest = checksum(body)
             self._put(key, seq, body, digest)
             sums.append(digest)
+        if not sums:
+            self._put(key, 0, b"", checksum(b""))
+            sums.append(checksum(b""))
 
     def finish(self) -> str:
         """The snapshot's checksum: of every part's name and pieces' checksums."""
@@ -177,10 +191,12 @@ class Writer:
         for part in parts:
             if part.dtype != dtype:
                 raise SnapshotError(f"{self._prefix}{name} holds {part.dtype}, not {dtype}")
-        joined = np.concatenate(parts) if parts else np.zeros(0, dtype)
-        self.array(name, joined, dtype)
-        del joined
-        self.array(name + ".len", np.fromiter(map(len, parts), np.int64, len(parts)), np.int64)
+        lengths = np.fromiter(map(len, parts), np.int64, len(parts))
+        if len({part.shape[1:] for part in parts}) > 1:
+            raise SnapshotError(f"{self._prefix}{name} holds arrays of different shapes")
+        rest = parts[0].shape[1:] if parts else ()
+        self._joined(name, parts, (int(lengths.sum()), *rest), dtype)
+        self.array(name + ".len", lengths, np.int64)
 
     def optional(self, name: str, items: Sequence[np.ndarray | None], dtype: Any) -> None:
         """Arrays or None each, the arrays all of one shape past their first axis."""
@@ -218,10 +234,15 @@ class Reader:
             sums.append(digest)
         self._piece = piece
         self._prefix = prefix
+        # Each id read once: a story's id appears in a dozen parts, and the live state
+        # shares one string for it, as a replay leaves it (a copy each would cost more
+        # than the snapshot's arrays).
+        self._strings: dict[str, str] = {}
 
     def at(self, name: str) -> Reader:
         sub = Reader.__new__(Reader)
-        sub._sums, sub._piece, sub._prefix = self._sums, self._piece, f"{self._prefix}{name}."
+        sub._sums, sub._piece, sub._strings = self._sums, self._piece, self._strings
+        sub._prefix = f"{self._prefix}{name}."
         return sub
 
     def _pieces(self, name: str) -> Iterator[bytes]:
@@ -284,9 +305,13 @@ class Reader:
             raise SnapshotError(f"the snapshot lacks {key}")
         text = b"".join(self._pieces(name + JSON))
         try:
-            return json.loads(text)
+            found = json.loads(text)
         except ValueError as exc:
             raise SnapshotError(f"the snapshot cannot be read: {key}: {exc}") from exc
+        if isinstance(found, list):
+            shared = self._strings.setdefault
+            found = [shared(x, x) if isinstance(x, str) else x for x in found]
+        return found
 
     def ragged(self, name: str, dtype: Any) -> list[np.ndarray]:
         joined = self.array(name, dtype)
@@ -342,6 +367,23 @@ def same_length(*parts: Sized) -> None:
 
 
 # -- pieces and checksums ----------------------------------------------------------
+
+
+def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[bytes]:
+    """The buffers end to end, as pieces of `PIECE_BYTES` (the last one shorter)."""
+    piece = bytearray()
+    for buffer in buffers:
+        view = memoryview(buffer)
+        at = 0
+        while at < len(view):
+            take = min(PIECE_BYTES - len(piece), len(view) - at)
+            piece += view[at : at + take]
+            at += take
+            if len(piece) == PIECE_BYTES:
+                yield bytes(piece)
+                piece = bytearray()
+    if piece:
+        yield bytes(piece)
 
 
 class Memory:
