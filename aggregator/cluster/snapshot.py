@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
@@ -148,18 +149,12 @@ class Writer:
             header,
             {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape},
         )
-        self._write(
-            name + ARRAY,
-            _packed(
-                [
-                    header.getbuffer(),
-                    *(
-                        np.require(part, requirements="C").reshape(-1).view(np.uint8).data
-                        for part in parts
-                    ),
-                ]
-            ),
+        # One part's bytes at a time: a view of each of a hundred thousand members'
+        # arrays, all at once, would cost more than the members' data.
+        views = (
+            np.require(part, requirements="C").reshape(-1).view(np.uint8).data for part in parts
         )
+        self._write(name + ARRAY, _packed(itertools.chain([header.getvalue()], views)))
 
     def value(self, name: str, value: Any) -> None:
         """A JSON value (strings, numbers, lists, dicts)."""
