@@ -205,6 +205,11 @@ class Story:
         at_member = at_term = at_lang = 0
         for i, story_id in enumerate(ids):
             m, t, n = member_counts[i], term_counts[i], lang_counts[i]
+            # A live story's latest terms are its members' own arrays: share them again
+            # (ninety thousand small arrays in a big window).
+            own = {
+                x.index_terms.tobytes(): x.index_terms for x in members[at_member : at_member + m]
+            }
             stories.append(
                 Story(
                     id=story_id,
@@ -220,7 +225,7 @@ class Story:
                     members=members[at_member : at_member + m],
                     member_rows=rows[i],
                     member_scales=scales[i],
-                    member_terms=terms[at_term : at_term + t],
+                    member_terms=[own.get(x.tobytes(), x) for x in terms[at_term : at_term + t]],
                     names=_keys_or_none(keyed["names"][i]),
                     numbers=_keys_or_none(keyed["numbers"][i]),
                     days=_keys_or_none(keyed["days"][i]),
