@@ -106,8 +106,8 @@ def attribute_names(obj: object) -> set[str]:
 
 
 class Writer:
-    """Writes arrays and JSON values under dotted names, each at once, to `put`
-    (part name, seq, piece, checksum of the piece); `finish` gives the snapshot's
+    """Writes arrays and JSON values under dotted names to `put` (part name, seq, piece,
+    checksum of the piece), each as soon as it is given; `finish` gives the snapshot's
     checksum."""
 
     def __init__(self, put: Callable[[str, int, bytes, str], None]) -> None:
