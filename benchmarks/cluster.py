@@ -23,9 +23,10 @@ held-out documents. Usage:
         [--storylines FILE]
 
 `--fit-events` refits the event policy (aggregator/cluster/models/events.json)
-and `--fit-storylines` the storyline policy (models/storylines.json), each on
-the TRAINING part of our set only, and print the held-out figures of the
-choice (see `fit_events`, `fit_storylines`).
+on the TRAINING part of our set only, and `--fit-storylines` the storyline
+policy (models/storylines.json) on that part and UCI's fitted half 0; both
+then print the held-out figures of the choice (see `fit_events`,
+`fit_storylines`).
 """
 
 from __future__ import annotations
