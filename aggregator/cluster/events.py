@@ -34,7 +34,7 @@ from aggregator.cluster.snapshot import (
     some_time,
     strings,
 )
-from aggregator.cluster.stories import shared_keys
+from aggregator.cluster.stories import COMPACT_SLACK, shared_keys
 
 EVENTS_MODEL = MODEL_DIR / "events.json"
 MEMBER_EMBEDDING = np.float16  # how an event keeps its members' embeddings
@@ -348,7 +348,10 @@ class EventIndex:
     """
 
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
-    SNAPSHOT: ClassVar = ("_by_story _event_of", "policy method _core _window _by_latest _pushed")
+    SNAPSHOT: ClassVar = (
+        "_by_story _event_of",
+        "policy method _core _window _by_latest _pushed _live",
+    )
 
     def __init__(self, method: str, policy: EventPolicy | None = None) -> None:
         self.policy = policy or load_policy()
@@ -362,6 +365,7 @@ class EventIndex:
         # so expiry looks only at events due, not at every live one per report.
         self._by_latest: list[tuple[datetime, int, Event]] = []
         self._pushed = 0
+        self._live = 0  # events in `_by_story`: the heap is rebuilt when stale rows outnumber them
 
     def save(self, out: Writer) -> None:
         out.state_of(self)
@@ -390,10 +394,14 @@ class EventIndex:
         same_length(docs, keys)
         self._by_story = by_story
         self._event_of = dict(zip(docs, keys, strict=True))
-        # The expiry heap holds each live event once, by its latest report.
+        self._compact()
+
+    def _compact(self) -> None:
+        """The expiry heap with each live event once, by its latest report."""
+        events = [e for es in self._by_story.values() for e in es]
         self._by_latest = [(event.latest, i, event) for i, event in enumerate(events)]
         heapq.heapify(self._by_latest)
-        self._pushed = len(events)
+        self._pushed = self._live = len(events)
 
     def place(self, story_id: str, report: EventReport) -> EventPlacement:
         """Put a report already placed in `story_id` into one of the story's events."""
@@ -424,6 +432,9 @@ class EventIndex:
         if new or event.latest != latest:
             self._pushed += 1
             heapq.heappush(self._by_latest, (event.latest, self._pushed, event))
+            self._live += new
+            if len(self._by_latest) > 2 * self._live + COMPACT_SLACK:
+                self._compact()
         self._remember(report.doc_id, event.key)
 
     def copy_of(self, duplicate_of: str) -> str | None:
@@ -456,6 +467,7 @@ class EventIndex:
             for at, live in enumerate(events):
                 if live is event:
                     del events[at]
+                    self._live -= 1
                     break
             if not events:
                 del self._by_story[event.story_id]

@@ -51,6 +51,10 @@ WORDS_KEPT = 128
 GRAMS_KEPT = 384
 CENTROID_WEIGHTS = np.float16  # how a centroid keeps its weights
 MERGED_RECENT = 4  # a story grown by merges keeps up to this many times `recent` members
+# A lazy expiry heap is rebuilt from the live rows once its stale rows exceed the
+# live ones by this many: a story is pushed again at each later report, and a
+# big window's heap was five rows a story.
+COMPACT_SLACK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,7 +665,7 @@ class StoryIndex:
             grams_kept=self._kept[1],
         )
         self.stories[story_id] = story
-        heapq.heappush(self._by_latest, (published, story_id))
+        self._push_latest(published, story_id)
         self._activity[story_id] = None
         return story
 
@@ -672,7 +676,7 @@ class StoryIndex:
         self._activity[story.id] = None
         if published > story.latest:
             story.latest = published
-            heapq.heappush(self._by_latest, (published, story.id))
+            self._push_latest(published, story.id)
 
     def add_member(self, story: Story, words: Vector, grams: Vector, member: Member) -> None:
         dropped = story.add(words, grams, member)
@@ -688,11 +692,19 @@ class StoryIndex:
         self._drop(other)
         for term in into.absorb(other):
             self._unpost(term, into.id)
-        heapq.heappush(self._by_latest, (into.latest, into.id))
+        self._push_latest(into.latest, into.id)
         for term in into.terms:
             self._post(term, into.id)
         if into.embedding_unit is not None:
             self._shelf.put(into.id, into.embedding_unit)
+
+    def _push_latest(self, latest: datetime, story_id: str) -> None:
+        heapq.heappush(self._by_latest, (latest, story_id))
+        if len(self._by_latest) > 2 * len(self.stories) + COMPACT_SLACK:
+            # Stale rows outnumber live ones (a story is pushed at each later report):
+            # keep one row per live story, the only ones expiry would act on.
+            self._by_latest = [(s.latest, s.id) for s in self.stories.values()]
+            heapq.heapify(self._by_latest)
 
     def _post(self, term: int, story_id: str) -> None:
         posting = self._postings.get(term)

@@ -41,7 +41,7 @@ from aggregator.cluster.snapshot import (
     some_time,
     strings,
 )
-from aggregator.cluster.stories import EmbeddingShelf
+from aggregator.cluster.stories import COMPACT_SLACK, EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
 CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
@@ -460,7 +460,15 @@ class StorylineIndex:
         else:
             line.latest = max(line.latest, published)
         if moved:
-            heapq.heappush(self._by_latest, (line.latest, line.id))
+            self._push_latest(line)
+
+    def _push_latest(self, line: Storyline) -> None:
+        heapq.heappush(self._by_latest, (line.latest, line.id))
+        if len(self._by_latest) > 2 * len(self._lines) + COMPACT_SLACK:
+            # Stale rows outnumber live ones: keep one row per live storyline, the
+            # only ones expiry would act on (as `StoryIndex` does).
+            self._by_latest = [(x.latest, x.id) for x in self._lines.values()]
+            heapq.heapify(self._by_latest)
 
     def _join(self, a: Storyline, b: Storyline) -> tuple[str, str]:
         # The larger keeps its id (ties: the earlier), so the published timeline of a
@@ -469,7 +477,7 @@ class StorylineIndex:
         later = gone.latest > into.latest
         into.absorb(gone, self.policy.memory)
         if later:
-            heapq.heappush(self._by_latest, (into.latest, into.id))
+            self._push_latest(into)
         for story_id in gone.stories:
             self._of_story[story_id] = into.id
         self._drop(gone.id)
