@@ -149,6 +149,13 @@ _MULTIPLIERS = (_RNG.integers(0, 2**32, SIGNATURE_SIZE, dtype=np.uint64) | 1).as
 _BAND_BYTES = SIGNATURE_SIZE // BANDS * 4  # a band's rows as uint32 bytes
 _ONES = np.ones(SIGNATURE_SIZE, np.float32)
 _MANY_CANDIDATES = 256  # from here, repeated candidates cost more than dropping them
+# Latest buckets kept in a dict before they are merged into the sorted arrays: a
+# merge sorts them all (a few tens of ms at capacity), so not too often.
+FRESH_BUCKETS = 16_384
+_NO_ROWS = np.zeros(0, np.int32)
+# Odd multipliers of the band hash (64 bits, wrapping), and one per band number.
+_HASH_MULTIPLIERS = (_RNG.integers(0, 2**63, 2, dtype=np.uint64) * 2 + 1).astype(np.uint64)
+_BAND_SALTS = _RNG.integers(0, 2**63, BANDS, dtype=np.uint64)
 
 
 def _crc32_by_position() -> tuple[np.ndarray, int]:
@@ -202,6 +209,13 @@ def signature(title: str, text: str) -> np.ndarray | None:
     return np.multiply.outer(_MULTIPLIERS, shingle_hashes(folded)).min(axis=1)
 
 
+def _band_hashes(sig: np.ndarray) -> np.ndarray:
+    """A 64-bit hash (uint64) of each band of a signature, with its band number in it."""
+    halves = np.ascontiguousarray(sig).view(np.uint64).reshape(BANDS, 2)
+    mixed = (halves[:, 0] * _HASH_MULTIPLIERS[0]) ^ (halves[:, 1] * _HASH_MULTIPLIERS[1])
+    return mixed ^ _BAND_SALTS
+
+
 def similar(a: np.ndarray, b: np.ndarray) -> float:
     """Estimated Jaccard overlap of two signatures' shingle sets."""
     return float(np.count_nonzero(a == b)) / len(a)
@@ -213,13 +227,22 @@ class NearDuplicates:
     `add` answers, for each new report, which earlier report it copies (the
     first one seen), then remembers it; the oldest fall out, so memory and the
     cost of a look-up stay bounded. Signatures are rows of one array, so a report
-    is compared with all its candidates at once; a bucket is its rows' numbers
-    packed in bytes, which the garbage collector need not visit.
+    is compared with all its candidates at once.
+
+    A bucket (the rows sharing one band's value, oldest first) is found by a
+    64-bit hash of the band and its number: most are in two sorted arrays (hash,
+    row), the latest in a small dict of packed rows that is merged into them now
+    and then. A row of a forgotten report is -1 there until the next merge. This
+    is a tenth of the bytes of a dict per band, and exact: a candidate whose band
+    differs (a hash collision) is left out.
     """
 
     # What a snapshot of the clusterer saves of it, and what it rebuilds
     # (see cluster/snapshot.py).
-    SNAPSHOT: ClassVar = ("_rows _ids _free _signatures _buckets", "capacity threshold")
+    SNAPSHOT: ClassVar = (
+        "_rows _ids _free _signatures _hashes _hash_rows _fresh _forgotten",
+        "capacity threshold",
+    )
 
     def __init__(self, capacity: int = 20_000, threshold: float = NEAR_JACCARD) -> None:
         self.capacity = capacity
@@ -228,11 +251,15 @@ class NearDuplicates:
         self._ids: list[str] = []  # row -> doc id
         self._free: list[int] = []  # rows of forgotten reports
         self._signatures = np.empty((0, SIGNATURE_SIZE), np.uint32)
-        # One dict per band: the band's bytes -> rows with that band (int32), oldest first.
-        self._buckets: list[dict[bytes, bytes]] = [{} for _ in range(BANDS)]
+        # Buckets: band hashes ascending, each with its row (int32, -1: forgotten),
+        # a hash's rows oldest first; then the latest, hash -> rows packed in bytes.
+        self._hashes = np.empty(0, np.uint64)
+        self._hash_rows = np.empty(0, np.int32)
+        self._fresh: dict[int, bytes] = {}
+        self._forgotten = 0  # rows of `_hash_rows` that are -1
 
     def save(self, out: Writer) -> None:
-        """Rows, ids and each band's buckets exactly as they are (their order decides ties)."""
+        """Rows, ids and buckets exactly as they are (their order decides ties)."""
         out.state_of(self)
         # oldest first: the order they are forgotten in
         out.value("row_ids", list(self._rows))
@@ -240,12 +267,11 @@ class NearDuplicates:
         out.value("ids", self._ids)
         out.array("free", np.array(self._free, np.int64), np.int64)
         out.array("signatures", self._signatures, np.uint32)
-        for band, buckets in enumerate(self._buckets):
-            keys = np.frombuffer(b"".join(buckets), np.uint8).reshape(-1, _BAND_BYTES)
-            out.array(f"band{band}.keys", keys, np.uint8)
-            out.ragged(
-                f"band{band}.rows", [np.frombuffer(v, np.int32) for v in buckets.values()], np.int32
-            )
+        out.array("hashes", self._hashes, np.uint64)
+        out.array("hash_rows", self._hash_rows, np.int32)
+        fresh = self._fresh
+        out.array("fresh.hashes", np.fromiter(fresh, np.uint64, len(fresh)), np.uint64)
+        out.ragged("fresh.rows", [np.frombuffer(v, np.int32) for v in fresh.values()], np.int32)
 
     def load(self, source: Reader) -> None:
         from aggregator.cluster.snapshot import SnapshotError, strings
@@ -259,36 +285,36 @@ class NearDuplicates:
         signatures = source.array("signatures", np.uint32)
         if signatures.shape[1:] != (SIGNATURE_SIZE,) or len(signatures) < len(ids):
             raise SnapshotError("near-duplicate signatures in the snapshot are malformed")
-        buckets: list[dict[bytes, bytes]] = []
-        for band in range(BANDS):
-            keys = source.array(f"band{band}.keys", np.uint8)
-            members = source.ragged(f"band{band}.rows", np.int32)
-            if len(keys) != len(members):
-                raise SnapshotError("a near-duplicate band in the snapshot is malformed")
-            buckets.append({k.tobytes(): m.tobytes() for k, m in zip(keys, members, strict=True)})
+        hashes = source.array("hashes", np.uint64)
+        hash_rows = source.array("hash_rows", np.int32)
+        fresh_hashes = source.array("fresh.hashes", np.uint64).tolist()
+        fresh_rows = source.ragged("fresh.rows", np.int32)
+        if len(hashes) != len(hash_rows) or len(fresh_hashes) != len(fresh_rows):
+            raise SnapshotError("near-duplicate buckets in the snapshot are malformed")
+        if np.any(hashes[1:] < hashes[:-1]) or np.any(hash_rows >= len(ids)):
+            raise SnapshotError("near-duplicate buckets in the snapshot are malformed")
         self._rows, self._ids = rows, ids
         self._free = source.array("free", np.int64).tolist()
         self._signatures = signatures.copy()
-        self._buckets = buckets
+        self._hashes, self._hash_rows = hashes.copy(), hash_rows.copy()
+        self._fresh = {h: r.tobytes() for h, r in zip(fresh_hashes, fresh_rows, strict=True)}
+        self._forgotten = int(np.count_nonzero(hash_rows < 0))
 
     def add(self, doc_id: str, title: str, text: str) -> str | None:
         sig = signature(title, text)
         if sig is None:
             return None
-        bands = self._bands(sig)
-        first = self._match(sig, bands)
-        self._remember(doc_id, sig, bands)
+        hashes = _band_hashes(sig)
+        first = self._match(sig, hashes)
+        self._remember(doc_id, sig, hashes)
         return first
 
-    def _match(self, sig: np.ndarray, bands: list[bytes]) -> str | None:
+    def _match(self, sig: np.ndarray, hashes: np.ndarray) -> str | None:
         # Candidates in the order they are met, by band, then oldest first; argmax
         # picks the first of the best, so a tie goes to the one met first.
-        met = b"".join(
-            [buckets.get(band, b"") for buckets, band in zip(self._buckets, bands, strict=True)]
-        )
-        if not met:
+        rows = self._bucket_rows(sig, hashes)
+        if not len(rows):
             return None
-        rows = np.frombuffer(met, np.int32)
         if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
             rows = rows[np.sort(np.unique(rows, return_index=True)[1])]
         # Agreeing rows counted by a matrix-vector product: exact (at most 64), and
@@ -299,7 +325,36 @@ class NearDuplicates:
             return None
         return self._ids[rows[first]]
 
-    def _remember(self, doc_id: str, sig: np.ndarray, bands: list[bytes]) -> None:
+    def _bucket_rows(self, sig: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """The rows of every bucket `sig` is in, band by band, each bucket oldest first."""
+        starts = np.searchsorted(self._hashes, hashes, "left")
+        ends = np.searchsorted(self._hashes, hashes, "right")
+        parts: list[np.ndarray] = []
+        bands: list[int] = []
+        fresh = self._fresh
+        for band, (start, end, key) in enumerate(
+            zip(starts.tolist(), ends.tolist(), hashes.tolist(), strict=True)
+        ):
+            if start < end:
+                parts.append(self._hash_rows[start:end])
+                bands.append(band)
+            newer = fresh.get(key)
+            if newer is not None:
+                parts.append(np.frombuffer(newer, np.int32))
+                bands.append(band)
+        if not parts:
+            return _NO_ROWS
+        rows = np.concatenate(parts)
+        band_of = np.repeat(np.array(bands, np.intp), [len(p) for p in parts])
+        # Only rows whose band is the report's own: not forgotten, no hash collision.
+        alive = rows >= 0
+        rows, band_of = rows[alive], band_of[alive]
+        by_band = self._signatures[rows].reshape(len(rows), BANDS, -1)
+        own = sig.reshape(BANDS, -1)
+        same = (by_band[np.arange(len(rows)), band_of] == own[band_of]).all(axis=1)
+        return rows[same]
+
+    def _remember(self, doc_id: str, sig: np.ndarray, hashes: np.ndarray) -> None:
         if doc_id in self._rows:
             return
         row = self._free_row()
@@ -307,10 +362,31 @@ class NearDuplicates:
         self._ids[row] = doc_id
         self._rows[doc_id] = row
         packed = np.int32(row).tobytes()
-        for buckets, band in zip(self._buckets, bands, strict=True):
-            buckets[band] = buckets.get(band, b"") + packed
+        fresh = self._fresh
+        for key in hashes.tolist():
+            fresh[key] = fresh.get(key, b"") + packed
         if len(self._rows) > self.capacity:
             self._forget(next(iter(self._rows)))
+        if len(fresh) > FRESH_BUCKETS:
+            self._merge_fresh()
+
+    def _merge_fresh(self) -> None:
+        """Move the latest buckets into the sorted arrays, dropping forgotten rows."""
+        fresh = self._fresh
+        rows = [np.frombuffer(v, np.int32) for v in fresh.values()]
+        kept = self._hash_rows >= 0
+        hashes = np.concatenate(
+            (
+                self._hashes[kept],
+                np.repeat(np.fromiter(fresh, np.uint64, len(fresh)), [len(r) for r in rows]),
+            )
+        )
+        all_rows = np.concatenate((self._hash_rows[kept], *rows))
+        # Stable: a hash's older rows (already merged, then in the order added) stay first.
+        order = np.argsort(hashes, kind="stable")
+        self._hashes, self._hash_rows = hashes[order], all_rows[order]
+        self._fresh = {}
+        self._forgotten = 0
 
     def _free_row(self) -> int:
         if self._free:
@@ -326,19 +402,23 @@ class NearDuplicates:
 
     def _forget(self, doc_id: str) -> None:
         row = self._rows.pop(doc_id)
-        for buckets, band in zip(self._buckets, self._bands(self._signatures[row]), strict=True):
-            rows = np.frombuffer(buckets[band], np.int32)
-            kept = rows[rows != row]
-            if len(kept):
-                buckets[band] = kept.tobytes()
-            else:
-                del buckets[band]
+        hashes = _band_hashes(self._signatures[row])
+        starts = np.searchsorted(self._hashes, hashes, "left")
+        ends = np.searchsorted(self._hashes, hashes, "right")
+        for start, end, key in zip(starts.tolist(), ends.tolist(), hashes.tolist(), strict=True):
+            if start < end:
+                at = start + np.flatnonzero(self._hash_rows[start:end] == row)
+                self._hash_rows[at] = -1
+                self._forgotten += len(at)
+            newer = self._fresh.get(key)
+            if newer is not None:
+                rows = np.frombuffer(newer, np.int32)
+                kept = rows[rows != row]
+                if len(kept):
+                    self._fresh[key] = kept.tobytes()
+                else:
+                    del self._fresh[key]
         self._free.append(row)
-
-    @staticmethod
-    def _bands(sig: np.ndarray) -> list[bytes]:
-        raw = sig.tobytes()
-        return [raw[start : start + _BAND_BYTES] for start in range(0, len(raw), _BAND_BYTES)]
 
     @staticmethod
     def pair(a_title: str, a_text: str, b_title: str, b_text: str) -> bool:

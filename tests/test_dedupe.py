@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -169,6 +170,57 @@ def test_the_near_duplicate_index_forgets_the_oldest() -> None:
     index.add("a", "Ukrainian troops cross into Kursk region", BODY)
     index.add("b", "Central bank cuts its key rate", "The bank lowered its rate to 5 percent " * 3)
     assert index.add("c", "Ukrainian troops cross into Kursk region", BODY) is None
+
+
+def _near_by_definition(docs: list[tuple[str, str, str]], capacity: int) -> list[str | None]:
+    """What `NearDuplicates.add` answers, by its definition: of the latest `capacity`
+    reports sharing a band, band by band and oldest first, the first that agrees most."""
+    from aggregator.dedupe import BANDS, NEAR_JACCARD, signature
+
+    kept: list[tuple[str, np.ndarray]] = []
+    answers: list[str | None] = []
+    for doc_id, title, text in docs:
+        sig = signature(title, text)
+        if sig is None:
+            answers.append(None)
+            continue
+        bands = sig.reshape(BANDS, -1)
+        met = [
+            (other_id, other)
+            for band in range(BANDS)
+            for other_id, other in kept
+            if np.array_equal(other.reshape(BANDS, -1)[band], bands[band])
+        ]
+        scores = [int(np.count_nonzero(other == sig)) for _, other in met]
+        best = max(range(len(met)), key=lambda n: (scores[n], -n), default=None)
+        fits = best is not None and scores[best] / len(sig) >= NEAR_JACCARD
+        answers.append(met[best][0] if best is not None and fits else None)
+        if doc_id not in {k for k, _ in kept}:
+            kept = [*kept, (doc_id, sig)][-capacity:]
+    return answers
+
+
+@pytest.mark.parametrize("fresh_buckets", [0, 40, 16_384])
+def test_the_near_duplicate_index_answers_as_its_definition(
+    fresh_buckets: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However often its latest buckets are merged into the sorted ones, and as reports
+    are forgotten and their rows reused."""
+    from aggregator import dedupe
+
+    monkeypatch.setattr(dedupe, "FRESH_BUCKETS", fresh_buckets)
+    words = BODY.split()
+    docs = []
+    for n in range(160):
+        edited = list(words)
+        edited[n % len(words)] = f"edit{n % 7}"  # seven versions of each word's edit
+        if n % 5 == 0:
+            edited = edited[::-1]  # another text altogether
+        docs.append((str(n), f"Report {n % 3}", " ".join(edited)))
+    index = dedupe.NearDuplicates(capacity=12)
+    answers = [index.add(*doc) for doc in docs]
+    assert answers == _near_by_definition(docs, 12)
+    assert sum(a is not None for a in answers) > 40
 
 
 # --- the fast paths give what the definitions give ---------------------------------
