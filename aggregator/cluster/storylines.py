@@ -144,9 +144,13 @@ class Storyline:
     stories: set[str] = field(default_factory=set)  # live stories of the assigner in it
     total: np.ndarray | None = None  # decayed sum of its reports' embeddings (float32)
     names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
+    # The norm of `total` once asked for, until `total` next changes: a link pass
+    # asks each storyline for its `unit` a dozen times. A float, not the unit
+    # vector itself, which would cost 1.5 KB a storyline.
+    total_norm: float | None = field(default=None, repr=False, compare=False)
 
-    # What a snapshot saves (`save_all`, `load_all`); every field is saved.
-    SNAPSHOT: ClassVar = ("id started latest size stories total names", "")
+    # What a snapshot saves (`save_all`, `load_all`); every other field is saved.
+    SNAPSHOT: ClassVar = ("id started latest size stories total names", "total_norm")
 
     @staticmethod
     def save_all(out: Writer, lines: list[Storyline]) -> None:
@@ -217,6 +221,7 @@ class Storyline:
             else:
                 self.total *= np.float32(1.0 - 1.0 / memory)
                 self.total += vector
+            self.total_norm = None
 
     def absorb(self, other: Storyline, memory: int) -> None:
         """Take in a storyline found to be the same one: its reports count as the latest."""
@@ -233,6 +238,7 @@ class Storyline:
             else:
                 self.total *= np.float32((1.0 - 1.0 / memory) ** min(other.size, 4 * memory))
                 self.total += other.total
+            self.total_norm = None
 
     def _trim_names(self) -> None:
         if len(self.names) > NAMES_KEPT:
@@ -243,7 +249,9 @@ class Storyline:
     def unit(self) -> np.ndarray | None:
         if self.total is None:
             return None
-        norm = float(np.linalg.norm(self.total))
+        if self.total_norm is None:
+            self.total_norm = float(np.linalg.norm(self.total))
+        norm = self.total_norm
         return self.total / np.float32(norm) if norm else None
 
 
@@ -282,7 +290,7 @@ class StorylineIndex:
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
     SNAPSHOT: ClassVar = (
         "_lines _of_story _shelf _changed _by_latest _activity",
-        "policy _rule _window _max",
+        "policy _rule _window _max _changed_cap",
     )
 
     def __init__(
@@ -300,6 +308,7 @@ class StorylineIndex:
         self._of_story: dict[str, str] = {}  # live story id -> its storyline's id
         self._shelf = EmbeddingShelf(shelf_rows, dim) if self._rule is not None else None
         self._changed: dict[str, None] = {}  # storylines that took reports since `link`
+        self._changed_cap = shelf_rows
         self._by_latest: list[tuple[datetime, str]] = []  # lazy heap: stale rows skipped
         self._window = timedelta(days=self.policy.window_days)
         self._activity: dict[str, None] = {}  # storyline ids, least recently active first
@@ -366,6 +375,11 @@ class StorylineIndex:
             line.stories.add(story_id)
         self._add(line, published, vector, names.tolist())
         self._changed[line_id] = None
+        if len(self._changed) > self._changed_cap:
+            # Nobody links (a replay of a big window): stay bounded, as the story
+            # level does, and forget the oldest change. Only the most recently
+            # active storylines are on the shelf that `link` scans for each.
+            del self._changed[next(iter(self._changed))]
         if self._shelf is not None and (unit := line.unit) is not None:
             self._shelf.put(line_id, unit)
         while len(self._lines) > self._max:
