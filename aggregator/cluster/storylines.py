@@ -45,6 +45,7 @@ from aggregator.cluster.stories import EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
 CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
+AHEAD = 256  # changed storylines whose nearest are found in one matrix product (`link`)
 
 # What each number of models/storylines.json means, written into the file itself.
 FIELDS = {
@@ -413,16 +414,36 @@ class StorylineIndex:
         changed, self._changed = list(self._changed), {}
         if self._rule is None or self._shelf is None:
             return []
-        rule = self._rule
         merges: list[tuple[str, str]] = []
-        for line_id in changed:
-            line = self._lines.get(line_id)
-            unit = None if line is None else line.unit
-            if line is None or unit is None:
-                continue  # absorbed earlier in this pass, or without embeddings
+        for start in range(0, len(changed), AHEAD):
+            self._link_block(changed[start : start + AHEAD], self._rule, self._shelf, merges)
+        return merges
+
+    def _link_block(
+        self,
+        line_ids: list[str],
+        rule: Rule,
+        shelf: EmbeddingShelf,
+        merges: list[tuple[str, str]],
+    ) -> None:
+        """`link` the storylines of `line_ids` in turn. Their nearest storylines are found
+        together first, on the shelf as it stands; after a join has changed the shelf,
+        those of the rest are found again one by one."""
+        found = [line for line in map(self._lines.get, line_ids) if line is not None]
+        units = [line.unit for line in found]  # None: without embeddings
+        lines = [line for line, unit in zip(found, units, strict=True) if unit is not None]
+        given = [unit for unit in units if unit is not None]
+        ahead = shelf.nearest_each(np.stack(given), CANDIDATES) if given else []
+        joined = False
+        for line, found in zip(lines, ahead, strict=True):
+            if self._lines.get(line.id) is not line:
+                continue  # absorbed earlier in this pass
+            unit = line.unit
+            if unit is None:
+                continue
             best: Storyline | None = None
             best_score = rule.join
-            for other_id in self._shelf.nearest(unit, CANDIDATES):
+            for other_id in shelf.nearest(unit, CANDIDATES) if joined else found:
                 other = self._lines.get(other_id)
                 if other is None or other.id == line.id:
                     continue
@@ -433,7 +454,7 @@ class StorylineIndex:
                     best, best_score = other, value
             if best is not None:
                 merges.append(self._join(line, best))
-        return merges
+                joined = True
 
     def expire(self, now: datetime) -> None:
         """Forget storylines idle for longer than the window."""
