@@ -403,12 +403,12 @@ class StoryAssigner:
         """A story seen as one long report, to weigh it against another story."""
         lang = story.langs.most_common(1)[0][0] if story.langs else ""
         doc = ClusterDoc(story.id, "", "", "", story.latest, "", lang)
-        terms = sorted(story.terms.items(), key=lambda tw: (-tw[1], tw[0]))
+        terms = story.heaviest_terms(self.tuning.index_terms)
         return Prepared(
             doc=doc,
             words=story.words.unit(),
             grams=story.grams.unit(),
-            index_terms=tuple((t, float(n)) for t, n in terms[: self.tuning.index_terms]),
+            index_terms=tuple((t, float(n)) for t, n in terms),
             names=story.names,
             numbers=story.numbers,
             days=story.days,

@@ -273,6 +273,16 @@ class Story:
         """
         return Counter(_all_terms(self.member_terms))
 
+    def heaviest_terms(self, limit: int) -> list[tuple[int, int]]:
+        """The `limit` index terms most of the last `memory` members used, with how many
+        used each, most used first (ties: the lower term first). `terms` sorted so,
+        in a few array operations: a merge pass asks this of thousands of stories."""
+        if not self.member_terms:
+            return []
+        terms, counts = np.unique(np.concatenate(self.member_terms), return_counts=True)
+        order = np.lexsort((terms, -counts))[:limit]
+        return list(zip(terms[order].tolist(), counts[order].tolist(), strict=True))
+
     def shared_terms(self, terms: set[int]) -> int:
         """How many of `terms` the last `memory` members used (no counting needed)."""
         return len(terms.intersection(_all_terms(self.member_terms)))
@@ -735,8 +745,9 @@ class StoryIndex:
             for story_id in posting:
                 score[story_id] += weight
         # Ties go to the story first indexed, so the order of a dict never decides
-        # (a stable sort keeps equal scores in the order met).
-        best = heapq.nlargest(limit, score, key=score.__getitem__)
+        # (a stable sort keeps equal scores in the order met). `heapq.nlargest` is
+        # documented as this very slice, and took twice as long.
+        best = sorted(score, key=score.__getitem__, reverse=True)[:limit]
         return [(story_id, shared[story_id]) for story_id in best]
 
     def by_embedding(self, row: EmbeddingRow, limit: int) -> list[str]:
