@@ -429,13 +429,13 @@ class StorylineIndex:
         """`link` the storylines of `line_ids` in turn. Their nearest storylines are found
         together first, on the shelf as it stands; after a join has changed the shelf,
         those of the rest are found again one by one."""
-        found = [line for line in map(self._lines.get, line_ids) if line is not None]
-        units = [line.unit for line in found]  # None: without embeddings
-        lines = [line for line, unit in zip(found, units, strict=True) if unit is not None]
+        live = [line for line in map(self._lines.get, line_ids) if line is not None]
+        units = [line.unit for line in live]  # None: without embeddings
+        lines = [line for line, unit in zip(live, units, strict=True) if unit is not None]
         given = [unit for unit in units if unit is not None]
         ahead = shelf.nearest_each(np.stack(given), CANDIDATES) if given else []
         joined = False
-        for line, found in zip(lines, ahead, strict=True):
+        for line, nearest in zip(lines, ahead, strict=True):
             if self._lines.get(line.id) is not line:
                 continue  # absorbed earlier in this pass
             unit = line.unit
@@ -443,7 +443,7 @@ class StorylineIndex:
                 continue
             best: Storyline | None = None
             best_score = rule.join
-            for other_id in shelf.nearest(unit, CANDIDATES) if joined else found:
+            for other_id in shelf.nearest(unit, CANDIDATES) if joined else nearest:
                 other = self._lines.get(other_id)
                 if other is None or other.id == line.id:
                     continue
