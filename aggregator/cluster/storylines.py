@@ -55,13 +55,17 @@ FIELDS = {
     "follows the drift of its news (not fitted)",
     "join": "per method: least score at which two storylines become one; the score is the "
     "cosine of their centroids of language-centred embeddings, plus names times the cosine "
-    "of their name counts, minus decay times the days between the later one's first report "
+    "of their name counts less names_floor, minus decay times the days between the later one's first report "
     "and the earlier one's latest; a method without a join links no storylines (its "
     "stories are its storylines)",
     "decay": "per method: score lost per day between the two storylines",
     "names": "per method: weight of the cosine of the two storylines' decayed counts of "
     "name keys (transliterated, folded names and places) added to the score, once both "
     "hold two reports or more",
+    "names_floor": "per method: the name cosine that counts as no evidence; names add "
+    "`names` times (their cosine minus this floor), so two storylines that name little in "
+    "common lose score (a drone strike in Rostov region and one on Odesa's port read alike "
+    "but name different places)",
 }
 NAMES_KEPT_ABOVE = 0.05  # a name's decayed count below this is forgotten (memory bound)
 NAMES_KEPT = 32  # a storyline keeps at most this many of its heaviest names (memory bound)
@@ -76,6 +80,7 @@ class Rule(NamedTuple):
     join: float
     decay: float
     names: float
+    names_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,18 @@ class StorylinePolicy:
     join: dict[str, float]
     decay: dict[str, float]
     names: dict[str, float]
+    names_floor: dict[str, float] = field(default_factory=dict)
 
     def for_method(self, method: str) -> Rule | None:
         """The numbers of `method`; None: it links no storylines."""
         if method not in self.join:
             return None
-        return Rule(self.join[method], self.decay.get(method, 0.0), self.names.get(method, 0.0))
+        return Rule(
+            self.join[method],
+            self.decay.get(method, 0.0),
+            self.names.get(method, 0.0),
+            self.names_floor.get(method, 0.0),
+        )
 
     def to_json(self, notes: dict[str, object]) -> str:
         body: dict[str, object] = {
@@ -102,6 +113,7 @@ class StorylinePolicy:
             "join": dict(sorted(self.join.items())),
             "decay": dict(sorted(self.decay.items())),
             "names": dict(sorted(self.names.items())),
+            "names_floor": dict(sorted(self.names_floor.items())),
             "notes": notes,
         }
         return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
@@ -120,6 +132,7 @@ def read_policy(path: Path) -> StorylinePolicy:
             join={str(k): float(v) for k, v in body["join"].items()},
             decay={str(k): float(v) for k, v in body["decay"].items()},
             names={str(k): float(v) for k, v in body["names"].items()},
+            names_floor={str(k): float(v) for k, v in body["names_floor"].items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise RuntimeError(
@@ -267,14 +280,14 @@ def names_cosine(a: dict[int, float], b: dict[int, float]) -> float:
 
 def score(line: Storyline, other: Storyline, rule: Rule) -> float:
     """How strongly two storylines are one: the cosine of their embedding centroids,
-    plus `rule.names` times the cosine of their name counts, less `rule.decay` per
-    day between them."""
+    plus `rule.names` times the cosine of their name counts less `rule.names_floor`
+    (once both hold two reports), less `rule.decay` per day between them."""
     a, b = line.unit, other.unit
     if a is None or b is None:
         return 0.0
     bonus = 0.0
     if rule.names and min(line.size, other.size) >= NAMES_FROM_REPORTS:
-        bonus = rule.names * names_cosine(line.names, other.names)
+        bonus = rule.names * (names_cosine(line.names, other.names) - rule.names_floor)
     first, second = sorted((line, other), key=lambda s: s.started)
     apart_days = max((second.started - first.latest).total_seconds(), 0.0) / 86400.0
     return float(a @ b) + bonus - rule.decay * apart_days
