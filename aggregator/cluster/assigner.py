@@ -45,6 +45,9 @@ from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
 
 METHODS = ("tfidf", "embedding")
+# Stories of a merge pass whose nearest by embedding are found in one matrix
+# product (see `StoryAssigner._merge_block`): after a restart a pass weighs thousands.
+AHEAD = 256
 
 
 @dataclass(frozen=True)
@@ -315,11 +318,8 @@ class StoryAssigner:
         self._end_replay()
         merges: list[tuple[str, str]] = []
         changed, self._changed = list(self._changed), {}
-        for story_id in changed:
-            story = self._stories.get(story_id)
-            if story is not None:  # else expired, or absorbed earlier in this pass
-                other = self._converged_with(story, self.tuning.merge_probability)
-                self._absorb(story, other, merges)
+        for start in range(0, len(changed), AHEAD):
+            self._merge_block(changed[start : start + AHEAD], merges)
         bar = self.tuning.second_look_probability[self.settings.method]
         for story_id in self._due_second_looks():
             story = self._stories.get(story_id)
@@ -349,9 +349,26 @@ class StoryAssigner:
                 due.append(queue.popleft()[1])
         return due
 
-    def _absorb(self, story: Story, other: Story | None, merges: list[tuple[str, str]]) -> None:
+    def _merge_block(self, story_ids: list[str], merges: list[tuple[str, str]]) -> None:
+        """Weigh each live story of `story_ids` in turn against its candidates, and merge it
+        into the one it converged with. Their nearest stories by embedding are found
+        together first, on the shelf as it stands; after a merge has changed the shelf,
+        those of the rest are found again one by one."""
+        stories = [s for s in map(self._stories.get, story_ids) if s is not None]
+        near = self._stories.by_embedding_each(stories, self.tuning.candidates)
+        merged = False
+        for story, found in zip(stories, near, strict=True):
+            if story.id not in self._stories.stories:
+                continue  # absorbed earlier in this pass
+            other = self._converged_with(
+                story, self.tuning.merge_probability, near=None if merged else found
+            )
+            merged = self._absorb(story, other, merges) or merged
+
+    def _absorb(self, story: Story, other: Story | None, merges: list[tuple[str, str]]) -> bool:
+        """Merge the two stories (when there is another); whether they merged."""
         if other is None:
-            return
+            return False
         # The larger story keeps its id (ties: the older id), so links move least.
         into, gone = sorted((story, other), key=lambda s: (-s.size, s.id))
         self._stories.merge(into, gone)
@@ -360,13 +377,17 @@ class StoryAssigner:
         if linked is not None:  # the two stories were in two storylines
             self._events.merge_story(*linked)  # its events come along, each its own
             merges.append(linked)
+        return True
 
-    def _converged_with(self, story: Story, bar: float, *, larger: bool = False) -> Story | None:
-        """The candidate the story most probably belongs with, if that reaches `bar`."""
+    def _converged_with(
+        self, story: Story, bar: float, *, larger: bool = False, near: list[str] | None = None
+    ) -> Story | None:
+        """The candidate the story most probably belongs with, if that reaches `bar`;
+        `near`: its nearest stories by embedding, when found already."""
         p = self._as_report(story)
         live = [
             (other, shared)
-            for other, shared in self._candidates(p)
+            for other, shared in self._candidates(p, near)
             if other.id != story.id
             and not (larger and other.size <= story.size)
             # idle past the window: it takes no more reports
@@ -382,12 +403,12 @@ class StoryAssigner:
         """A story seen as one long report, to weigh it against another story."""
         lang = story.langs.most_common(1)[0][0] if story.langs else ""
         doc = ClusterDoc(story.id, "", "", "", story.latest, "", lang)
-        terms = sorted(story.terms.items(), key=lambda tw: (-tw[1], tw[0]))
+        terms = story.heaviest_terms(self.tuning.index_terms)
         return Prepared(
             doc=doc,
             words=story.words.unit(),
             grams=story.grams.unit(),
-            index_terms=tuple((t, float(n)) for t, n in terms[: self.tuning.index_terms]),
+            index_terms=tuple((t, float(n)) for t, n in terms),
             names=story.names,
             numbers=story.numbers,
             days=story.days,
@@ -491,7 +512,9 @@ class StoryAssigner:
         features = pair_matrix(p, stories, [shared for _, shared in candidates])
         return self.decision.probabilities(features, len(stories))
 
-    def _candidates(self, p: Prepared) -> list[tuple[Story, int]]:
+    def _candidates(self, p: Prepared, near: list[str] | None = None) -> list[tuple[Story, int]]:
+        """Stories sharing the report's heaviest terms, then those nearest by embedding
+        (`near`, when found already) not among them, each with its shared terms."""
         limit = self.tuning.candidates
         stories = self._stories
         found = stories.by_terms(p.index_terms, limit)
@@ -500,13 +523,15 @@ class StoryAssigner:
             # Reports in different languages may share no term at all: also ask
             # the embedding for its nearest live stories.
             seen = {story_id for story_id, _ in found}
-            near = [
+            if near is None:
+                near = stories.by_embedding(p.embedding, limit)
+            nearest = [
                 stories.stories[story_id]
-                for story_id in stories.by_embedding(p.embedding, limit)
+                for story_id in near
                 if story_id not in seen and story_id in stories.stories
             ]
             terms = {t for t, _ in p.index_terms}
-            out.extend(zip(near, shared_term_counts(near, terms), strict=True))
+            out.extend(zip(nearest, shared_term_counts(nearest, terms), strict=True))
         return out
 
     # -- remembering ------------------------------------------------------------

@@ -45,6 +45,7 @@ from aggregator.cluster.stories import COMPACT_SLACK, EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
 CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
+AHEAD = 256  # changed storylines whose nearest are found in one matrix product (`link`)
 
 # What each number of models/storylines.json means, written into the file itself.
 FIELDS = {
@@ -157,9 +158,13 @@ class Storyline:
     stories: set[str] = field(default_factory=set)  # live stories of the assigner in it
     total: np.ndarray | None = None  # decayed sum of its reports' embeddings (float32)
     names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
+    # The norm of `total` once asked for, until `total` next changes: a link pass
+    # asks each storyline for its `unit` a dozen times. A float, not the unit
+    # vector itself, which would cost 1.5 KB a storyline.
+    total_norm: float | None = field(default=None, repr=False, compare=False)
 
-    # What a snapshot saves (`save_all`, `load_all`); every field is saved.
-    SNAPSHOT: ClassVar = ("id started latest size stories total names", "")
+    # What a snapshot saves (`save_all`, `load_all`); every other field is saved.
+    SNAPSHOT: ClassVar = ("id started latest size stories total names", "total_norm")
 
     @staticmethod
     def save_all(out: Writer, lines: list[Storyline]) -> None:
@@ -230,6 +235,7 @@ class Storyline:
             else:
                 self.total *= np.float32(1.0 - 1.0 / memory)
                 self.total += vector
+            self.total_norm = None
 
     def absorb(self, other: Storyline, memory: int) -> None:
         """Take in a storyline found to be the same one: its reports count as the latest."""
@@ -246,6 +252,7 @@ class Storyline:
             else:
                 self.total *= np.float32((1.0 - 1.0 / memory) ** min(other.size, 4 * memory))
                 self.total += other.total
+            self.total_norm = None
 
     def _trim_names(self) -> None:
         if len(self.names) > NAMES_KEPT:
@@ -256,7 +263,9 @@ class Storyline:
     def unit(self) -> np.ndarray | None:
         if self.total is None:
             return None
-        norm = float(np.linalg.norm(self.total))
+        if self.total_norm is None:
+            self.total_norm = float(np.linalg.norm(self.total))
+        norm = self.total_norm
         return self.total / np.float32(norm) if norm else None
 
 
@@ -295,7 +304,7 @@ class StorylineIndex:
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
     SNAPSHOT: ClassVar = (
         "_lines _of_story _shelf _changed _by_latest _activity",
-        "policy _rule _window _max",
+        "policy _rule _window _max _changed_cap",
     )
 
     def __init__(
@@ -313,6 +322,7 @@ class StorylineIndex:
         self._of_story: dict[str, str] = {}  # live story id -> its storyline's id
         self._shelf = EmbeddingShelf(shelf_rows, dim) if self._rule is not None else None
         self._changed: dict[str, None] = {}  # storylines that took reports since `link`
+        self._changed_cap = shelf_rows
         self._by_latest: list[tuple[datetime, str]] = []  # lazy heap: stale rows skipped
         self._window = timedelta(days=self.policy.window_days)
         self._activity: dict[str, None] = {}  # storyline ids, least recently active first
@@ -379,6 +389,11 @@ class StorylineIndex:
             line.stories.add(story_id)
         self._add(line, published, vector, names.tolist())
         self._changed[line_id] = None
+        if len(self._changed) > self._changed_cap:
+            # Nobody links (a replay of a big window): stay bounded, as the story
+            # level does, and forget the oldest change. Only the most recently
+            # active storylines are on the shelf that `link` scans for each.
+            del self._changed[next(iter(self._changed))]
         if self._shelf is not None and (unit := line.unit) is not None:
             self._shelf.put(line_id, unit)
         while len(self._lines) > self._max:
@@ -412,16 +427,36 @@ class StorylineIndex:
         changed, self._changed = list(self._changed), {}
         if self._rule is None or self._shelf is None:
             return []
-        rule = self._rule
         merges: list[tuple[str, str]] = []
-        for line_id in changed:
-            line = self._lines.get(line_id)
-            unit = None if line is None else line.unit
-            if line is None or unit is None:
-                continue  # absorbed earlier in this pass, or without embeddings
+        for start in range(0, len(changed), AHEAD):
+            self._link_block(changed[start : start + AHEAD], self._rule, self._shelf, merges)
+        return merges
+
+    def _link_block(
+        self,
+        line_ids: list[str],
+        rule: Rule,
+        shelf: EmbeddingShelf,
+        merges: list[tuple[str, str]],
+    ) -> None:
+        """`link` the storylines of `line_ids` in turn. Their nearest storylines are found
+        together first, on the shelf as it stands; after a join has changed the shelf,
+        those of the rest are found again one by one."""
+        live = [line for line in map(self._lines.get, line_ids) if line is not None]
+        units = [line.unit for line in live]  # None: without embeddings
+        lines = [line for line, unit in zip(live, units, strict=True) if unit is not None]
+        given = [unit for unit in units if unit is not None]
+        ahead = shelf.nearest_each(np.stack(given), CANDIDATES) if given else []
+        joined = False
+        for line, nearest in zip(lines, ahead, strict=True):
+            if self._lines.get(line.id) is not line:
+                continue  # absorbed earlier in this pass
+            unit = line.unit
+            if unit is None:
+                continue
             best: Storyline | None = None
             best_score = rule.join
-            for other_id in self._shelf.nearest(unit, CANDIDATES):
+            for other_id in shelf.nearest(unit, CANDIDATES) if joined else nearest:
                 other = self._lines.get(other_id)
                 if other is None or other.id == line.id:
                     continue
@@ -432,7 +467,7 @@ class StorylineIndex:
                     best, best_score = other, value
             if best is not None:
                 merges.append(self._join(line, best))
-        return merges
+                joined = True
 
     def expire(self, now: datetime) -> None:
         """Forget storylines idle for longer than the window."""
