@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from aggregator.cluster import embedding
+from aggregator.cluster.copies import FirstCopies
 from aggregator.cluster.decision import (
     JoinDecision,
     PairModel,
@@ -143,7 +144,7 @@ class StoryAssigner:
         )
         self._events = EventIndex(settings.method)  # each storyline's events (events.py)
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
-        self._first_copy: dict[int, tuple[str, str]] = {}
+        self._first_copy = FirstCopies()
         self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
         # Restored reports not yet in `_near`: only the latest `capacity` would stay
         # there, so their signatures are computed on the first `add`, not each one.
@@ -172,10 +173,7 @@ class StoryAssigner:
         self._storylines.save(out.at("storylines"))
         self._events.save(out.at("events"))
         self._near.save(out.at("near"))
-        copies = self._first_copy
-        out.array("first_copy.keys", np.fromiter(copies, np.uint64, len(copies)), np.uint64)
-        out.value("first_copy.docs", [doc_id for doc_id, _ in copies.values()])
-        out.value("first_copy.stories", [story_id for _, story_id in copies.values()])
+        self._first_copy.save(out.at("first_copy"))
         out.value("story_of_doc.docs", list(self._story_of_doc))
         out.value("story_of_doc.stories", list(self._story_of_doc.values()))
         out.value("moved.gone", list(self._moved))
@@ -197,11 +195,7 @@ class StoryAssigner:
         self._events.load(source.at("events"))
         self._near.load(source.at("near"))
         self._near_pending.clear()
-        keys = source.array("first_copy.keys", np.uint64).tolist()
-        docs = strings(source.value("first_copy.docs"))
-        stories = strings(source.value("first_copy.stories"))
-        same_length(keys, docs, stories)
-        self._first_copy = {k: (d, s) for k, d, s in zip(keys, docs, stories, strict=True)}
+        self._first_copy.load(source.at("first_copy"))
         self._story_of_doc = _pairs(source, "story_of_doc.docs", "story_of_doc.stories")
         self._moved = _pairs(source, "moved.gone", "moved.into")
         [self._clock] = source.times("clock")
@@ -421,7 +415,7 @@ class StoryAssigner:
         for key in gone.keys:
             first = self._first_copy.get(key)
             if first is not None and first[1] == gone.id:
-                self._first_copy[key] = (first[0], into.id)
+                self._first_copy.move(key, into.id)
         # Near-duplicate candidates find their story through the merges it went through.
         self._moved[gone.id] = into.id
         if len(self._moved) > self._near.capacity:
@@ -638,17 +632,17 @@ class StoryAssigner:
         self._remember_keys(p.keys, p.doc.id, story)
 
     def _remember_keys(self, keys: tuple[int, ...], doc_id: str, story: Story) -> None:
-        first = (doc_id, story.id)  # one tuple for all of a report's keys
         for key in keys:
             if key not in self._first_copy:
-                self._first_copy[key] = first
+                self._first_copy.add(key, doc_id, story.id)
                 story.keys.append(key)
 
     def _forget(self, story: Story) -> None:
         self._storylines.forget_story(story.id)
         for key in story.keys:
-            if self._first_copy.get(key, ("", ""))[1] == story.id:
-                del self._first_copy[key]
+            first = self._first_copy.get(key)
+            if first is not None and first[1] == story.id:
+                self._first_copy.remove(key)
 
 
 def _pairs(source: Reader, keys: str, values: str) -> dict[str, str]:

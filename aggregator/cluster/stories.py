@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ class Story:
     # and its norm; the unit vector is derived when asked, not kept beside it.
     embedding_sum: np.ndarray | None = None
     embedding_norm: float = 0.0
-    keys: list[int] = field(default_factory=list)  # dedupe keys (hashed) that point here
+    # Dedupe keys (hashed) that point here: 8 bytes each, not a 36-byte int and a pointer.
+    keys: array[int] = field(default_factory=lambda: array("Q"))
     size: int = 0
 
     # What a snapshot saves (`save_all`, `load_all`); every field is saved.
@@ -236,7 +238,7 @@ class Story:
                     langs=_counter(langs[at_lang : at_lang + n]),
                     embedding_sum=sums[i],
                     embedding_norm=floats["embedding_norm"][i],
-                    keys=keys[i].tolist(),
+                    keys=_key_array(keys[i]),
                     size=ints["size"][i],
                 )
             )
@@ -388,6 +390,12 @@ class Story:
 def _centroid_weights(vector: Vector) -> np.ndarray:
     # An empty centroid is the shared EMPTY vector, whose weights are float32.
     return vector.weights if len(vector) else np.zeros(0, CENTROID_WEIGHTS)
+
+
+def _key_array(keys: np.ndarray) -> array[int]:
+    kept = array("Q")
+    kept.frombytes(keys.astype(np.uint64).tobytes())
+    return kept
 
 
 def _keys_or_none(keys: np.ndarray) -> np.ndarray:
