@@ -154,8 +154,9 @@ class StoryAssigner:
         self._clock: datetime | None = None
         self._changed: dict[str, None] = {}  # stories joined since the last merge pass
         self._placed = 0  # reports placed or replayed (not copies): the clock of second looks
-        # One queue per delay, each in due order: (due at `_placed`, story id).
-        # Bounded like the other per-report state. A replay queues them again.
+        # One queue per delay, each in due order: (`_placed` when queued, story id),
+        # due `delay` later; one tuple in every queue, not one each (9 MB in a big
+        # window). Bounded like the other per-report state. A replay queues them again.
         self._second_looks = tuple(
             deque[tuple[int, str]](maxlen=self.tuning.near_duplicates)
             for _ in self.tuning.second_look_after
@@ -182,8 +183,9 @@ class StoryAssigner:
         out.value("changed", list(self._changed))
         out.value("placed", self._placed)
         out.value("replayed", self._replayed)
-        for n, queue in enumerate(self._second_looks):
-            out.array(f"looks{n}.due", np.array([d for d, _ in queue], np.int64), np.int64)
+        delays = self.tuning.second_look_after
+        for n, (delay, queue) in enumerate(zip(delays, self._second_looks, strict=True)):
+            out.array(f"looks{n}.due", np.array([p + delay for p, _ in queue], np.int64), np.int64)
             out.value(f"looks{n}.ids", [story_id for _, story_id in queue])
 
     def load(self, source: Reader) -> None:
@@ -202,14 +204,17 @@ class StoryAssigner:
         self._changed = dict.fromkeys(strings(source.value("changed")))
         self._placed = int(source.value("placed"))
         self._replayed = bool(source.value("replayed"))
-        for n, queue in enumerate(self._second_looks):
+        delays = self.tuning.second_look_after
+        queued: dict[tuple[int, str], tuple[int, str]] = {}  # one tuple for every queue
+        for n, (delay, queue) in enumerate(zip(delays, self._second_looks, strict=True)):
             due = source.array(f"looks{n}.due", np.int64).tolist()
             ids = strings(source.value(f"looks{n}.ids"))
             same_length(due, ids)
             if len(due) > (queue.maxlen or 0):
                 raise SnapshotError("the snapshot holds more second looks than kept")
             queue.clear()
-            queue.extend(zip(due, ids, strict=True))
+            placed = [d - delay for d in due]
+            queue.extend(queued.setdefault(p, p) for p in zip(placed, ids, strict=True))
 
     @property
     def uses_embeddings(self) -> bool:
@@ -326,8 +331,9 @@ class StoryAssigner:
         return merges
 
     def _queue_second_looks(self, story_id: str) -> None:
-        for delay, queue in zip(self.tuning.second_look_after, self._second_looks, strict=True):
-            queue.append((self._placed + delay, story_id))
+        queued = (self._placed, story_id)
+        for queue in self._second_looks:
+            queue.append(queued)
 
     def _end_replay(self) -> None:
         """Drop the looks a replay found overdue: they ran before the restart,
@@ -338,8 +344,8 @@ class StoryAssigner:
 
     def _due_second_looks(self) -> list[str]:
         due = []
-        for queue in self._second_looks:
-            while queue and queue[0][0] <= self._placed:
+        for delay, queue in zip(self.tuning.second_look_after, self._second_looks, strict=True):
+            while queue and queue[0][0] + delay <= self._placed:
                 due.append(queue.popleft()[1])
         return due
 
