@@ -349,7 +349,7 @@ class NearDuplicates:
         # Only rows whose band is the report's own: not forgotten, no hash collision.
         alive = rows >= 0
         rows, band_of = rows[alive], band_of[alive]
-        by_band = self._signatures[rows].reshape(len(rows), BANDS, -1)
+        by_band = self._signatures[rows].reshape(len(rows), BANDS, SIGNATURE_SIZE // BANDS)
         own = sig.reshape(BANDS, -1)
         same = (by_band[np.arange(len(rows)), band_of] == own[band_of]).all(axis=1)
         return rows[same]

@@ -200,9 +200,11 @@ def _near_by_definition(docs: list[tuple[str, str, str]], capacity: int) -> list
     return answers
 
 
-@pytest.mark.parametrize("fresh_buckets", [0, 40, 16_384])
+@pytest.mark.parametrize(
+    ("fresh_buckets", "capacity"), [(0, 12), (40, 12), (16_384, 12), (200, 2), (16_384, 1)]
+)
 def test_the_near_duplicate_index_answers_as_its_definition(
-    fresh_buckets: int, monkeypatch: pytest.MonkeyPatch
+    fresh_buckets: int, capacity: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """However often its latest buckets are merged into the sorted ones, and as reports
     are forgotten and their rows reused."""
@@ -217,10 +219,23 @@ def test_the_near_duplicate_index_answers_as_its_definition(
         if n % 5 == 0:
             edited = edited[::-1]  # another text altogether
         docs.append((str(n), f"Report {n % 3}", " ".join(edited)))
-    index = dedupe.NearDuplicates(capacity=12)
+    index = dedupe.NearDuplicates(capacity=capacity)
     answers = [index.add(*doc) for doc in docs]
-    assert answers == _near_by_definition(docs, 12)
+    assert answers == _near_by_definition(docs, capacity)
     assert sum(a is not None for a in answers) > 40
+
+
+def test_a_copy_of_a_forgotten_report_before_the_next_merge_is_not_a_near_duplicate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aggregator import dedupe
+
+    monkeypatch.setattr(dedupe, "FRESH_BUCKETS", 20)  # merged after the second report
+    index = dedupe.NearDuplicates(capacity=2)
+    index.add("a", "Ukrainian troops cross into Kursk region", BODY)
+    index.add("b", "Central bank cuts its key rate", "The bank lowered its rate to 5 percent " * 3)
+    index.add("c", "Storm floods the coast", "Rain and wind flooded the coastal towns overnight.")
+    assert index.add("d", "Ukrainian troops cross into Kursk region", BODY) is None
 
 
 # --- the fast paths give what the definitions give ---------------------------------
