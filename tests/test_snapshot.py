@@ -8,6 +8,7 @@ the leader says why in its log and replays the whole window instead.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -596,3 +597,13 @@ def test_an_object_array_is_never_written() -> None:
     out = snapshot.Writer(snapshot.Memory().put)
     with pytest.raises(snapshot.SnapshotError, match="Python objects"):
         out.array("sneaky", np.array([object()], dtype=object), object)
+
+
+def test_a_long_list_is_written_as_one_json_text_a_slice_at_a_time() -> None:
+    kept = snapshot.Memory()
+    out = snapshot.Writer(kept.put)
+    ids = [f"story-{n}" for n in range(3 * snapshot.JSON_SLICE + 5)]
+    out.value("ids", ids)
+    pieces = b"".join(body for (name, _), (body, _) in sorted(kept.pieces.items()))
+    assert pieces == json.dumps(ids, separators=(",", ":")).encode()
+    assert kept.reader(out.finish()).value("ids") == ids

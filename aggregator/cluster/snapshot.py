@@ -47,6 +47,7 @@ PACKAGE = Path(__file__).parent
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
 ARRAY, JSON = ".npy", ".json"  # what a part's name ends with
 PIECE_BYTES = 4 * 2**20  # a part is stored in pieces of at most this many bytes
+JSON_SLICE = 4096  # items of a long list encoded at a time (`Writer.value`)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_TIME = np.iinfo(np.int64).min
 _MICROSECOND = timedelta(microseconds=1)
@@ -158,7 +159,7 @@ class Writer:
 
     def value(self, name: str, value: Any) -> None:
         """A JSON value (strings, numbers, lists, dicts)."""
-        self._write(name + JSON, _packed([json.dumps(value, separators=(",", ":")).encode()]))
+        self._write(name + JSON, _packed(_json_pieces(value)))
 
     def _write(self, name: str, pieces: Iterable[bytes]) -> None:
         key = self._prefix + name
@@ -363,6 +364,25 @@ def same_length(*parts: Sized) -> None:
 
 
 # -- pieces and checksums ----------------------------------------------------------
+
+
+def _json_pieces(value: Any) -> Iterator[bytes]:
+    """The compact JSON of `value`; a long list a slice of its items at a time, so that
+    its text is never whole in memory (a big window's term index lists half a million
+    story ids, whose text and the chunks that make it were the peak of a save)."""
+    if not isinstance(value, list) or len(value) <= JSON_SLICE:
+        yield _json(value)
+        return
+    yield b"["
+    for start in range(0, len(value), JSON_SLICE):
+        if start:
+            yield b","
+        yield _json(value[start : start + JSON_SLICE])[1:-1]
+    yield b"]"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[bytes]:
