@@ -37,7 +37,7 @@ import sys
 from dataclasses import replace
 from itertools import product
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from aggregator.cluster import StoryAssigner, recommended_threshold
 from aggregator.cluster.decision import CROSS_SUFFIX, FEATURES, MODEL_DIR, PairModel
@@ -97,6 +97,9 @@ TARGETS = {
 # F1 of the best is the plateau, and its middle is chosen, not its edge.
 JOIN_MARGIN = 0.04
 PLATEAU_F1 = 0.01
+
+
+PolicyT = TypeVar("PolicyT", EventPolicy, StorylinePolicy)
 
 
 class Candidate(NamedTuple):
@@ -209,14 +212,14 @@ def fit_events(method: str, cache: Path | None, base: EventPolicy) -> tuple[Even
     tried = []
     core = base.for_method(method).core
     for age, decay, join in product(EVENT_AGE_GRID, EVENT_DECAY_GRID, EVENT_JOIN_GRID):
-        policy = _event_policy(base, method, join, decay, core, age)
+        policy = with_numbers(base, method, join=join, decay=decay, core=core, age=age)
         keys = place_events(grouped, EventIndex(method, policy))
         pred = [f"{step.story_id} {key}" for step, key in zip(grouped, keys, strict=True)]
         precision, recall, f1 = bcubed_scores(events, pred)
         tried.append(Candidate((age, decay), join, round(f1, 4), round(precision, 4)))
     best, safe = choose(tried, EVENT_PRECISION)
     (age, decay), join = best.others, best.join
-    chosen = _event_policy(base, method, join, decay, core, age)
+    chosen = with_numbers(base, method, join=join, decay=decay, core=core, age=age)
     notes = {
         "data": str(OWN_SET.relative_to(ROOT)),
         "split": TRAIN,
@@ -234,18 +237,6 @@ def fit_events(method: str, cache: Path | None, base: EventPolicy) -> tuple[Even
         "precision_met_with_margin": safe,
     }
     return chosen, notes
-
-
-def _event_policy(
-    base: EventPolicy, method: str, join: float, decay: float, core: int, age: float
-) -> EventPolicy:
-    return replace(
-        base,
-        join={**base.join, method: join},
-        decay={**base.decay, method: decay},
-        core={**base.core, method: core},
-        age={**base.age, method: age},
-    )
 
 
 def fit_storylines(
@@ -278,7 +269,7 @@ def fit_storylines(
             continue  # a floor without a weight is no candidate of its own
         if names * (1.0 - floor) >= join:
             continue  # names alone would link two storylines that read nothing alike
-        policy = _storyline_policy(base, method, join, decay, names, floor)
+        policy = with_numbers(base, method, join=join, decay=decay, names=names, names_floor=floor)
         own = evaluate_file(
             OWN_SET, settings, split=TRAIN, merge=True, cache=cache, storyline_policy=policy
         )
@@ -299,7 +290,7 @@ def fit_storylines(
         tried.append(Candidate((names, floor, decay), join, f1, precision))
     best, safe = choose(tried, STORYLINE_PRECISION)
     (names, floor, decay), join = best.others, best.join
-    chosen = _storyline_policy(base, method, join, decay, names, floor)
+    chosen = with_numbers(base, method, join=join, decay=decay, names=names, names_floor=floor)
     notes = {
         "data": [
             f"{OWN_SET.relative_to(ROOT)} (split {TRAIN})",
@@ -332,16 +323,12 @@ def choice_objective(level: str, bar: float) -> str:
     )
 
 
-def _storyline_policy(
-    base: StorylinePolicy, method: str, join: float, decay: float, names: float, floor: float
-) -> StorylinePolicy:
-    return replace(
-        base,
-        join={**base.join, method: join},
-        decay={**base.decay, method: decay},
-        names={**base.names, method: names},
-        names_floor={**base.names_floor, method: floor},
-    )
+def with_numbers(base: PolicyT, method: str, **numbers: float) -> PolicyT:
+    """`base` with `method`'s number under each name replaced (a candidate of a fit)."""
+    changes: dict[str, Any] = {
+        name: {**getattr(base, name), method: value} for name, value in numbers.items()
+    }
+    return replace(base, **changes)
 
 
 def uci_half(data: Path, half: int) -> tuple[list[ClusterDoc], list[str]]:
