@@ -134,7 +134,7 @@ def load_policy() -> EventPolicy:
     return read_policy(EVENTS_MODEL)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventReport:
     """What the event decision reads of a report."""
 

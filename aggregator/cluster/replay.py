@@ -122,6 +122,11 @@ class Clusterer:
             if replayed is None:
                 return
             self.assigner.index_restored()
+            # The replayed stories meet their candidates now, as after a batch: a
+            # leader that died between a batch and its merge pass left merges
+            # undone. Done before the snapshot, so the next leader need not redo it.
+            if self.settings.cluster.merge_stories and not self._merge_converged():
+                return
             release_free_memory()
             self.unsaved = replayed
             self.restored = True

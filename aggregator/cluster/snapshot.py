@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 3  # bumped when the layout of a snapshot changes
+FORMAT = 4  # bumped when the layout of a snapshot changes
 PACKAGE = Path(__file__).parent
 # Code outside this package whose objects the clusterer's state holds.
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
@@ -390,7 +390,8 @@ def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[bytes]:
 
     Filled into one buffer of a piece's size: a bytearray grown a small array at a
     time was reallocated thousands of times a piece, and the heap it left behind
-    was most of a big window's save above the state (30 MB)."""
+    was most of a big window's save above the state (30 MB). Each full buffer is
+    handed over as it is, not copied into `bytes`: a copy is another piece in memory."""
     piece: bytearray | None = None
     filled = 0
     for buffer in buffers:
@@ -404,10 +405,11 @@ def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[bytes]:
             filled += take
             at += take
             if filled == PIECE_BYTES:
-                yield bytes(piece)
-                filled = 0
+                yield piece
+                piece, filled = None, 0
     if piece is not None and filled:
-        yield bytes(memoryview(piece)[:filled])
+        del piece[filled:]
+        yield piece
 
 
 class Memory:

@@ -41,7 +41,7 @@ from aggregator.cluster.snapshot import (
     some_time,
     strings,
 )
-from aggregator.cluster.stories import COMPACT_SLACK, EmbeddingShelf
+from aggregator.cluster.stories import COMPACT_SLACK, EMBEDDING_SUM, EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
 CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
@@ -156,7 +156,9 @@ class Storyline:
     latest: datetime
     size: int = 0
     stories: set[str] = field(default_factory=set)  # live stories of the assigner in it
-    total: np.ndarray | None = None  # decayed sum of its reports' embeddings (float32)
+    # Decayed sum of its reports' embeddings, in half precision like a story's own
+    # sum (owned: updated in place): 768 bytes a storyline, not 1.5 kB.
+    total: np.ndarray | None = None
     names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
     # The norm of `total` once asked for, until `total` next changes: a link pass
     # asks each storyline for its `unit` a dozen times. A float, not the unit
@@ -178,7 +180,7 @@ class Storyline:
         out.array("stories.count", np.array([len(x.stories) for x in lines], np.int64), np.int64)
         # sorted: a set has no order of its own, and equal states should save alike
         out.value("stories", [story_id for line in lines for story_id in sorted(line.stories)])
-        out.optional("total", [line.total for line in lines], np.float32)
+        out.optional("total", [line.total for line in lines], EMBEDDING_SUM)
         out.ragged("names.keys", [np.array(list(x.names), np.int64) for x in lines], np.int64)
         out.ragged(
             "names.counts",
@@ -194,7 +196,7 @@ class Storyline:
         sizes = source.array("size", np.int64).tolist()
         counts = source.array("stories.count", np.int64).tolist()
         stories = strings(source.value("stories"))
-        totals = source.optional("total", np.float32)
+        totals = source.optional("total", EMBEDDING_SUM)
         keys = source.ragged("names.keys", np.int64)
         weights = source.ragged("names.counts", np.float64)
         same_length(ids, started, latest, sizes, counts, totals, keys, weights)
@@ -229,11 +231,11 @@ class Storyline:
         self.latest = max(self.latest, published)
         self.started = min(self.started, published)
         if vector is not None:
-            vector = np.asarray(vector, np.float32)
+            vector = np.asarray(vector).astype(EMBEDDING_SUM)  # a copy, never the caller's
             if self.total is None:
-                self.total = vector.copy()
+                self.total = vector
             else:
-                self.total *= np.float32(1.0 - 1.0 / memory)
+                self.total *= EMBEDDING_SUM(1.0 - 1.0 / memory)
                 self.total += vector
             self.total_norm = None
 
@@ -250,7 +252,7 @@ class Storyline:
             if self.total is None:
                 self.total = other.total.copy()
             else:
-                self.total *= np.float32((1.0 - 1.0 / memory) ** min(other.size, 4 * memory))
+                self.total *= EMBEDDING_SUM((1.0 - 1.0 / memory) ** min(other.size, 4 * memory))
                 self.total += other.total
             self.total_norm = None
 
@@ -263,10 +265,11 @@ class Storyline:
     def unit(self) -> np.ndarray | None:
         if self.total is None:
             return None
+        as32 = self.total.astype(np.float32)
         if self.total_norm is None:
-            self.total_norm = float(np.linalg.norm(self.total))
+            self.total_norm = math.sqrt(float(as32 @ as32))
         norm = self.total_norm
-        return self.total / np.float32(norm) if norm else None
+        return as32 / np.float32(norm) if norm else None
 
 
 def names_cosine(a: dict[int, float], b: dict[int, float]) -> float:

@@ -161,7 +161,7 @@ def decisions_since(session: Session, since: datetime) -> Iterator[StoredDecisio
         .join(Story, col(Story.id) == col(Entry.story_id))
         .where(col(Entry.clustered), col(Entry.sort_at) >= to_db(since))
         .order_by(col(Entry.sort_at), col(Entry.id))
-        .execution_options(yield_per=RESTORE_BATCH * 10)
+        .execution_options(yield_per=RESTORE_BATCH)
     )
     for entry_id, sort_at, story_key, copy_of, event_key in session.connection().execute(query):
         yield (

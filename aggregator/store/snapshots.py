@@ -23,7 +23,7 @@ from aggregator.store.models import ClusterSnapshot, ClusterSnapshotPart
 from aggregator.store.views import from_db, to_db
 
 KEPT = 2  # snapshots kept: the newest, and one before it in case the newest is unusable
-FLUSH_BYTES = 8 * 2**20  # pieces written per transaction, at most about this many bytes
+FLUSH_BYTES = 4 * 2**20  # pieces written per transaction: one full piece (at most 4 MB)
 
 # Stores one piece: (part name, seq, body, checksum of the body).
 PutPiece = Callable[[str, int, bytes, str], None]
