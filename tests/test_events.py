@@ -163,9 +163,7 @@ def test_a_look_alike_two_days_into_an_event_founds_another() -> None:
     assert index.place(STORY, embedded("later", 36, row)).new_event
 
 
-def outlet_report(
-    doc_id: str, hours: float, row: np.ndarray, outlet: str
-) -> EventReport:
+def outlet_report(doc_id: str, hours: float, row: np.ndarray, outlet: str) -> EventReport:
     return replace(embedded(doc_id, hours, row), outlet=outlet)
 
 
