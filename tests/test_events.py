@@ -163,6 +163,38 @@ def test_a_look_alike_two_days_into_an_event_founds_another() -> None:
     assert index.place(STORY, embedded("later", 36, row)).new_event
 
 
+def outlet_report(doc_id: str, hours: float, row: np.ndarray, outlet: str) -> EventReport:
+    return replace(embedded(doc_id, hours, row), outlet=outlet)
+
+
+def test_two_happenings_in_one_region_on_one_day_stay_two_events_of_one_storyline() -> None:
+    # A drone strike on a depot and a troop crossing, both "in Kursk region": the
+    # Russian outlet's two reports read alike enough to join (its language, its
+    # wording, the one place), while each happening's reports in other languages
+    # read like their own happening only.
+    rule = load_policy().for_method("embedding")
+    strike, crossing = UNIT[0], at_cosine(min(rule.join + 0.1, 0.99))
+    index = EventIndex("embedding")
+    placed = [
+        index.place(STORY, outlet_report(doc_id, hours, row, outlet))
+        for doc_id, hours, row, outlet in [
+            ("strike-ru", 0.0, strike, "baltic-observer"),
+            ("crossing-ru", 1.5, crossing, "baltic-observer"),
+            ("strike-en", 2.0, strike, "northwire"),
+            ("strike-uk", 3.0, strike, "kyiv-ranok"),
+            ("crossing-en", 3.5, crossing, "northwire"),
+            ("crossing-uk", 6.0, crossing, "kyiv-ranok"),
+            # The first outlet's follow-up joins once others have reported the strike.
+            ("strike-ru-update", 7.0, strike, "baltic-observer"),
+        ]
+    ]
+    keys = [p.event_key for p in placed]
+    assert keys[0] == keys[2] == keys[3] == keys[6] == "strike-ru"
+    assert keys[1] == keys[4] == keys[5] == "crossing-ru"
+    # One storyline holds both events, the strike's with its ru, en and uk reports.
+    assert {e.key: e.size for e in index.events(STORY)} == {"strike-ru": 4, "crossing-ru": 3}
+
+
 def test_events_stay_inside_their_story_until_the_stories_merge() -> None:
     index = EventIndex("embedding")
     index.place("s1", embedded("a", 0, UNIT[0]))
