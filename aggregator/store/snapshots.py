@@ -26,7 +26,7 @@ KEPT = 2  # snapshots kept: the newest, and one before it in case the newest is 
 FLUSH_BYTES = 4 * 2**20  # pieces written per transaction: one full piece (at most 4 MB)
 
 # Stores one piece: (part name, seq, body, checksum of the body).
-PutPiece = Callable[[str, int, bytes, str], None]
+PutPiece = Callable[[str, int, bytes | bytearray, str], None]
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Pieces:
         self._bytes = 0
         self.size = 0
 
-    def put(self, name: str, seq: int, body: bytes, checksum: str) -> None:
+    def put(self, name: str, seq: int, body: bytes | bytearray, checksum: str) -> None:
         self._rows.append(
             {
                 "snapshot_id": self._id,
