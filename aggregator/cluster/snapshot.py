@@ -10,7 +10,7 @@ walks the live objects for the same reason), so a new field cannot be silently
 lost.
 
 Parts are written as they are made and read when asked for, each cut into
-pieces of a few megabytes with a checksum each (`Writer`, `Reader`), so that
+pieces of a megabyte with a checksum each (`Writer`, `Reader`), so that
 neither the leader saving a snapshot nor the one reading it holds more of it
 than one part beside the state: the state of a big window is a few hundred
 megabytes, and several copies of it would be the leader's peak memory.
@@ -46,7 +46,8 @@ PACKAGE = Path(__file__).parent
 # Code outside this package whose objects the clusterer's state holds.
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
 ARRAY, JSON = ".npy", ".json"  # what a part's name ends with
-PIECE_BYTES = 4 * 2**20  # a part is stored in pieces of at most this many bytes
+PIECE_BYTES = 2**20  # a part is stored in pieces of at most this many bytes (a megabyte:
+# a bigger piece and the copies made of it while it is written are a save's peak)
 Piece = bytes | bytearray  # a piece as written: a filled buffer is handed over uncopied
 JSON_SLICE = 4096  # items of a long list encoded at a time (`Writer.value`)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
