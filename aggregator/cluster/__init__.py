@@ -2,7 +2,8 @@
 
 `StoryAssigner` takes reports in arrival order and returns an `Assignment` for
 each; `features` makes TF-IDF vectors and name keys, `stories` keeps the live
-stories and the indexes that find them, `decision` holds the learned pair model,
+stories and the indexes that find them (`scan` finds a batch's nearest stories by
+embedding at once), `decision` holds the learned pair model,
 `events` groups a storyline's reports into events, `storylines` threads stories
 into storylines over weeks, `embedding` wraps the optional multilingual model,
 `replay` rebuilds the leader's clusterer from the store, and `snapshot` saves and

@@ -32,6 +32,7 @@ from aggregator.cluster.decision import (
 )
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
+from aggregator.cluster.scan import ShelfScan
 from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, same_length, strings
 from aggregator.cluster.stories import (
     GRAMS_KEPT,
@@ -98,7 +99,7 @@ class StoryAssigner:
     SNAPSHOT: ClassVar = (
         "_features _stories _centring _storylines _events _first_copy _near _story_of_doc "
         "_moved _clock _changed _placed _second_looks _replayed",
-        "settings tuning decision model threshold _window _near_pending",
+        "settings tuning decision model threshold _window _near_pending _scan",
     )
 
     def __init__(
@@ -162,6 +163,7 @@ class StoryAssigner:
             for _ in self.tuning.second_look_after
         )
         self._replayed = False  # `restore` ran since the last add or merge pass
+        self._scan: ShelfScan | None = None  # the batch being placed (`scan_ahead`)
         self._window = timedelta(hours=settings.window_hours)
 
     def save(self, out: Writer) -> None:
@@ -194,6 +196,7 @@ class StoryAssigner:
         self._stories.load(source.at("stories"))
         self._centring.load(source.at("centring"))
         self._storylines.load(source.at("storylines"))
+        self._scan = None
         self._events.load(source.at("events"))
         self._near.load(source.at("near"))
         self._near_pending.clear()
@@ -224,6 +227,21 @@ class StoryAssigner:
         """Raw float32 vectors for `add(doc, vector=...)`; compute once per entry, in batches."""
         return embedding.embed(docs)
 
+    def scan_ahead(self, docs: Sequence[ClusterDoc], vectors: Sequence[np.ndarray | None]) -> None:
+        """The next `add`s will be of these docs with these raw vectors, in this order,
+        and nothing else changes the stories meanwhile: their nearest stories by
+        embedding are found together (see scan.py), until the next merge pass."""
+        self._end_scan()
+        raws = [v for v in vectors if v is not None]
+        if self.uses_embeddings and docs and len(raws) == len(docs):
+            ids = [doc.id for doc in docs]
+            self._scan = ShelfScan(self._stories.shelf, self._centring, ids, np.stack(raws))
+
+    def _end_scan(self) -> None:
+        if self._scan is not None:
+            self._scan.end()
+            self._scan = None
+
     def add(self, doc: ClusterDoc, vector: np.ndarray | None = None) -> Assignment:
         """Decide where `doc` goes, remember it, and return the decision."""
         self._end_replay()
@@ -240,7 +258,10 @@ class StoryAssigner:
                 doc.id, line, duplicate_of=doc_id, similarity=1.0, event_key=event_key
             )
         prepared = self._prepare(doc, keys, vector, learn=True)
-        story, score = self._best_story(prepared)
+        near = None
+        if self._scan is not None and vector is not None:
+            near = self._scan.nearest(doc.id, doc.lang, vector, self.tuning.candidates)
+        story, score = self._best_story(prepared, near)
         self._placed += 1
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
@@ -263,6 +284,7 @@ class StoryAssigner:
         self, doc: ClusterDoc, assignment: Assignment, vector: np.ndarray | None = None
     ) -> None:
         """Replay a stored decision into the state, in the order the decisions were made."""
+        self._end_scan()
         self._advance(doc.published)
         keys = self._keys(doc)
         self._near_pending.append((doc.id, doc.title, doc.text))
@@ -315,6 +337,7 @@ class StoryAssigner:
         it earlier) to the storyline it went into.
         """
         self._end_replay()
+        self._end_scan()
         merges: list[tuple[str, str]] = []
         changed, self._changed = list(self._changed), {}
         for start in range(0, len(changed), AHEAD):
@@ -489,10 +512,10 @@ class StoryAssigner:
 
     # -- deciding ---------------------------------------------------------------
 
-    def _best_story(self, p: Prepared) -> tuple[Story | None, float]:
+    def _best_story(self, p: Prepared, near: list[str] | None = None) -> tuple[Story | None, float]:
         live = [
             (story, shared)
-            for story, shared in self._candidates(p)
+            for story, shared in self._candidates(p, near)
             # idle past the window; expiry will drop it
             if p.doc.published - story.latest <= self._window
         ]
@@ -607,6 +630,8 @@ class StoryAssigner:
             raw = self.embed([doc])[0] if vector is None else np.asarray(vector, np.float32)
             if learn:
                 self._centring.learn(doc.lang, raw)
+                if self._scan is not None:
+                    self._scan.learned(doc.id, doc.lang)
             centred = self._centring.centre(doc.lang, raw)
         return Prepared(
             doc=doc,

@@ -99,10 +99,13 @@ class LanguageCentring:
             self._sums[lang] = vector.astype(np.float64)
         self._counts[lang] = self._counts.get(lang, 0) + 1
 
+    def parts(self, lang: str) -> tuple[np.ndarray, float]:
+        """A language's mean as its sum (with the prior's) and its count (with the prior's)."""
+        return self._sums.get(lang, 0.0) + self._prior, self._counts.get(lang, 0) + self._prior_docs
+
     def centre(self, lang: str, vector: np.ndarray) -> np.ndarray:
         """The vector minus its language's mean, L2-normalised again."""
-        total = self._sums.get(lang, 0.0) + self._prior
-        count = self._counts.get(lang, 0) + self._prior_docs
+        total, count = self.parts(lang)
         centred = vector.astype(np.float64) - total / count
         norm = float(np.linalg.norm(centred))
         return (centred / norm if norm > 0.0 else centred).astype(np.float32)

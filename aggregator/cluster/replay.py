@@ -249,7 +249,7 @@ class Clusterer:
             coverage = snapshot.Coverage.of(self.store.decisions_since(since))
             decisions = len(coverage)
 
-            def write(put: Callable[[str, int, bytes, str], None]) -> str:
+            def write(put: Callable[[str, int, snapshot.Piece, str], None]) -> str:
                 out = snapshot.Writer(put)
                 coverage.write(out.at("coverage"))
                 self.assigner.save(out.at("assigner"))
@@ -300,6 +300,7 @@ class Clusterer:
                 vectors = self._batch_vectors(docs)
                 if vectors is None:
                     return Placed(entries, duplicates, complete=False)
+                self.assigner.scan_ahead(docs, vectors)
                 assignments = [
                     self._add_one(doc, vector) for doc, vector in zip(docs, vectors, strict=True)
                 ]

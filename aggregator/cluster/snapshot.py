@@ -10,7 +10,7 @@ walks the live objects for the same reason), so a new field cannot be silently
 lost.
 
 Parts are written as they are made and read when asked for, each cut into
-pieces of a few megabytes with a checksum each (`Writer`, `Reader`), so that
+pieces of a megabyte with a checksum each (`Writer`, `Reader`), so that
 neither the leader saving a snapshot nor the one reading it holds more of it
 than one part beside the state: the state of a big window is a few hundred
 megabytes, and several copies of it would be the leader's peak memory.
@@ -46,7 +46,9 @@ PACKAGE = Path(__file__).parent
 # Code outside this package whose objects the clusterer's state holds.
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
 ARRAY, JSON = ".npy", ".json"  # what a part's name ends with
-PIECE_BYTES = 4 * 2**20  # a part is stored in pieces of at most this many bytes
+PIECE_BYTES = 2**20  # a part is stored in pieces of at most this many bytes (a megabyte:
+# a bigger piece and the copies made of it while it is written are a save's peak)
+Piece = bytes | bytearray  # a piece as written: a filled buffer is handed over uncopied
 JSON_SLICE = 4096  # items of a long list encoded at a time (`Writer.value`)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_TIME = np.iinfo(np.int64).min
@@ -111,7 +113,7 @@ class Writer:
     checksum of the piece), each as soon as it is given; `finish` gives the snapshot's
     checksum."""
 
-    def __init__(self, put: Callable[[str, int, bytes, str], None]) -> None:
+    def __init__(self, put: Callable[[str, int, Piece, str], None]) -> None:
         self._put = put
         self._prefix = ""
         self._pieces: dict[str, list[str]] = {}  # part name -> its pieces' checksums
@@ -161,7 +163,7 @@ class Writer:
         """A JSON value (strings, numbers, lists, dicts)."""
         self._write(name + JSON, _packed(_json_pieces(value)))
 
-    def _write(self, name: str, pieces: Iterable[bytes]) -> None:
+    def _write(self, name: str, pieces: Iterable[Piece]) -> None:
         key = self._prefix + name
         if key in self._pieces:
             raise SnapshotError(f"{key} is written twice")
@@ -385,7 +387,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[bytes]:
+def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[Piece]:
     """The buffers end to end, as pieces of `PIECE_BYTES` (the last one shorter).
 
     Filled into one buffer of a piece's size: a bytearray grown a small array at a
@@ -418,8 +420,8 @@ class Memory:
     def __init__(self) -> None:
         self.pieces: dict[tuple[str, int], tuple[bytes, str]] = {}
 
-    def put(self, name: str, seq: int, body: bytes, digest: str) -> None:
-        self.pieces[(name, seq)] = (body, digest)
+    def put(self, name: str, seq: int, body: Piece, digest: str) -> None:
+        self.pieces[(name, seq)] = (bytes(body), digest)
 
     def reader(self, expected: str) -> Reader:
         listed = [(name, seq, digest) for (name, seq), (_, digest) in self.pieces.items()]
@@ -428,7 +430,7 @@ class Memory:
         )
 
 
-def checksum(body: bytes) -> str:
+def checksum(body: Piece) -> str:
     return hashlib.sha256(body).hexdigest()
 
 

@@ -530,8 +530,9 @@ class EmbeddingShelf:
     others have is dropped from the shelf (it can still be found by its terms).
     """
 
-    # What a snapshot saves of it; `_row_of` is rebuilt from `_ids`.
-    SNAPSHOT: ClassVar = ("_matrix _ids _stamp _clock", "_row_of")
+    # What a snapshot saves of it; `_row_of` is rebuilt from `_ids`, and no scan
+    # (`products`) outlives a snapshot.
+    SNAPSHOT: ClassVar = ("_matrix _ids _stamp _clock", "_row_of _changed")
 
     def __init__(self, rows: int, dim: int) -> None:
         single_threaded_blas()
@@ -540,6 +541,7 @@ class EmbeddingShelf:
         self._row_of: dict[str, int] = {}
         self._stamp = np.zeros(rows, dtype=np.int64)  # last activity, for eviction
         self._clock = 0
+        self._changed: set[int] | None = None  # rows put or removed since `products`
 
     def save(self, out: Writer) -> None:
         out.state_of(self)
@@ -567,6 +569,7 @@ class EmbeddingShelf:
         self._row_of = {story_id: row for row, story_id in enumerate(ids) if story_id is not None}
         self._stamp = stamp.copy()
         self._clock = int(source.value("clock"))
+        self._changed = None
 
     def put(self, story_id: str, unit: EmbeddingRow) -> None:
         self._clock += 1
@@ -580,6 +583,8 @@ class EmbeddingShelf:
             self._row_of[story_id] = row
         self._matrix[row] = unit
         self._stamp[row] = self._clock
+        if self._changed is not None:
+            self._changed.add(row)
 
     def remove(self, story_id: str) -> None:
         row = self._row_of.pop(story_id, None)
@@ -587,6 +592,8 @@ class EmbeddingShelf:
             self._ids[row] = None
             self._matrix[row] = 0.0
             self._stamp[row] = 0
+            if self._changed is not None:
+                self._changed.add(row)
 
     def nearest(self, row: EmbeddingRow, limit: int) -> list[str]:
         """Ids of up to `limit` stories with the highest cosine, best first."""
@@ -606,6 +613,31 @@ class EmbeddingShelf:
             return [[] for _ in range(len(rows))]
         scores = rows @ self._matrix.T
         return [self._best(line, limit) for line in scores]
+
+    def product(self, row: np.ndarray) -> np.ndarray:
+        """Every row's product with `row` (float32)."""
+        return self._matrix @ row
+
+    def products(self, rows: np.ndarray) -> np.ndarray:
+        """Every row's product with each of `rows` (one per line), from one matrix
+        product, as a scan that `nearest_by` finishes: from now until `end_scan`,
+        the rows put or removed are remembered, to be computed anew."""
+        self._changed = set()
+        return rows @ self._matrix.T
+
+    def end_scan(self) -> None:
+        self._changed = None
+
+    def nearest_by(self, scores: np.ndarray, direction: np.ndarray, limit: int) -> list[str]:
+        """`nearest` by `scores` (updated in place): each row's product with `direction`,
+        as `products` found it for the rows unchanged since; the changed rows' are
+        computed now. Any positive multiple of a direction ranks alike."""
+        if not self._row_of:
+            return []
+        if self._changed:
+            changed = np.fromiter(self._changed, np.int64, len(self._changed))
+            scores[changed] = self._matrix[changed] @ direction
+        return self._best(scores, limit)
 
     def _best(self, scores: np.ndarray, limit: int) -> list[str]:
         limit = min(limit, len(self._row_of))
@@ -774,6 +806,10 @@ class StoryIndex:
         # documented as this very slice, and took twice as long.
         best = sorted(score, key=score.__getitem__, reverse=True)[:limit]
         return [(story_id, shared[story_id]) for story_id in best]
+
+    @property
+    def shelf(self) -> EmbeddingShelf:
+        return self._shelf
 
     def by_embedding(self, row: EmbeddingRow, limit: int) -> list[str]:
         return self._shelf.nearest(row, limit)

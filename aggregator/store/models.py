@@ -150,7 +150,7 @@ class ClusterSnapshot(SQLModel, table=True):
 
 class ClusterSnapshotPart(SQLModel, table=True):
     """One piece of a snapshot: a part (one array or JSON value) is cut into pieces of
-    a few megabytes, so that neither the leader saving it nor the one reading it ever
+    a megabyte, so that neither the leader saving it nor the one reading it ever
     holds the whole snapshot as one blob."""
 
     snapshot_id: int = Field(primary_key=True, foreign_key="clustersnapshot.id", ondelete="CASCADE")

@@ -1,7 +1,7 @@
 """The clustersnapshot tables: the leader's saved clusterer states, newest kept.
 
 A snapshot is a header row and its parts, each part (a name) cut into pieces of
-a few megabytes (seq), so that it is written and read a piece at a time, never
+a megabyte (seq), so that it is written and read a piece at a time, never
 held whole. Pieces are opaque bytes with a checksum here (aggregator/cluster/
 snapshot.py makes and reads them). A snapshot is written as a draft (an empty
 checksum) in short transactions, so that the leader never holds the database's
@@ -23,10 +23,10 @@ from aggregator.store.models import ClusterSnapshot, ClusterSnapshotPart
 from aggregator.store.views import from_db, to_db
 
 KEPT = 2  # snapshots kept: the newest, and one before it in case the newest is unusable
-FLUSH_BYTES = 4 * 2**20  # pieces written per transaction: one full piece (at most 4 MB)
+FLUSH_BYTES = 2**20  # pieces written per transaction: one full piece (at most 1 MB)
 
 # Stores one piece: (part name, seq, body, checksum of the body).
-PutPiece = Callable[[str, int, bytes, str], None]
+PutPiece = Callable[[str, int, bytes | bytearray, str], None]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def start(
 
 
 class Pieces:
-    """Collects pieces of one snapshot and writes them a few megabytes per transaction."""
+    """Collects pieces of one snapshot and writes them about a megabyte per transaction."""
 
     def __init__(self, new_session: Callable[[], Session], snapshot_id: int) -> None:
         self._new_session = new_session
@@ -88,7 +88,7 @@ class Pieces:
         self._bytes = 0
         self.size = 0
 
-    def put(self, name: str, seq: int, body: bytes, checksum: str) -> None:
+    def put(self, name: str, seq: int, body: bytes | bytearray, checksum: str) -> None:
         self._rows.append(
             {
                 "snapshot_id": self._id,
