@@ -599,7 +599,7 @@ class EmbeddingShelf:
         """Ids of up to `limit` stories with the highest cosine, best first."""
         if not self._row_of:
             return []
-        return self._best(self._matrix @ row, limit)
+        return self._best(self.product(row), limit)
 
     def nearest_each(self, rows: np.ndarray, limit: int) -> list[list[str]]:
         """`nearest` of each of `rows` (one per line), from one matrix product.
