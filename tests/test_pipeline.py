@@ -185,7 +185,12 @@ def test_two_cycles_cluster_merge_and_publish(outlets: FeedServer, store: Store)
     for path in ("/timelines/kursk.rss", "/timelines/all.atom", "/timelines/all.rss"):
         assert feedparser.parse(documents[path].body).bozo == 0, path
     etree.fromstring(documents["/timelines.opml"].body)
-    assert b"kursk.atom" in documents["/index.html"].body
+    index = documents["/index.html"].body
+    assert b"kursk.atom" in index
+    # The incursion's storyline is what the kursk timeline follows: listed once, as that.
+    (incursion_page,) = {link.href for link in incursion.feed.links if link.type == "text/html"}
+    rates_page = next(link.href for link in rates.feed.links if link.type == "text/html")
+    assert incursion_page.encode() not in index and rates_page.encode() in index
 
 
 def _timeline_with(documents: dict, word: str) -> feedparser.FeedParserDict:
