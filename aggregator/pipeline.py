@@ -38,6 +38,7 @@ from aggregator.cluster.replay import Clusterer
 from aggregator.cluster.vectors import embed_stored
 from aggregator.errors import ParseError
 from aggregator.fetch import DEFERRED, fetch_all
+from aggregator.language import with_languages
 from aggregator.parse import parse_feed
 from aggregator.publish.documents import Publisher, timeline_paths
 from aggregator.schedule import error_interval, host_pauses, next_check, poll_outcome
@@ -317,7 +318,7 @@ class Pipeline:
             parse_error=parse_error,
             entry_times=entry_times,
         )
-        entries = feed.entries if feed else ()
+        entries = with_languages(feed.entries, request.language) if feed else ()
         try:
             return outcome, self.store.record_poll(request.source_id, outcome, entries, owner=owner)
         except Exception as exc:

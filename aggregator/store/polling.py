@@ -121,6 +121,7 @@ def _request(source: Source, state: FetchState) -> FetchRequest:
         etag=state.etag,
         last_modified=state.last_modified,
         body_hash=state.body_hash,
+        language=source.language or "",
     )
 
 
