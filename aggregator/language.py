@@ -8,25 +8,25 @@ written in. Many feeds declare no language (RSS's `<language>` and Atom's
 configuration gives one, the language of the entries' text is guessed, with
 py3langid's model (Lui and Baldwin's langid.py; 140 languages, in the package).
 
-The guess is made once a poll, over the text of all its undeclared entries
+The guess is made once a poll, over the text of its undeclared entries
 together: a feed is written in one language, and a headline alone is too short
-to tell it (on UCI's English headlines, one at a time, under half reach the
-bar below; on our uk/ru/en set, with a few hundred characters of body, all but
-one of 310 do, and every one is right). Below the bar the language stays
-unknown, as before: a wrong language would cost more than none.
+to tell it. UCI's English headlines one at a time reach the bar below 923 times
+in 2,413; three at a time, 190 times in 200, and ten at a time every time, never
+wrong (the same for Russian headlines of the HeadlineCause set). Below the bar
+the language stays unknown, as before: a wrong language would cost more than
+none. About half a millisecond a poll.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from functools import cache
 from typing import Any
 
 from aggregator.types import EntryData
 
-SAMPLE_CHARS = 5_000  # text of a poll's entries read for the guess
-TEXT_CHARS = 500  # of each entry's text, after its title
+SAMPLE_CHARS = 1_000  # text of a poll's entries read for the guess
+TEXT_CHARS = 300  # of each entry's text, after its title
 CONFIDENCE = 0.7  # least probability of the guessed language; below it, unknown
 
 
@@ -52,13 +52,11 @@ def guess_language(texts: Iterable[str]) -> str | None:
     return str(language) if probability >= CONFIDENCE else None
 
 
-def with_languages(entries: Sequence[EntryData], configured: str) -> Sequence[EntryData]:
-    """The entries, those without a language given the one their text is written in;
-    unchanged when the source's configuration names a language (it speaks for them)."""
-    unknown = [e for e in entries if not e.language]
-    if configured or not unknown:
-        return entries
-    guess = guess_language(f"{e.title}\n{e.text[:TEXT_CHARS]}" for e in unknown)
-    if guess is None:
-        return entries
-    return [e if e.language else replace(e, language=guess) for e in entries]
+def undeclared_language(entries: Sequence[EntryData], configured: str) -> str | None:
+    """The language of the entries that declare none, for the store to give them; None
+    when all declare one, when the source's configuration names one (it speaks for
+    them), or when the guess is not sure."""
+    if configured:
+        return None
+    unknown = (f"{e.title}\n{e.text[:TEXT_CHARS]}" for e in entries if not e.language)
+    return guess_language(unknown)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aggregator.language import guess_language, with_languages
+from aggregator.language import guess_language, undeclared_language
 from aggregator.types import EntryData
 
 T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
@@ -49,13 +49,13 @@ def test_too_little_text_leaves_the_language_unknown() -> None:
     assert guess_language(["", "  "]) is None
 
 
-def test_a_poll_is_guessed_as_one_and_declared_languages_stay() -> None:
+def test_a_poll_is_guessed_as_one_from_its_undeclared_entries() -> None:
     entries = [
         entry("a", "Бої тривають біля Суджі", "Губернатор повідомив про евакуацію мешканців."),
         entry("b", "Сирський доповів про перебіг операції", "Полонених узяли за тиждень боїв."),
-        entry("c", "Wire copy", "A wire story the feed tagged itself.", language="en-GB"),
+        entry("c", "Wire copy", "A wire story in English that the feed tagged itself.", "en"),
     ]
-    guessed = with_languages(entries, configured="")
-    assert [e.language for e in guessed] == ["uk", "uk", "en-GB"]
+    assert undeclared_language(entries, configured="") == "uk"
     # A source whose operator configured its language is left to that.
-    assert with_languages(entries, configured="ru") is entries
+    assert undeclared_language(entries, configured="ru") is None
+    assert undeclared_language(entries[2:], configured="") is None  # nothing to guess
