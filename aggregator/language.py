@@ -14,7 +14,7 @@ to tell it. UCI's English headlines one at a time reach the bar below 923 times
 in 2,413; three at a time, 190 times in 200, and ten at a time every time, never
 wrong (the same for Russian headlines of the HeadlineCause set). Below the bar
 the language stays unknown, as before: a wrong language would cost more than
-none. About half a millisecond a poll.
+none. About a quarter of a millisecond a poll.
 """
 
 from __future__ import annotations
