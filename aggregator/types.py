@@ -22,7 +22,6 @@ class FetchRequest:
     etag: str | None = None
     last_modified: str | None = None
     body_hash: str | None = None
-    language: str = ""  # the source's configured language ("": none configured)
 
 
 @dataclass(frozen=True)
