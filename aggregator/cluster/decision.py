@@ -168,7 +168,7 @@ def centroid_cosines(
     if not any(lengths):
         return out
     keys = np.concatenate(arrays)
-    weights = np.concatenate([c.weights for c in centroids]).astype(np.float64)
+    weights = np.concatenate([c.weights for c in centroids], dtype=np.float64)
     owner = np.repeat(np.arange(len(centroids)), lengths)
     dots = np.bincount(owner, weights=_weights_at(vector, keys) * weights, minlength=len(centroids))
     norm = np.asarray(norms, np.float64)

@@ -750,8 +750,9 @@ class StoryIndex:
             self._unpost(term, story.id)
         for term in member.index_terms.tolist():
             self._post(term, story.id)
-        if story.embedding_unit is not None:
-            self._shelf.put(story.id, story.embedding_unit)
+        unit = story.embedding_unit
+        if unit is not None:
+            self._shelf.put(story.id, unit)
 
     def merge(self, into: Story, other: Story) -> None:
         """Fold `other` into `into`: one story, findable by both stories' terms."""
@@ -761,8 +762,9 @@ class StoryIndex:
         self._push_latest(into.latest, into.id)
         for term in into.terms:
             self._post(term, into.id)
-        if into.embedding_unit is not None:
-            self._shelf.put(into.id, into.embedding_unit)
+        unit = into.embedding_unit
+        if unit is not None:
+            self._shelf.put(into.id, unit)
 
     def _push_latest(self, latest: datetime, story_id: str) -> None:
         heapq.heappush(self._by_latest, (latest, story_id))
