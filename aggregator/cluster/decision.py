@@ -218,7 +218,7 @@ def _embedding_cosines(row: EmbeddingRow, stories: Sequence[Story]) -> np.ndarra
     out = np.zeros(len(stories))
     live = [i for i, s in enumerate(stories) if s.embedding_sum is not None and s.embedding_norm]
     if live:
-        sums = np.stack([stories[i].embedding_sum for i in live]).astype(np.float32)  # type: ignore[misc]
+        sums = np.array([stories[i].embedding_sum for i in live], np.float32)
         norms = np.array([stories[i].embedding_norm for i in live])
         out[live] = (sums @ row).astype(np.float64) / norms
     return out
@@ -236,7 +236,7 @@ def _nearest_member_cosines(row: EmbeddingRow, stories: Sequence[Story]) -> np.n
         rows.append(story.member_rows)
         scales.append(story.member_scales)
     if live:
-        cosines = (np.concatenate(rows).astype(np.float32) @ row) * np.concatenate(scales)
+        cosines = (np.concatenate(rows, dtype=np.float32) @ row) * np.concatenate(scales)
         starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
         out[live] = np.maximum.reduceat(cosines, starts)
     return out
