@@ -38,6 +38,7 @@ from aggregator.cluster.replay import Clusterer
 from aggregator.cluster.vectors import embed_stored
 from aggregator.errors import ParseError
 from aggregator.fetch import DEFERRED, fetch_all
+from aggregator.language import undeclared_language
 from aggregator.parse import parse_feed
 from aggregator.publish.documents import Publisher, timeline_paths
 from aggregator.schedule import error_interval, host_pauses, next_check, poll_outcome
@@ -318,19 +319,24 @@ class Pipeline:
             entry_times=entry_times,
         )
         entries = feed.entries if feed else ()
+        guessed = undeclared_language(entries, request.language)
         try:
-            return outcome, self.store.record_poll(request.source_id, outcome, entries, owner=owner)
+            counts = self.store.record_poll(
+                request.source_id, outcome, entries, owner=owner, language=guessed
+            )
         except Exception as exc:
             if len(entries) < 2:
                 raise
             # One entry the database refuses must not cost the feed its others.
-            return self._store_one_by_one(result, outcome, entries, exc)
+            return self._store_one_by_one(result, outcome, entries, guessed, exc)
+        return outcome, counts
 
     def _store_one_by_one(
         self,
         result: FetchResult,
         outcome: PollOutcome,
         entries: Sequence[EntryData],
+        guessed: str | None,
         first: Exception,
     ) -> tuple[PollOutcome, IngestCounts]:
         source_id = result.request.source_id
@@ -338,7 +344,7 @@ class Pipeline:
         refused = 0
         for entry in entries:
             try:
-                counts = self.store.record_poll(source_id, outcome, [entry])
+                counts = self.store.record_poll(source_id, outcome, [entry], language=guessed)
             except Exception:
                 refused += 1
                 continue

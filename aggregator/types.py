@@ -22,6 +22,7 @@ class FetchRequest:
     etag: str | None = None
     last_modified: str | None = None
     body_hash: str | None = None
+    language: str = ""  # the source's configured language ("": none configured)
 
 
 @dataclass(frozen=True)

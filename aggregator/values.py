@@ -237,6 +237,15 @@ def optional_language(text: str) -> str:
     return language(text) if text.strip() else ""
 
 
+def primary_language(tag: str) -> str:
+    """A language tag's primary subtag, lower-cased: "en-US", "EN" and "en" are one language.
+
+    The clusterer keeps statistics per language and weighs reports in two languages
+    apart from reports in one, and feeds write one language many ways.
+    """
+    return tag.strip().split("-", 1)[0].split("_", 1)[0].casefold()
+
+
 def hide_password(url: str) -> str:
     """The URL with any password replaced by ***, for messages and logs."""
     return re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)

@@ -7,7 +7,7 @@ level. The scores
 are pairwise and B-cubed precision, recall and F1 from contingency counts, the
 same per language, the recall of gold pairs across languages, and the worst
 merges and splits, so a person can see what goes wrong. Pair files score the
-same-event decision alone.
+same-event decision alone: b in the story a founded, and in a's event there.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ import numpy as np
 from aggregator.cluster import StoryAssigner, Tuning
 from aggregator.cluster.decision import PairModel
 from aggregator.cluster.embedding import doc_text, embed
-from aggregator.cluster.events import EventIndex, EventPolicy, EventReport
+from aggregator.cluster.events import (
+    EventIndex,
+    EventPolicy,
+    EventReport,
+    joins_founded_by,
+    load_policy,
+)
 from aggregator.cluster.storylines import StorylinePolicy
 from aggregator.dedupe import NearDuplicates
 from aggregator.settings import ClusterSettings
@@ -399,6 +405,60 @@ def _first_title(
     return f"[{docs[first].lang}] {docs[first].title}"[:120]
 
 
+@dataclass(frozen=True)
+class PairCase:
+    """One labelled pair as the clusterer sees it, for the story and the event decision."""
+
+    same: bool  # the label: one event
+    kind: str  # the two languages, "ru-ru"
+    probability: float  # that b joins a story founded by a (1.0: b copies a)
+    first: EventReport  # what the event decision reads of a
+    second: EventReport  # and of b
+
+
+def pair_cases(
+    path: Path,
+    settings: ClusterSettings,
+    *,
+    tuning: Tuning | None = None,
+    model: PairModel | None = None,
+    cross_model: PairModel | None = None,
+    cache: Path | None = None,
+    keep: Callable[[ClusterDoc], bool] | None = None,
+) -> tuple[list[PairCase], float]:
+    """The pairs of a pair file, and the story threshold they are decided at.
+
+    The assigner first learns term (and language) statistics from every text in
+    the file, labels unseen, as a running worker would have from its stream;
+    then each pair gets the probability b has against a story founded by a.
+    `keep` chooses the pairs by their first document (one half of a file).
+    """
+    pairs = load_pairs(path)
+    assigner = StoryAssigner(settings, tuning=tuning, model=model, cross_model=cross_model)
+    unique = list({doc.id: doc for a, b, _ in pairs for doc in (a, b)}.values())
+    vectors = cached_vectors(unique, cache) if assigner.uses_embeddings else None
+    assigner.warm(unique, vectors)
+    row_of = {doc.id: i for i, doc in enumerate(unique)}
+    cases = []
+    for a, b, same in pairs:
+        if keep is not None and not keep(a):
+            continue
+        vecs = None if vectors is None else (vectors[row_of[a.id]], vectors[row_of[b.id]])
+        first, second = assigner.event_reports(a, b, vecs)
+        probability = assigner.similarity(a, b, vecs)
+        cases.append(PairCase(same, f"{a.lang}-{b.lang}", probability, first, second))
+    return cases, assigner.threshold
+
+
+def same_event(case: PairCase, threshold: float, policy: EventPolicy, method: str) -> bool:
+    """Whether the clusterer puts b in a's event: a copy, or in a's story and its event."""
+    if case.probability == 1.0:
+        return True
+    return case.probability >= threshold and joins_founded_by(
+        case.first, case.second, policy, method
+    )
+
+
 def evaluate_pairs(
     path: Path,
     settings: ClusterSettings,
@@ -408,46 +468,51 @@ def evaluate_pairs(
     cross_model: PairModel | None = None,
     cache: Path | None = None,
     keep: Callable[[ClusterDoc], bool] | None = None,
+    events: EventPolicy | None = None,
 ) -> dict[str, Any]:
-    """Score the same-event decision on a pair file.
+    """Score the same-event decision on a pair file (see `pair_cases`).
 
-    The assigner first learns term (and language) statistics from every text in
-    the file, labels unseen, as a running worker would have from its stream;
-    then each pair is decided by the probability b gets against a story founded by a.
-    `keep` chooses the pairs scored by their first document (a held-out half).
+    A pair is decided the same event when b would go into a's event: as a copy
+    of a, or into the story a founded and then into a's event there (the event
+    policy: `events`, or the shipped one). `story_level` scores the story
+    decision alone, for information: a story follows a happening further than
+    one event does.
     """
-    pairs = load_pairs(path)
-    assigner = StoryAssigner(settings, tuning=tuning, model=model, cross_model=cross_model)
-    unique = list({doc.id: doc for a, b, _ in pairs for doc in (a, b)}.values())
-    vectors = cached_vectors(unique, cache) if assigner.uses_embeddings else None
-    assigner.warm(unique, vectors)
-    row_of = {doc.id: i for i, doc in enumerate(unique)}
-    decisions = []
-    for a, b, same in pairs:
-        if keep is not None and not keep(a):
-            continue
-        vecs = None if vectors is None else (vectors[row_of[a.id]], vectors[row_of[b.id]])
-        decided = assigner.similarity(a, b, vecs) >= assigner.threshold
-        decisions.append((decided, same, f"{a.lang}-{b.lang}"))
+    cases, threshold = pair_cases(
+        path,
+        settings,
+        tuning=tuning,
+        model=model,
+        cross_model=cross_model,
+        cache=cache,
+        keep=keep,
+    )
+    policy = events or load_policy()
+    decisions = [
+        (same_event(case, threshold, policy, settings.method), case.same, case.kind)
+        for case in cases
+    ]
+    stories = [(case.probability >= threshold, case.same, case.kind) for case in cases]
     result: dict[str, Any] = {
         "file": str(path),
         "method": settings.method,
-        "threshold": assigner.threshold,
+        "threshold": threshold,
         "pairs": len(decisions),
-        "same": sum(same for _, same, _ in decisions),
-        **_decision_scores(decisions),
+        "same": sum(case.same for case in cases),
+        **decision_scores(decisions),
+        "story_level": decision_scores(stories),
     }
     kinds = sorted({kind for _, _, kind in decisions})
     if len(kinds) > 1:
         result["languages"] = {
             kind: {"pairs": sum(k == kind for _, _, k in decisions)}
-            | _decision_scores([d for d in decisions if d[2] == kind])
+            | decision_scores([d for d in decisions if d[2] == kind])
             for kind in kinds
         }
     return result
 
 
-def _decision_scores(decisions: Sequence[tuple[bool, bool, str]]) -> dict[str, Any]:
+def decision_scores(decisions: Sequence[tuple[bool, bool, str]]) -> dict[str, Any]:
     tp = sum(decided and same for decided, same, _ in decisions)
     fp = sum(decided and not same for decided, same, _ in decisions)
     fn = sum(same and not decided for decided, same, _ in decisions)
@@ -557,5 +622,5 @@ def evaluate_near_duplicates(
         "check": "near-duplicates",
         "pairs": len(decisions),
         "copies": sum(same for _, same, _ in decisions),
-        **_decision_scores(decisions),
+        **decision_scores(decisions),
     }

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from aggregator.errors import EvalError
 from aggregator.types import ClusterDoc
+from aggregator.values import primary_language
 
 Level = Literal["event", "storyline"]
 LEVELS: tuple[Level, ...] = ("event", "storyline")
@@ -129,7 +130,7 @@ def _doc(row: dict[str, Any], prefix: str, published: datetime | None = None) ->
         url=_text(row, prefix + "url"),
         published=when,
         source=_text(row, prefix + "source"),
-        lang=_text(row, prefix + "lang"),
+        lang=primary_language(_text(row, prefix + "lang")),  # as the store reads a feed's tag
         host=_text(row, prefix + "host"),
     )
 

@@ -1,8 +1,9 @@
 """Ingest and clustering throughput: one JSON object on the last line.
 
 - ours_eps / feedparser_eps / ratio: entries per second through our ingest path
-  (aggregator.parse.parse_feed, per-source identity, the MinHash near-duplicate
-  check, the store write into SQLite via aggregator.store) against bare
+  (aggregator.parse.parse_feed, per-source identity, the language guess for a
+  feed that declares none, the MinHash near-duplicate check, the store write into
+  SQLite via aggregator.store) against bare
   feedparser.parse of the same feed bodies, in the same run.
 - cluster_dps: documents per second through the default clusterer, embedding
   included (the worker embeds each batch once, then adds each entry).
@@ -37,6 +38,7 @@ import numpy as np
 
 from aggregator.cluster import StoryAssigner, recommended_threshold
 from aggregator.dedupe import NearDuplicates
+from aggregator.language import undeclared_language
 from aggregator.parse import parse_feed
 from aggregator.settings import ClusterSettings, SourceConfig
 from aggregator.store.database import open_store
@@ -114,9 +116,10 @@ def _ingest_round(bodies: list[bytes]) -> tuple[float, float]:
             feedparser.parse(body)
             parsed_at = time.perf_counter()
             parsed = parse_feed(body, {}, url=request.url, source=request.name)
+            guessed = undeclared_language(parsed.entries, request.language)
             for entry in parsed.entries:
                 near.add(f"{request.source_id}:{entry.key}", entry.title, entry.text)
-            store.record_poll(request.source_id, _ok_outcome(), parsed.entries)
+            store.record_poll(request.source_id, _ok_outcome(), parsed.entries, language=guessed)
             bare_s += parsed_at - started
             ours_s += time.perf_counter() - parsed_at
         store.close()

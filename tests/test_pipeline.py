@@ -185,7 +185,12 @@ def test_two_cycles_cluster_merge_and_publish(outlets: FeedServer, store: Store)
     for path in ("/timelines/kursk.rss", "/timelines/all.atom", "/timelines/all.rss"):
         assert feedparser.parse(documents[path].body).bozo == 0, path
     etree.fromstring(documents["/timelines.opml"].body)
-    assert b"kursk.atom" in documents["/index.html"].body
+    index = documents["/index.html"].body
+    assert b"kursk.atom" in index
+    # The incursion's storyline is what the kursk timeline follows: listed once, as that.
+    (incursion_page,) = {link.href for link in incursion.feed.links if link.type == "text/html"}
+    rates_page = next(link.href for link in rates.feed.links if link.type == "text/html")
+    assert incursion_page.encode() not in index and rates_page.encode() in index
 
 
 def _timeline_with(documents: dict, word: str) -> feedparser.FeedParserDict:
@@ -265,3 +270,48 @@ def test_the_websub_hub_hears_of_every_published_change(
     assert pings, "the hub was not notified"
     kursk = feedparser.parse(sqlite_store.document("/timelines/kursk.atom").body)
     assert any(link.rel == "hub" and link.href == outlets.url("/hub") for link in kursk.feed.links)
+
+
+UKRAINIAN = [
+    (
+        "Українські війська перетнули кордон Курської області",
+        "Бої тривають біля Суджі, повідомив губернатор області. Мешканців прикордонних сіл "
+        "евакуюють, а російське командування перекидає резерви.",
+    ),
+    (
+        "Сирський: Сили оборони контролюють близько тисячі квадратних кілометрів",
+        "Головнокомандувач доповів президентові про перебіг операції на Курщині та про "
+        "полонених, яких узяли за тиждень боїв.",
+    ),
+]
+
+
+def test_entries_nobody_gave_a_language_get_the_one_they_are_written_in(
+    sqlite_store: Store,
+) -> None:
+    def feed(outlet: str, language: str = "") -> bytes:
+        items = [
+            (f"{outlet}-{n}", title, text, T0 + timedelta(hours=n), f"http://{outlet}.test/{n}")
+            for n, (title, text) in enumerate(UKRAINIAN)
+        ]
+        body = rss(outlet, items)
+        tag = f"<language>{language}</language>" if language else ""
+        return body.replace(b"<channel>", f"<channel>{tag}".encode(), 1)
+
+    with FeedServer() as server:
+        server.serve_feed("/guessed.xml", feed("guessed"), last_modified=T0)
+        server.serve_feed("/declared.xml", feed("declared", "ru-RU"), last_modified=T0)
+        server.serve_feed("/configured.xml", feed("configured"), last_modified=T0)
+        settings = dataclasses.replace(
+            settings_for(server),
+            sources=(
+                SourceConfig(name="Guessed", url=server.url("/guessed.xml")),
+                SourceConfig(name="Declared", url=server.url("/declared.xml")),
+                SourceConfig(name="Configured", url=server.url("/configured.xml"), language="en"),
+            ),
+        )
+        pipeline = Pipeline(settings, sqlite_store, clock=Clock(T0 + timedelta(hours=5)))
+        assert asyncio.run(pipeline.dispatch()).new_entries == 6
+    languages = {(doc.source, doc.lang) for doc in sqlite_store.pending_docs()}
+    # The feed's word, even when wrong, and the operator's stand; a guess fills the gap.
+    assert languages == {("Guessed", "uk"), ("Declared", "ru"), ("Configured", "en")}

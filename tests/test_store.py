@@ -12,6 +12,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -203,6 +204,22 @@ def test_a_former_leader_cannot_save_clustering_decisions(migrated: Store) -> No
     assert migrated.pending_docs() == [doc], "nothing was written"
     assert migrated.save_assignments(decision, T0 + timedelta(seconds=32), new) is not None
     assert migrated.pending_docs() == []
+
+
+def test_the_clusterer_reads_one_language_however_a_feed_writes_it(migrated: Store) -> None:
+    configs = sources(2)
+    configs[1] = replace(configs[1], language="uk-UA")
+    migrated.sync_sources(configs, T0)
+    requests = migrated.claim_due(T0, "w", lease_s=60, limit=2)
+    for request in requests:
+        tagged = [
+            replace(entry(f"{request.source_id}-{tag}"), language=tag) for tag in ("en-US", "EN")
+        ]
+        untagged = [entry(f"{request.source_id}-none")]
+        migrated.record_poll(request.source_id, outcome(T0), tagged + untagged, owner="w")
+    languages = sorted(doc.lang for doc in migrated.pending_docs())
+    # The feed's own tag first, then the source's configured one, each by its primary subtag.
+    assert languages == ["", "en", "en", "en", "en", "uk"]
 
 
 def test_resigning_lets_another_worker_lead_at_once(migrated: Store) -> None:

@@ -484,9 +484,21 @@ class StoryAssigner:
         """
         if abs((a.published - b.published).total_seconds()) > self._window.total_seconds():
             return 0.0  # a story idle for longer than the window takes no more reports
-        if self._copies(a, b):
+        if self.copies(a, b):
             return 1.0
         return self.decision.probability(self.pair_features(a, b, vectors))
+
+    def event_reports(
+        self,
+        a: ClusterDoc,
+        b: ClusterDoc,
+        vectors: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[EventReport, EventReport]:
+        """What the event decision reads of `a` and `b`, learning nothing (pair files)."""
+        va, vb = (None, None) if vectors is None else vectors
+        pa = self._prepare(a, (), va, learn=False)
+        pb = self._prepare(b, (), vb, learn=False)
+        return EventReport.from_prepared(pa), EventReport.from_prepared(pb)
 
     def pair_features(
         self,
@@ -504,7 +516,7 @@ class StoryAssigner:
         shared = len({t for t, _ in pa.index_terms} & {t for t, _ in pb.index_terms})
         return pair_features(pb, story, shared)
 
-    def _copies(self, a: ClusterDoc, b: ClusterDoc) -> bool:
+    def copies(self, a: ClusterDoc, b: ClusterDoc) -> bool:
         """Whether `add` would fold b into a as a duplicate."""
         if set(self._keys(a)) & set(self._keys(b)):
             return True

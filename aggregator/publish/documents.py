@@ -182,13 +182,23 @@ class Publisher:
         overview = timelines.all_stories(
             [(s, entries[s.id]) for s in stories], self.publish_settings, _epoch()
         )
+        # A storyline that a configured timeline follows alone shows on the index once,
+        # as that timeline; its own page and feeds stay published, and in the OPML.
+        followed = set()
+        for config in self.settings.timelines:
+            ids = self.store.timeline_story_ids(config.name)
+            if len(ids) == 1:
+                followed |= ids
+        shown = listed + [
+            doc for s, doc in zip(stories, story_docs, strict=True) if s.id not in followed
+        ]
         listed += story_docs
         updated = max([overview.updated] + [d.updated for d in listed])
         return self.render(overview) + [
             make_document(
                 INDEX_PATH,
                 CONTENT_TYPES["html"],
-                render_index(listed, self.publish_settings),
+                render_index(shown, self.publish_settings),
                 updated,
             ),
             make_document(

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from aggregator.store.models import Entry, Source, Story, TimelineStory
 from aggregator.store.views import from_db, to_db
 from aggregator.types import Assignment, ClusterDoc
+from aggregator.values import primary_language
 
 RESTORE_BATCH = 2000
 
@@ -337,6 +338,6 @@ def _doc(row: Any) -> ClusterDoc:
         url=url,
         published=from_db(sort_at),
         source=source_name,
-        lang=language or source_language or "",
+        lang=primary_language(language or source_language or ""),
         host=(urlsplit(url).hostname or "") if url else "",
     )

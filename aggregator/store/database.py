@@ -192,11 +192,15 @@ class Store:
         entries: Sequence[EntryData] = (),
         *,
         owner: str | None = None,
+        language: str | None = None,
     ) -> IngestCounts:
-        """Store a poll's entries and its fetch state (releasing `owner`'s lease) together."""
+        """Store a poll's entries and its fetch state (releasing `owner`'s lease) together;
+        new entries that declare no language are stored with `language`."""
         return retrying(
             self.session,
-            lambda session: polling.record_poll(session, source_id, outcome, entries, owner),
+            lambda session: polling.record_poll(
+                session, source_id, outcome, entries, owner, language
+            ),
         )
 
     def source_statuses(self) -> list[SourceStatus]:

@@ -121,6 +121,7 @@ def _request(source: Source, state: FetchState) -> FetchRequest:
         etag=state.etag,
         last_modified=state.last_modified,
         body_hash=state.body_hash,
+        language=source.language or "",
     )
 
 
@@ -191,8 +192,10 @@ def record_poll(
     outcome: PollOutcome,
     entries: Sequence[EntryData],
     owner: str | None,
+    language: str | None = None,
 ) -> IngestCounts:
     """Store a poll's entries, its fetch state and the lease's release in one transaction.
+    New entries that declare no language are stored with `language` (a guess).
 
     With an `owner`, the fetch state is only written while that owner still holds
     the lease: a worker that lost it (it ran out and another claimed the source)
@@ -200,7 +203,7 @@ def record_poll(
     storing them is idempotent.
     """
     source, state = _source_and_state(session, source_id)
-    counts = _upsert_entries(session, source_id, entries, outcome.checked_at)
+    counts = _upsert_entries(session, source_id, entries, outcome.checked_at, language)
     holds = owner is None or state.lease_owner == owner
     if holds:
         _apply_outcome(source, state, outcome)
@@ -298,7 +301,11 @@ _STORED_HASHES = select(Entry.key, Entry.content_hash).where(
 
 
 def _upsert_entries(
-    session: Session, source_id: int, entries: Sequence[EntryData], now: datetime
+    session: Session,
+    source_id: int,
+    entries: Sequence[EntryData],
+    now: datetime,
+    language: str | None,
 ) -> IngestCounts:
     unique: dict[str, EntryData] = {}
     for data in entries:
@@ -318,7 +325,7 @@ def _upsert_entries(
     # without loading their rows.
     stored = dict(session.exec(_STORED_HASHES, params=keys).all())
     fresh = [
-        _new_entry(source_id, data, seen)
+        _new_entry(source_id, data, seen, language)
         for key, data in unique.items()
         if key not in removed and key not in stored
     ]
@@ -348,7 +355,9 @@ def _upsert_entries(
     )
 
 
-def _new_entry(source_id: int, data: EntryData, seen: datetime) -> dict[str, Any]:
+def _new_entry(
+    source_id: int, data: EntryData, seen: datetime, language: str | None = None
+) -> dict[str, Any]:
     """An entry's row as the values of an INSERT; `seen` is now, as stored."""
     published = data.published or data.updated
     return {
@@ -360,7 +369,7 @@ def _new_entry(source_id: int, data: EntryData, seen: datetime) -> dict[str, Any
         "summary": data.summary_html,
         "text": data.text,
         "author": data.author,
-        "language": data.language,
+        "language": data.language or language,
         "content_hash": data.content_hash,
         "published_at": None if published is None else to_db(published),
         "updated_at": None if data.updated is None else to_db(data.updated),
