@@ -404,12 +404,15 @@ class NearDuplicates:
         row = self._rows.pop(doc_id)
         hashes = _band_hashes(self._signatures[row])
         starts = np.searchsorted(self._hashes, hashes, "left")
-        ends = np.searchsorted(self._hashes, hashes, "right")
-        for start, end, key in zip(starts.tolist(), ends.tolist(), hashes.tolist(), strict=True):
-            if start < end:
-                at = start + np.flatnonzero(self._hash_rows[start:end] == row)
-                self._hash_rows[at] = -1
-                self._forgotten += len(at)
+        lengths = np.searchsorted(self._hashes, hashes, "right") - starts
+        if lengths.any():
+            # Every bucket's slots at once: a Python loop over the bands cost more.
+            ends = np.cumsum(lengths)
+            slots = np.arange(int(ends[-1])) + np.repeat(starts - (ends - lengths), lengths)
+            at = slots[self._hash_rows[slots] == row]
+            self._hash_rows[at] = -1
+            self._forgotten += len(at)
+        for key in hashes.tolist():
             newer = self._fresh.get(key)
             if newer is not None:
                 rows = np.frombuffer(newer, np.int32)

@@ -103,11 +103,12 @@ def pair_matrix(
     the leader's time.
     """
     n = len(stories)
-    gap_h = np.abs([(p.doc.published - s.latest).total_seconds() for s in stories]) / 3600.0
-    names_shared = shared_counts(p.names, [s.names for s in stories])
-    numbers_shared = shared_counts(p.numbers, [s.numbers for s in stories])
-    has_names = np.array([len(s.names) > 0 for s in stories], bool)
-    has_numbers = np.array([len(s.numbers) > 0 for s in stories], bool)
+    published = p.doc.published
+    gap_h = np.abs([(published - s.latest).total_seconds() for s in stories]) / 3600.0
+    names = [s.names for s in stories]
+    numbers = [s.numbers for s in stories]
+    names_shared = shared_counts(p.names, names)
+    numbers_shared = shared_counts(p.numbers, numbers)
     features = {
         "words": centroid_cosines(
             p.words, [s.words for s in stories], [s.words_norm for s in stories]
@@ -117,14 +118,10 @@ def pair_matrix(
         ),
         "shared_terms": np.minimum(np.asarray(shared_terms, np.float64), 4) / 4.0,
         "names_shared": np.minimum(names_shared, 3) / 3.0,
-        "names_apart": (has_names & (names_shared == 0)).astype(np.float64)
-        if len(p.names)
-        else np.zeros(n),
+        "names_apart": _apart(names, names_shared) if len(p.names) else np.zeros(n),
         "names_new": (len(p.names) - names_shared) / len(p.names) if len(p.names) else np.zeros(n),
         "numbers_shared": np.minimum(numbers_shared, 2) / 2.0,
-        "numbers_apart": (has_numbers & (numbers_shared == 0)).astype(np.float64)
-        if len(p.numbers)
-        else np.zeros(n),
+        "numbers_apart": _apart(numbers, numbers_shared) if len(p.numbers) else np.zeros(n),
         "days_apart": _days_apart(p.days, stories),
         "gap": np.minimum(np.log1p(gap_h) / math.log1p(GAP_SCALE_HOURS), 1.0),
         "other_language": np.array(
@@ -142,8 +139,8 @@ def shared_counts(keys: np.ndarray, among: Sequence[np.ndarray]) -> np.ndarray:
     out = np.zeros(len(among))
     if not len(keys) or not among:
         return out
-    lengths = np.fromiter((len(a) for a in among), np.int64, len(among))
-    if not lengths.any():
+    lengths = list(map(len, among))
+    if not any(lengths):
         return out
     joined = np.concatenate(among)
     at = np.searchsorted(keys, joined)
@@ -153,6 +150,12 @@ def shared_counts(keys: np.ndarray, among: Sequence[np.ndarray]) -> np.ndarray:
     return np.bincount(owner[hit], minlength=len(among)).astype(np.float64)
 
 
+def _apart(among: Sequence[np.ndarray], shared: np.ndarray) -> np.ndarray:
+    """1.0 where the story has keys of the kind and shares none of the report's."""
+    has_keys = np.fromiter(map(len, among), np.int64, len(among)) > 0
+    return (has_keys & (shared == 0)).astype(np.float64)
+
+
 def centroid_cosines(
     vector: Vector, centroids: Sequence[Vector], norms: Sequence[float]
 ) -> np.ndarray:
@@ -160,11 +163,12 @@ def centroid_cosines(
     out = np.zeros(len(centroids))
     if not len(vector.keys) or not centroids:
         return out
-    lengths = np.fromiter((len(c.keys) for c in centroids), np.int64, len(centroids))
-    if not lengths.any():
+    arrays = [c.keys for c in centroids]
+    lengths = list(map(len, arrays))
+    if not any(lengths):
         return out
-    keys = np.concatenate([c.keys for c in centroids])
-    weights = np.concatenate([c.weights for c in centroids]).astype(np.float64)
+    keys = np.concatenate(arrays)
+    weights = np.concatenate([c.weights for c in centroids], dtype=np.float64)
     owner = np.repeat(np.arange(len(centroids)), lengths)
     dots = np.bincount(owner, weights=_weights_at(vector, keys) * weights, minlength=len(centroids))
     norm = np.asarray(norms, np.float64)
@@ -206,16 +210,15 @@ def _dense_table() -> np.ndarray:
 def _days_apart(days: np.ndarray, stories: Sequence[Story]) -> np.ndarray:
     if not len(days):
         return np.zeros(len(stories))
-    shared = shared_counts(days, [s.days for s in stories])
-    has_days = np.array([len(s.days) > 0 for s in stories], bool)
-    return (has_days & (shared == 0)).astype(np.float64)
+    among = [s.days for s in stories]
+    return _apart(among, shared_counts(days, among))
 
 
 def _embedding_cosines(row: EmbeddingRow, stories: Sequence[Story]) -> np.ndarray:
     out = np.zeros(len(stories))
     live = [i for i, s in enumerate(stories) if s.embedding_sum is not None and s.embedding_norm]
     if live:
-        sums = np.stack([stories[i].embedding_sum for i in live]).astype(np.float32)  # type: ignore[misc]
+        sums = np.array([stories[i].embedding_sum for i in live], np.float32)
         norms = np.array([stories[i].embedding_norm for i in live])
         out[live] = (sums @ row).astype(np.float64) / norms
     return out
@@ -233,7 +236,7 @@ def _nearest_member_cosines(row: EmbeddingRow, stories: Sequence[Story]) -> np.n
         rows.append(story.member_rows)
         scales.append(story.member_scales)
     if live:
-        cosines = (np.concatenate(rows).astype(np.float32) @ row) * np.concatenate(scales)
+        cosines = (np.concatenate(rows, dtype=np.float32) @ row) * np.concatenate(scales)
         starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
         out[live] = np.maximum.reduceat(cosines, starts)
     return out
