@@ -244,7 +244,11 @@ def reset_peak_rss() -> None:
 
 
 def _time_decisions(assigner: Any) -> list[float]:
-    """Sum the CPU seconds of the assigner's `add` and `merge_converged` into the list's one item."""
+    """Sum the CPU seconds of the assigner's `add` and `merge_converged` into the list's one item.
+
+    The methods are wrapped on the class, in this process of its own: attributes set
+    on the instance would be state the snapshot does not know, and the leader's last
+    snapshot (`Pipeline.close`) would be refused."""
     spent = [0.0]
 
     def timed(call: Any) -> Any:
@@ -258,7 +262,7 @@ def _time_decisions(assigner: Any) -> list[float]:
         return run
 
     for name in ("add", "merge_converged"):
-        setattr(assigner, name, timed(getattr(assigner, name)))
+        setattr(type(assigner), name, timed(getattr(type(assigner), name)))
     return spent
 
 
