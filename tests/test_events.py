@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -250,12 +251,16 @@ def test_expire_forgets_exactly_the_events_idle_past_the_window() -> None:
 
 
 def test_the_shipped_model_records_its_data_split_and_command() -> None:
-    body = EVENTS_MODEL.read_text(encoding="utf-8")
+    body = json.loads(EVENTS_MODEL.read_text(encoding="utf-8"))
     policy = read_policy(EVENTS_MODEL)
-    assert set(policy.join) == set(policy.decay) == {"embedding", "tfidf"}
-    for method in policy.join:
-        assert f'"{method}": {{' in body  # a fit's notes per method
-    assert '"split": "train"' in body and "--fit-events" in body and '"meaning"' in body
+    assert set(policy.join) == set(policy.decay) == set(policy.cross) == {"embedding", "tfidf"}
+    assert "--fit-events" in body["notes"]["command"] and set(body["meaning"]) >= set(body) - {
+        "meaning",
+        "notes",
+    }
+    for method in policy.join:  # each fitted on training parts only, which its notes name
+        fit = body["notes"]["fits"][method]
+        assert "train" in fit["split"] and len(fit["split"]) == len(fit["data"])
 
 
 def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
