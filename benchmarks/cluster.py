@@ -24,9 +24,9 @@ held-out documents. Usage:
         [--storylines FILE]
 
 `--fit-events` refits the event policy (aggregator/cluster/models/events.json)
-on the TRAINING part of our set and tgcontest's half 0, and `--fit-storylines` the storyline
-policy (models/storylines.json) on that part and UCI's fitted half 0; both
-then print the held-out figures of the choice (see `fit_events`,
+on the TRAINING part of our set and tgcontest's half 0, and `--fit-storylines`
+the storyline policy (models/storylines.json) on that part and UCI's fitted
+half 0; both then print the held-out figures of the choice (see `fit_events`,
 `fit_storylines`).
 """
 
@@ -79,15 +79,8 @@ EVENT_PRECISION = 0.93
 EVENT_JOIN_GRID = tuple(round(0.06 + 0.02 * i, 2) for i in range(33))  # 0.06 .. 0.70
 EVENT_DECAY_GRID = (0.0, 0.05, 0.1, 0.2)  # similarity lost per day since the event's latest
 EVENT_AGE_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # lost per day since its first
-EVENT_CROSS_GRID = (
-    0.0,
-    0.04,
-    0.08,
-    0.12,
-    0.16,
-    0.2,
-    0.24,
-)  # added to a cosine across two languages
+# Added to a cosine across two languages: 0 .. 0.24.
+EVENT_CROSS_GRID = tuple(round(0.04 * i, 2) for i in range(7))
 # The storyline fit: the same bar, at the storyline level.
 STORYLINE_PRECISION = 0.93
 STORYLINE_JOIN_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(21))  # 0.40 .. 0.80
