@@ -46,8 +46,8 @@ FIELDS = {
     "window_hours": "an event takes follow-ups for this long after its latest report, and no report later than this after its first (not fitted)",
     "join": "per method: least score to join an event; the score is the best cosine with "
     "the event's core, its first reports (language-centred embedding, or character n-gram "
-    "TF-IDF under tfidf; plus cross for a report in another language), minus decay times the days since the event's latest report, "
-    "minus age times the days since its first",
+    "TF-IDF under tfidf; plus cross for a report in another language), minus decay times "
+    "the days since the event's latest report, minus age times the days since its first",
     "decay": "per method: score lost per day since the event's latest report",
     "age": "per method: score lost per day since the event's first report",
     "cross": "per method: added to the cosine with a core report in another language: a "
