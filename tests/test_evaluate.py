@@ -436,3 +436,17 @@ def test_events_inside_a_story_are_scored_at_the_event_level(tmp_path: Path) -> 
     assert result["predicted_events"] == 2  # ...and its events stay apart
     assert result["levels"]["event"]["bcubed_f1"] == result["bcubed_f1"] == 1.0
     assert result["levels"]["storyline"]["bcubed_f1"] == 1.0
+
+
+def test_a_pair_is_one_event_only_inside_the_event_window(tmp_path: Path) -> None:
+    # Like words two and a half days apart: one story still takes both, but an event
+    # is one day's happening with its follow-ups, so the pair is not one event.
+    first = "Ukrainian troops cross into Kursk region near Sudzha"
+    later = "Ukrainian troops in Kursk region push on from Sudzha, officials say"
+    path = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [pair(first, later, False, "2024-08-06", "2024-08-08T12:00:00+00:00")],
+    )
+    result = evaluate_pairs(path, SETTINGS)
+    assert result["story_level"]["fp"] == 1
+    assert result["fp"] == 0
