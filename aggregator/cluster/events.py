@@ -403,11 +403,9 @@ def joins_founded_by(
     first: EventReport, report: EventReport, policy: EventPolicy, method: str
 ) -> bool:
     """Whether `report` joins the event `first` founded, within one story (pair files)."""
-    rule = policy.for_method(method)
-    event = Event(first.doc_id, "", first.published, started=first.published)
-    event.add(first, rule.core)
-    value = score(report, event, policy.window_hours, rule)
-    return value is not None and value >= rule.join
+    index = EventIndex(method, policy)
+    founded = index.place("", first)
+    return index.place("", report).event_key == founded.event_key
 
 
 def _gram_weights(grams: Vector) -> np.ndarray:
