@@ -495,9 +495,7 @@ class StoryAssigner:
         vectors: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[EventReport, EventReport]:
         """What the event decision reads of `a` and `b`, learning nothing (pair files)."""
-        va, vb = (None, None) if vectors is None else vectors
-        pa = self._prepare(a, (), va, learn=False)
-        pb = self._prepare(b, (), vb, learn=False)
+        pa, pb = self._prepared_pair(a, b, vectors)
         return EventReport.from_prepared(pa), EventReport.from_prepared(pb)
 
     def pair_features(
@@ -507,14 +505,23 @@ class StoryAssigner:
         vectors: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, float]:
         """Features of `b` against a story founded by `a`."""
-        keys_a, keys_b = self._keys(a), self._keys(b)
-        va, vb = (None, None) if vectors is None else vectors
-        pa = self._prepare(a, keys_a, va, learn=False)
-        pb = self._prepare(b, keys_b, vb, learn=False)
+        pa, pb = self._prepared_pair(a, b, vectors)
         story = Story(id=a.id, latest=a.published, memory=1)
         story.add(pa.words, pa.grams, member(pa))
         shared = len({t for t, _ in pa.index_terms} & {t for t, _ in pb.index_terms})
         return pair_features(pb, story, shared)
+
+    def _prepared_pair(
+        self,
+        a: ClusterDoc,
+        b: ClusterDoc,
+        vectors: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[Prepared, Prepared]:
+        """`a` and `b` as `add` would read them now, learning nothing."""
+        va, vb = (None, None) if vectors is None else vectors
+        pa = self._prepare(a, self._keys(a), va, learn=False)
+        pb = self._prepare(b, self._keys(b), vb, learn=False)
+        return pa, pb
 
     def copies(self, a: ClusterDoc, b: ClusterDoc) -> bool:
         """Whether `add` would fold b into a as a duplicate."""
