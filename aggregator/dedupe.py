@@ -9,6 +9,7 @@ instead of judging it again.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 import zlib
@@ -240,17 +241,21 @@ class NearDuplicates:
     # What a snapshot of the clusterer saves of it, and what it rebuilds
     # (see cluster/snapshot.py).
     SNAPSHOT: ClassVar = (
-        "_rows _ids _free _signatures _hashes _hash_rows _fresh _forgotten",
-        "capacity threshold",
+        "_rows _ids _free _signatures _times _hashes _hash_rows _fresh _forgotten",
+        "capacity threshold horizon",
     )
 
-    def __init__(self, capacity: int = 20_000, threshold: float = NEAR_JACCARD) -> None:
+    def __init__(
+        self, capacity: int = 20_000, threshold: float = NEAR_JACCARD, horizon: float = math.inf
+    ) -> None:
         self.capacity = capacity
         self.threshold = threshold
+        self.horizon = horizon  # seconds after a report in which a later one can copy it
         self._rows: dict[str, int] = {}  # doc id -> its row in _signatures, oldest first
         self._ids: list[str] = []  # row -> doc id
         self._free: list[int] = []  # rows of forgotten reports
         self._signatures = np.empty((0, SIGNATURE_SIZE), np.uint32)
+        self._times = np.empty(0, np.float64)  # row -> the report's POSIX time
         # Buckets: band hashes ascending, each with its row (int32, -1: forgotten),
         # a hash's rows oldest first; then the latest, hash -> rows packed in bytes.
         self._hashes = np.empty(0, np.uint64)
@@ -267,6 +272,7 @@ class NearDuplicates:
         out.value("ids", self._ids)
         out.array("free", np.array(self._free, np.int64), np.int64)
         out.array("signatures", self._signatures, np.uint32)
+        out.array("times", self._times, np.float64)
         out.array("hashes", self._hashes, np.uint64)
         out.array("hash_rows", self._hash_rows, np.int32)
         fresh = self._fresh
@@ -285,6 +291,9 @@ class NearDuplicates:
         signatures = source.array("signatures", np.uint32)
         if signatures.shape[1:] != (SIGNATURE_SIZE,) or len(signatures) < len(ids):
             raise SnapshotError("near-duplicate signatures in the snapshot are malformed")
+        times = source.array("times", np.float64)
+        if len(times) != len(signatures):
+            raise SnapshotError("near-duplicate times in the snapshot are malformed")
         hashes = source.array("hashes", np.uint64)
         hash_rows = source.array("hash_rows", np.int32)
         fresh_hashes = source.array("fresh.hashes", np.uint64).tolist()
@@ -295,24 +304,28 @@ class NearDuplicates:
             raise SnapshotError("near-duplicate buckets in the snapshot are malformed")
         self._rows, self._ids = rows, ids
         self._free = source.array("free", np.int64).tolist()
-        self._signatures = signatures.copy()
+        self._signatures, self._times = signatures.copy(), times.copy()
         self._hashes, self._hash_rows = hashes.copy(), hash_rows.copy()
         self._fresh = {h: r.tobytes() for h, r in zip(fresh_hashes, fresh_rows, strict=True)}
         self._forgotten = int(np.count_nonzero(hash_rows < 0))
 
-    def add(self, doc_id: str, title: str, text: str) -> str | None:
+    def add(self, doc_id: str, title: str, text: str, at: float = 0.0) -> str | None:
+        """The earlier report this one (published at POSIX time `at`) copies, if any
+        within the horizon; then it is remembered."""
         sig = signature(title, text)
         if sig is None:
             return None
         hashes = _band_hashes(sig)
-        first = self._match(sig, hashes)
-        self._remember(doc_id, sig, hashes)
+        first = self._match(sig, hashes, at)
+        self._remember(doc_id, sig, hashes, at)
         return first
 
-    def _match(self, sig: np.ndarray, hashes: np.ndarray) -> str | None:
+    def _match(self, sig: np.ndarray, hashes: np.ndarray, at: float) -> str | None:
         # Candidates in the order they are met, by band, then oldest first; argmax
         # picks the first of the best, so a tie goes to the one met first.
         rows = self._bucket_rows(sig, hashes)
+        if self.horizon < math.inf and len(rows):
+            rows = rows[self._times[rows] >= at - self.horizon]
         if not len(rows):
             return None
         if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
@@ -354,11 +367,12 @@ class NearDuplicates:
         same = (by_band[np.arange(len(rows)), band_of] == own[band_of]).all(axis=1)
         return rows[same]
 
-    def _remember(self, doc_id: str, sig: np.ndarray, hashes: np.ndarray) -> None:
+    def _remember(self, doc_id: str, sig: np.ndarray, hashes: np.ndarray, at: float) -> None:
         if doc_id in self._rows:
             return
         row = self._free_row()
         self._signatures[row] = sig
+        self._times[row] = at
         self._ids[row] = doc_id
         self._rows[doc_id] = row
         packed = np.int32(row).tobytes()
@@ -397,7 +411,9 @@ class NearDuplicates:
             size = max(row + 1, min(2 * row, self.capacity + 1), 64)
             grown = np.empty((size, SIGNATURE_SIZE), np.uint32)
             grown[:row] = self._signatures
-            self._signatures = grown
+            times = np.empty(size, np.float64)
+            times[:row] = self._times
+            self._signatures, self._times = grown, times
         return row
 
     def _forget(self, doc_id: str) -> None:

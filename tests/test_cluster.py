@@ -158,6 +158,23 @@ def test_short_generic_headlines_are_not_duplicates() -> None:
     assert place([a, b])["b"].duplicate_of is None
 
 
+def test_a_headline_repeated_a_day_later_is_a_new_report_but_a_url_is_always_a_copy() -> None:
+    # A daily live blog under one headline: each day's entry is its own report.
+    title = "Russia-Ukraine war live: latest news from the front line"
+    monday = doc("mon", title, url="https://daily.example/live/monday", source="daily")
+    monday_repost = doc("mon2", title, minutes=3 * 60, url="https://wire.example/r1")
+    tuesday = doc("tue", title, minutes=24 * 60, url="https://daily.example/live/tuesday")
+    # The near-duplicate check keeps the same horizon: a lightly edited headline.
+    edited = doc("wed", title.replace("latest", "the latest"), minutes=48 * 60)
+    # The same article, found again through its link two days on.
+    relinked = doc("again", "Other words", minutes=48 * 60, url=monday.url + "?utm_source=x")
+    got = place([monday, monday_repost, tuesday, edited, relinked])
+    assert got["mon2"].duplicate_of == "mon"
+    assert got["tue"].duplicate_of is None
+    assert got["wed"].duplicate_of is None
+    assert got["again"].duplicate_of == "mon"
+
+
 def test_reports_of_one_event_in_different_words_join() -> None:
     got = place(STREAM)
     assert {got[d.id].story_id for d in INCURSION} == {"inc1"}

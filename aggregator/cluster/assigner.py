@@ -11,6 +11,7 @@ else it founds a new story.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from aggregator.cluster import embedding
-from aggregator.cluster.copies import FirstCopies
+from aggregator.cluster.copies import CopyKey, FirstCopies
 from aggregator.cluster.decision import (
     JoinDecision,
     PairModel,
@@ -68,6 +69,10 @@ class Tuning:
     shelf_rows: int = 4096  # most recently active stories scanned by embedding
     min_key_words: int = 4  # shorter texts ("Market update") are not keyed as duplicates
     near_duplicates: int = 20_000  # recent reports checked for near-duplicate copies
+    # A copy of a text (not of a URL) comes within this many hours of its first:
+    # syndication takes hours, while the same headline a day later ("Live
+    # updates", a daily briefing) is another report, placed as any other.
+    copy_hours: float = 20.0
     # Two stories merge only when the model is this sure they are one event: a
     # merge cannot be undone, and whole stories carry more evidence than one report.
     merge_probability: float = 0.9
@@ -146,10 +151,14 @@ class StoryAssigner:
         self._events = EventIndex(settings.method)  # each storyline's events (events.py)
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
         self._first_copy = FirstCopies()
-        self._near = NearDuplicates(capacity=self.tuning.near_duplicates)
+        self._near = NearDuplicates(
+            capacity=self.tuning.near_duplicates, horizon=3600 * self.tuning.copy_hours
+        )
         # Restored reports not yet in `_near`: only the latest `capacity` would stay
         # there, so their signatures are computed on the first `add`, not each one.
-        self._near_pending: deque[tuple[str, str, str]] = deque(maxlen=self.tuning.near_duplicates)
+        self._near_pending: deque[tuple[str, str, str, float]] = deque(
+            maxlen=self.tuning.near_duplicates
+        )
         self._story_of_doc: dict[str, str] = {}  # near-duplicate candidates' stories
         self._moved: dict[str, str] = {}  # absorbed story id -> the story it went into
         self._clock: datetime | None = None
@@ -287,7 +296,7 @@ class StoryAssigner:
         self._end_scan()
         self._advance(doc.published)
         keys = self._keys(doc)
-        self._near_pending.append((doc.id, doc.title, doc.text))
+        self._near_pending.append((doc.id, doc.title, doc.text, doc.published.timestamp()))
         if assignment.duplicate_of is not None:
             self._apply_duplicate(doc, assignment.story_id, assignment.duplicate_of, keys)
             self._storylines.touch(assignment.story_id, doc.published)
@@ -585,15 +594,16 @@ class StoryAssigner:
             self._clock = published
             self.expire(published)
 
-    def _keys(self, doc: ClusterDoc) -> tuple[int, ...]:
-        keys: list[int] = []
+    def _keys(self, doc: ClusterDoc) -> tuple[CopyKey, ...]:
+        keys: list[CopyKey] = []
         url = canonical_url(doc.url)
         if url:
-            keys.append(_key_hash("u:" + url))
+            keys.append(CopyKey(_key_hash("u:" + url), math.inf))
         if self.settings.dedupe_titles:
             words = len(normalise_text(doc.title).split()) + len(normalise_text(doc.text).split())
             if words >= self.tuning.min_key_words:
-                keys.append(_key_hash("t:" + text_key(doc.title, doc.text)))
+                until = doc.published.timestamp() + 3600 * self.tuning.copy_hours
+                keys.append(CopyKey(_key_hash("t:" + text_key(doc.title, doc.text)), until))
         return tuple(keys)
 
     def index_restored(self) -> None:
@@ -605,15 +615,16 @@ class StoryAssigner:
         while self._near_pending:
             self._near.add(*self._near_pending.popleft())
 
-    def _duplicate_of(self, doc: ClusterDoc, keys: tuple[int, ...]) -> tuple[str, str] | None:
-        for key in keys:
-            first = self._first_copy.get(key)
+    def _duplicate_of(self, doc: ClusterDoc, keys: tuple[CopyKey, ...]) -> tuple[str, str] | None:
+        at = doc.published.timestamp()
+        for key, _ in keys:
+            first = self._first_copy.get(key, at)
             if first is not None:
                 return first
         if not self.settings.dedupe_titles:
             return None
         # A lightly edited copy: its first copy must still be in a live story.
-        near = self._near.add(doc.id, doc.title, doc.text)
+        near = self._near.add(doc.id, doc.title, doc.text, at)
         story_id = self._story_of_doc.get(near) if near is not None else None
         if near is None or story_id is None:
             return None
@@ -621,7 +632,7 @@ class StoryAssigner:
         return (near, story_id) if story_id in self._stories.stories else None
 
     def _apply_duplicate(
-        self, doc: ClusterDoc, story_id: str, first_id: str, keys: tuple[int, ...]
+        self, doc: ClusterDoc, story_id: str, first_id: str, keys: tuple[CopyKey, ...]
     ) -> None:
         # A copy adds no evidence to the centroid (syndication would outweigh
         # reporting) but keeps its story live, and its other keys point to the
@@ -630,10 +641,10 @@ class StoryAssigner:
         if story is None:
             return
         self._stories.touch(story, doc.published)
-        self._remember_keys(keys, first_id, story)
+        self._remember_keys(keys, first_id, story, doc.published)
 
     def _prepare(
-        self, doc: ClusterDoc, keys: tuple[int, ...], vector: np.ndarray | None, *, learn: bool
+        self, doc: ClusterDoc, keys: tuple[CopyKey, ...], vector: np.ndarray | None, *, learn: bool
     ) -> Prepared:
         counted = self._features.counts(doc)
         if learn:
@@ -679,12 +690,16 @@ class StoryAssigner:
         if len(self._story_of_doc) > self._near.capacity:
             # As bounded as the near-duplicate index that looks reports up in it.
             del self._story_of_doc[next(iter(self._story_of_doc))]
-        self._remember_keys(p.keys, p.doc.id, story)
+        self._remember_keys(p.keys, p.doc.id, story, p.doc.published)
 
-    def _remember_keys(self, keys: tuple[int, ...], doc_id: str, story: Story) -> None:
-        for key in keys:
-            if key not in self._first_copy:
-                self._first_copy.add(key, doc_id, story.id)
+    def _remember_keys(
+        self, keys: tuple[CopyKey, ...], doc_id: str, story: Story, published: datetime
+    ) -> None:
+        """Point the keys not held yet, or no longer finding copies, at `doc_id`."""
+        at = published.timestamp()
+        for key, until in keys:
+            if self._first_copy.get(key, at) is None:
+                self._first_copy.add(key, doc_id, story.id, until)
                 story.keys.append(key)
 
     def _forget(self, story: Story) -> None:

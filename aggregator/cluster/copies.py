@@ -1,15 +1,29 @@
 """Which report each dedupe key (a hashed canonical URL or text) was first seen in, and
 the story that report is in now: the assigner folds a later report with the same key
 into that story as a copy. One entry per key in the window, so held compactly.
+
+A key may stop finding copies at a given time (`until`): the same text a day later
+is another report (a daily "Live updates" headline), while the same URL is always
+the same article.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from array import array
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, strings
+
+
+class CopyKey(NamedTuple):
+    """A dedupe key of a report, and until when it finds copies of that report."""
+
+    key: int  # 64 bits: a hashed canonical URL or normalised text
+    until: float  # POSIX time; inf for a URL, which names one article for ever
+
 
 # Latest keys kept in a dict before they are merged into the sorted array: a merge
 # sorts every key (a few ms for a big window's 200,000), so not at every report.
@@ -26,7 +40,7 @@ class FirstCopies:
     """
 
     # What a snapshot saves of it (`save`, `load`).
-    SNAPSHOT: ClassVar = ("_keys _slots _fresh _docs _stories _free", "")
+    SNAPSHOT: ClassVar = ("_keys _slots _fresh _docs _stories _until _free", "")
 
     def __init__(self) -> None:
         self._keys = np.empty(0, np.uint64)  # ascending
@@ -34,6 +48,7 @@ class FirstCopies:
         self._fresh: dict[int, int] = {}  # the latest keys -> their slots
         self._docs: list[str] = []  # slot -> the first report's id ("" when free)
         self._stories: list[str] = []  # slot -> its story's id
+        self._until = array("d")  # slot -> POSIX time after which it finds no copies
         self._free: list[int] = []  # slots of removed keys
 
     def __len__(self) -> int:
@@ -42,19 +57,27 @@ class FirstCopies:
     def __contains__(self, key: int) -> bool:
         return self._slot(key) is not None
 
-    def get(self, key: int) -> tuple[str, str] | None:
+    def get(self, key: int, at: float | None = None) -> tuple[str, str] | None:
+        """(first report, its story) of the key; with `at` (POSIX time), only if the
+        key still finds copies then."""
         slot = self._slot(key)
-        return None if slot is None else (self._docs[slot], self._stories[slot])
+        if slot is None or (at is not None and at > self._until[slot]):
+            return None
+        return self._docs[slot], self._stories[slot]
 
-    def add(self, key: int, doc_id: str, story_id: str) -> None:
-        """A key not held yet, first seen in `doc_id` of `story_id`."""
+    def add(self, key: int, doc_id: str, story_id: str, until: float = math.inf) -> None:
+        """The key, first seen in `doc_id` of `story_id`, finding copies until `until`;
+        it replaces the key's earlier first report, if one is still held."""
+        self.remove(key)
         if self._free:
             slot = self._free.pop()
             self._docs[slot], self._stories[slot] = doc_id, story_id
+            self._until[slot] = until
         else:
             slot = len(self._docs)
             self._docs.append(doc_id)
             self._stories.append(story_id)
+            self._until.append(until)
         self._fresh[key] = slot
         if len(self._fresh) > FRESH_KEYS:
             self._merge_fresh()
@@ -110,6 +133,7 @@ class FirstCopies:
         out.array("fresh.slots", np.fromiter(fresh.values(), np.int32, len(fresh)), np.int32)
         out.value("docs", self._docs)
         out.value("stories", self._stories)
+        out.array("until", np.frombuffer(self._until, np.float64), np.float64)
         out.array("free", np.array(self._free, np.int64), np.int64)
 
     def load(self, source: Reader) -> None:
@@ -119,14 +143,15 @@ class FirstCopies:
         fresh_slots = source.array("fresh.slots", np.int32).tolist()
         docs = strings(source.value("docs"))
         stories = strings(source.value("stories"))
+        until = array("d", source.array("until", np.float64).tobytes())
         free = source.array("free", np.int64).tolist()
         if len(keys) != len(slots) or len(fresh_keys) != len(fresh_slots):
             raise SnapshotError("the dedupe keys in the snapshot are malformed")
-        if len(docs) != len(stories) or np.any(keys[1:] <= keys[:-1]):
+        if not len(docs) == len(stories) == len(until) or np.any(keys[1:] <= keys[:-1]):
             raise SnapshotError("the dedupe keys in the snapshot are malformed")
         used = [*slots[slots >= 0].tolist(), *fresh_slots, *free]
         if any(not 0 <= s < len(docs) for s in used):
             raise SnapshotError("the dedupe keys in the snapshot are malformed")
         self._keys, self._slots = keys.copy(), slots.copy()
         self._fresh = dict(zip(fresh_keys, fresh_slots, strict=True))
-        self._docs, self._stories, self._free = docs, stories, free
+        self._docs, self._stories, self._until, self._free = docs, stories, until, free

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aggregator.cluster.copies import CopyKey
 from aggregator.cluster.features import HASH_BITS, Vector
 from aggregator.cluster.stories import EmbeddingRow, Member, Story, shared_keys
 from aggregator.types import ClusterDoc
@@ -57,7 +58,7 @@ class Prepared:
     numbers: np.ndarray  # figure keys, ascending
     days: np.ndarray  # calendar days the headline names, ascending
     embedding: EmbeddingRow | None  # language-centred, in the "embedding" method only
-    keys: tuple[int, ...]  # dedupe keys (hashed): canonical URL, text key
+    keys: tuple[CopyKey, ...]  # dedupe keys: canonical URL, text key
 
 
 def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, float]:
