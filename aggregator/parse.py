@@ -22,6 +22,7 @@ from functools import partial
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from xml.sax import SAXParseException
 
 import feedparser
 import nh3
@@ -81,6 +82,7 @@ class _RawFeed:
     language: str | None
     ttl_minutes: int | None
     entries: tuple[_RawEntry, ...]
+    defect: str | None = None  # what is malformed, when entries were read anyway
 
 
 def parse_feed(
@@ -147,13 +149,24 @@ def _read_xml_feed(
         raise _error("malformed", message, url, source) from exc
     _check_parsed(parsed, body, response_headers.get("content-type", ""), url, source)
     feed = parsed.get("feed", {})
+    problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
     return _RawFeed(
         title=_detail_text(feed.get("title"), feed.get("title_detail")) or None,
         link=feed.get("link"),
         language=_language(feed.get("language")),
         ttl_minutes=_ttl(feed.get("ttl")),
         entries=tuple(_xml_entry(entry) for entry in parsed.get("entries", [])),
+        defect=None if problem is None or isinstance(problem, _HARMLESS_BOZO) else _where(problem),
     )
+
+
+def _where(problem: Exception) -> str:
+    """An XML parser's complaint with its line and column ("line 1, column 151: no
+    element found"), else as the exception words it."""
+    if isinstance(problem, SAXParseException):
+        line, column = problem.getLineNumber(), problem.getColumnNumber()
+        return f"line {line}, column {column}: {problem.getMessage()}"
+    return str(problem)
 
 
 def _check_parsed(
@@ -365,6 +378,7 @@ def _assemble(raw: _RawFeed, base: str, fetched_at: datetime) -> ParsedFeed:
         language=raw.language,
         ttl_minutes=raw.ttl_minutes,
         entries=tuple(entries.values()),
+        defect=raw.defect[:200] if raw.defect else None,
     )
 
 

@@ -309,6 +309,15 @@ class Pipeline:
                 )
             except ParseError as exc:
                 parse_error = exc
+        if feed is not None and feed.defect:
+            log.warning(
+                "source %r: the feed is malformed (%s); the entries that could be read are "
+                "kept (%d), later ones may be lost: tell the publisher",
+                request.name,
+                feed.defect,
+                len(feed.entries),
+                extra={"source_id": request.source_id, "source": request.name, "event": "poll"},
+            )
         outcome = poll_outcome(
             result,
             state,

@@ -71,6 +71,8 @@ class ParsedFeed:
     language: str | None
     ttl_minutes: int | None
     entries: tuple[EntryData, ...]
+    # What is malformed in the document, when its entries could be read all the same.
+    defect: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -254,6 +255,26 @@ def test_a_failing_source_is_recorded_and_the_others_still_arrive(
     assert broken.status == "error" and broken.error_count == 1
     assert broken.last_error_code == "not_a_feed" and broken.last_error
     assert broken.next_check_at is not None and broken.next_check_at > T0 + timedelta(hours=5)
+
+
+def test_a_truncated_feed_keeps_what_it_holds_and_the_log_says_what_is_wrong(
+    outlets: FeedServer, sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    whole = rss("cut", [("c1", "Grain corridor ships leave Odesa", "Three ships left.", T0, "")])
+    outlets.serve_feed("/cut.xml", whole[: whole.index(b"</item>")])  # the download broke off
+    settings = settings_for(outlets)
+    settings = dataclasses.replace(
+        settings, sources=(*settings.sources, SourceConfig(name="Cut", url=outlets.url("/cut.xml")))
+    )
+    caplog.set_level(logging.INFO)
+    report = asyncio.run(
+        Pipeline(settings, sqlite_store, clock=Clock(T0 + timedelta(hours=5))).run_cycle()
+    )
+    assert report.errors == 0 and report.new_entries == 7
+    [warning] = [r.getMessage() for r in caplog.records if "'Cut'" in r.getMessage()][:1]
+    assert "'Cut': the feed is malformed (line 1, column" in warning
+    assert "no element found); the entries that could be read are kept (1)" in warning
+    assert warning.endswith("tell the publisher")
 
 
 def test_the_websub_hub_hears_of_every_published_change(
