@@ -208,10 +208,15 @@ def _xml_entry(entry: Any) -> _RawEntry:
         html = raw_title[:_TITLE_HTML_CHARS]
     # Atom's <content src="..."/> names the content's address: a link when none is given.
     content_src = [detail.get("src") for detail in get("content") or () if detail.get("src")]
+    link = get("link")
+    if link and not get("links") and not _is_absolute(link):
+        # No link element: feedparser offers the item's id as its link. An id such as
+        # "12345" or "post-42" names the entry, not a page, and is no link at all.
+        link = None
     return _RawEntry(
         id=get("id"),
         title=title,
-        link=get("link") or next(iter(content_src), None),
+        link=link or next(iter(content_src), None),
         html=html,
         html_base=html_base or None,
         author=author,
@@ -491,6 +496,15 @@ def _sanitised_to_text(fragment: str) -> str:
         clean_content_tags=set(_TEXT_ONLY_CONTENT),
         link_rel=None,
     )
+
+
+def _is_absolute(link: str) -> bool:
+    """Whether `link` names its own scheme and host ("https://x.example/a", not "a/b")."""
+    try:
+        parts = urlsplit(_clean(link).strip())
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.netloc)
 
 
 def _http_link(link: str | None, base: str) -> str | None:

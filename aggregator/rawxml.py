@@ -13,6 +13,7 @@ charset that the headers or the XML declaration get wrong.
 from __future__ import annotations
 
 import codecs
+import html.entities
 import re
 
 # The same C0 controls as bytes, ESC excepted because ISO-2022 encodings need it.
@@ -69,7 +70,32 @@ def cleaned(body: bytes) -> bytes:
     body = body.translate(None, _CONTROL_BYTES)
     body = _without_internal_subset(body)
     body = _legal_char_refs(body)
+    body = _html_entities_as_refs(body)
+    body = _without_text_inputs(body)
     return _tags_capped(_small_elements_capped(body))
+
+
+_TEXT_INPUT_TAG = re.compile(rb"<(/?)textinput\b[^<>]*>", re.IGNORECASE)
+
+
+def _without_text_inputs(body: bytes) -> bytes:
+    """The body without its <textInput> elements: a channel's search box, which nothing
+    here shows, and which feedparser 6 fails on (KeyError) when one sits inside an item,
+    losing the whole feed. One pass over the tags: an opening never closed stays."""
+    pieces: list[bytes] = []
+    kept = 0  # the body is copied up to here
+    opened: int | None = None  # where the element being dropped starts
+    for tag in _TEXT_INPUT_TAG.finditer(body):
+        closing = bool(tag.group(1))
+        if not closing and opened is None:
+            opened = tag.start()
+        if (closing or tag.group(0).endswith(b"/>")) and opened is not None:
+            pieces.append(body[kept:opened])
+            kept, opened = tag.end(), None
+    if not pieces:
+        return body
+    pieces.append(body[kept:])
+    return b"".join(pieces)
 
 
 def _tags_capped(body: bytes, limit: int = MAX_TAGS) -> bytes:
@@ -121,6 +147,27 @@ def _without_internal_subset(body: bytes) -> bytes:
     if end is None:
         return body
     return body[: doctype.end() - 1] + b">" + body[end.end() :]
+
+
+# A named entity XML does not predefine: feeds written by hand use HTML's (&mdash;).
+_HTML_ENTITY = re.compile(rb"&(?!(?:amp|lt|gt|quot|apos);)([A-Za-z][A-Za-z0-9]{1,31};)")
+
+
+def _html_entities_as_refs(body: bytes) -> bytes:
+    """HTML's named entities (&mdash;, &eacute;, &nbsp;) as numeric references.
+
+    XML knows none of them without a DTD, so one such entity made the whole document
+    malformed: feedparser read it again with its slower fallback parser, and a feed
+    with no items yet was refused. Names HTML does not know are left as they are.
+    """
+    return _HTML_ENTITY.sub(_numeric_refs, body) if _HTML_ENTITY.search(body) else body
+
+
+def _numeric_refs(entity: re.Match[bytes]) -> bytes:
+    text = html.entities.html5.get(entity.group(1).decode("ascii"))
+    if text is None:
+        return entity.group()
+    return b"".join(b"&#%d;" % ord(char) for char in text)
 
 
 def _legal_char_refs(body: bytes) -> bytes:

@@ -318,6 +318,44 @@ def test_links_that_are_not_http_are_dropped() -> None:
     assert entry.link is None
 
 
+def test_an_id_is_a_link_only_when_it_is_an_absolute_url() -> None:
+    feed = parse(
+        rss(
+            "<item><title>a</title><guid>12345</guid></item>"
+            "<item><title>b</title><guid>https://outlet.example/b</guid></item>"
+            "<item><title>c</title><guid>c-1</guid><link>/news/c</link></item>"
+            "<item><title>d</title><guid>/news/d</guid><link>/news/d</link></item>"
+        )
+    )
+    assert [e.link for e in feed.entries] == [
+        None,  # not URL + "12345": the guid names the item, not a page
+        "https://outlet.example/b",
+        "http://outlet.test/news/c",  # a relative <link> still resolves
+        "http://outlet.test/news/d",  # even when the guid says the same
+    ]
+    atom = parse(
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        "<entry><title>a</title><id>post-42</id></entry></feed>"
+    )
+    assert [(e.key, e.link) for e in atom.entries] == [("post-42", None)]
+
+
+def test_a_search_box_inside_an_item_costs_nothing() -> None:
+    # feedparser 6 fails with a KeyError on a <textInput> nested in an item.
+    box = "<textInput><title>Go</title><name>q</name><link>https://o.example/s</link></textInput>"
+    feed = parse(rss(f"<item><title>Kept</title><guid>https://o.example/1</guid>{box}</item>", box))
+    assert [(e.title, e.link) for e in feed.entries] == [("Kept", "https://o.example/1")]
+    assert feed.defect is None
+
+
+def test_html_named_entities_are_read_without_a_dtd() -> None:
+    # A feed with no items yet, titled with an entity XML does not define.
+    empty = parse(rss("", "<description>News &mdash; daily</description>"))
+    assert empty.title == "Outlet" and empty.entries == () and empty.defect is None
+    entry = only_entry(rss("<item><title>Caf&eacute; &ndash; a&nbsp;b&hellip;</title></item>"))
+    assert entry.title == "Café – a b…"
+
+
 def test_text_is_plain_decoded_and_capped() -> None:
     long_body = "<p>caf&eacute; &amp; bar</p><p>next</p>" + "word " * 3000
     entry = only_entry(
