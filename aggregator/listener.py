@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import resource
+import socket
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+
+from aggregator.errors import AggregatorError
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +194,28 @@ def feed_server(
     return QuietServer(config)
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind the address as uvicorn will (SO_REUSEADDR), then let it go."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise AggregatorError(
+            f"the web server cannot listen on {host}:{port} ({exc.strerror or exc}); is "
+            "another aggregator running? Stop it, or choose another [server] host or port"
+        ) from exc
+
+
 async def serve_until(server: uvicorn.Server, stopping: asyncio.Event) -> None:
-    """Run a uvicorn server until `stopping` is set (or the server ends by itself)."""
+    """Run a uvicorn server until `stopping` is set (or the server ends by itself).
+
+    Raises AggregatorError, naming the address, when nothing can listen there: uvicorn
+    would log the cause and end the whole process instead."""
+    _check_can_listen(server.config.host, server.config.port)
     serving = asyncio.create_task(server.serve())
     stop = asyncio.create_task(stopping.wait())
     await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -141,6 +141,38 @@ def test_run_serves_merged_timelines_and_stops_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, output
 
 
+@pytest.mark.parametrize("taken", ["demo", "server"])
+def test_run_on_a_taken_port_says_so_in_one_line(tmp_path: Path, taken: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        ports = {"demo": free_port(), "server": free_port(), taken: holder.getsockname()[1]}
+        env = {
+            **os.environ,
+            "AGGREGATOR_DATA_DIR": str(tmp_path / "data"),
+            "AGGREGATOR_DEMO__PORT": str(ports["demo"]),
+            "AGGREGATOR_SERVER__PORT": str(ports["server"]),
+        }
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aggregator",
+                "--config",
+                str(ROOT / "config" / "aggregator.toml"),
+                "run",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert f"127.0.0.1:{ports[taken]}" in error and "in use" in error, error
+
+
 # -- database errors: one line naming the database and what to do -----------------
 
 DB_COMMANDS = [

@@ -27,6 +27,7 @@ from aggregator.demo import (
 )
 from aggregator.demo.outlets import MAX_ITEMS
 from aggregator.demo.simulate import STEP, add_up
+from aggregator.errors import AggregatorError
 from aggregator.pipeline import CycleReport
 from aggregator.settings import load_settings
 
@@ -297,7 +298,7 @@ def test_requests_are_not_logged(
 
 
 def test_a_taken_port_is_reported_with_what_to_do(clock: SimClock, server: DemoServer) -> None:
-    with pytest.raises(OSError, match="another demo running"):
+    with pytest.raises(AggregatorError, match="another demo running"):
         DemoServer(clock, port=server.port)
 
 

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from aggregator.demo.outlets import Demo, SimClock, feed_url, load_demo, render_feed
+from aggregator.errors import AggregatorError
 
 HOST = "127.0.0.1"
 
@@ -40,10 +41,9 @@ class DemoServer:
         try:
             self._httpd = _HTTPServer((HOST, port), _Handler)
         except OSError as exc:
-            raise OSError(
-                exc.errno,
+            raise AggregatorError(
                 f"the demo server cannot listen on {HOST}:{port} ({exc.strerror}); "
-                "is another demo running? Choose another [demo] port",
+                "is another demo running? Stop it, or choose another [demo] port"
             ) from exc
         self._httpd.demo_server = self
         self._thread = threading.Thread(
