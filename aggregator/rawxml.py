@@ -76,22 +76,26 @@ def cleaned(body: bytes) -> bytes:
 
 
 _TEXT_INPUT_TAG = re.compile(rb"<(/?)textinput\b[^<>]*>", re.IGNORECASE)
+_ENTRY_BOUNDARY = re.compile(rb"</?(?:item|entry)\b", re.IGNORECASE)  # never dropped
 
 
 def _without_text_inputs(body: bytes) -> bytes:
     """The body without its <textInput> elements: a channel's search box, which nothing
     here shows, and which feedparser 6 fails on (KeyError) when one sits inside an item,
-    losing the whole feed. One pass over the tags: an opening never closed stays."""
+    losing the whole feed. One pass over the tags: an opening never closed stays, and
+    so does a span that would take an item's or entry's own tags with it."""
     pieces: list[bytes] = []
     kept = 0  # the body is copied up to here
     opened: int | None = None  # where the element being dropped starts
     for tag in _TEXT_INPUT_TAG.finditer(body):
         closing = bool(tag.group(1))
-        if not closing and opened is None:
-            opened = tag.start()
+        if not closing:
+            opened = tag.start()  # an earlier opening left unclosed stays as it is
         if (closing or tag.group(0).endswith(b"/>")) and opened is not None:
-            pieces.append(body[kept:opened])
-            kept, opened = tag.end(), None
+            if not _ENTRY_BOUNDARY.search(body, opened, tag.start()):
+                pieces.append(body[kept:opened])
+                kept = tag.end()
+            opened = None
     if not pieces:
         return body
     pieces.append(body[kept:])

@@ -158,6 +158,29 @@ def entities(size: int) -> bytes:
     )
 
 
+def html_entities(size: int) -> bytes:
+    # HTML's named entities, which XML does not define: each becomes a numeric reference.
+    refs = b"&mdash;&eacute;&nbsp;&hellip;&nosuchname;" * 2_000
+    return _filled(
+        RSS_HEAD, lambda n: _item(n, b"<description>%s</description>" % refs), RSS_TAIL, size
+    )
+
+
+def legacy_encoding(size: int) -> bytes:
+    # windows-1251 text in a body that declares no encoding: UTF-8 fails, chardet guesses.
+    text = "Украинские войска продвигаются у Суджи в Курской области. ".encode("cp1251")
+    head = RSS_HEAD.replace(b' encoding="utf-8"', b"")
+    return _filled(
+        head, lambda n: _item(n, b"<description>%s</description>" % (text * 20)), RSS_TAIL, size
+    )
+
+
+def text_inputs(size: int) -> bytes:
+    # <textInput> inside items, dropped before parsing; some never closed.
+    box = b"<textInput><name>q</name><link>http://outlet.test/s</link></textInput><textInput>"
+    return _filled(RSS_HEAD, lambda n: _item(n, box * 200), RSS_TAIL, size)
+
+
 def long_line(size: int) -> bytes:
     # One word without spaces as long as the body, in the description.
     feed = RSS_HEAD + _item(0, b"<description>X</description>") + RSS_TAIL
@@ -208,6 +231,9 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "huge_title": huge_title,
     "attributes": attributes,
     "entities": entities,
+    "html_entities": html_entities,
+    "legacy_encoding": legacy_encoding,
+    "text_inputs": text_inputs,
     "long_line": long_line,
     "tiny_entries": tiny_entries,
     "unclosed_tags": unclosed_tags,

@@ -346,6 +346,14 @@ def test_a_search_box_inside_an_item_costs_nothing() -> None:
     feed = parse(rss(f"<item><title>Kept</title><guid>https://o.example/1</guid>{box}</item>", box))
     assert [(e.title, e.link) for e in feed.entries] == [("Kept", "https://o.example/1")]
     assert feed.defect is None
+    # Boxes opened in one item and closed in the next take no item with them.
+    stray = parse(
+        rss(
+            "<item><title>One</title><textInput></item>"
+            "<item><title>Two</title></textInput></item><item><title>Three</title></item>"
+        )
+    )
+    assert [e.title for e in stray.entries] == ["One", "Two", "Three"]
 
 
 def test_html_named_entities_are_read_without_a_dtd() -> None:
@@ -354,6 +362,13 @@ def test_html_named_entities_are_read_without_a_dtd() -> None:
     assert empty.title == "Outlet" and empty.entries == () and empty.defect is None
     entry = only_entry(rss("<item><title>Caf&eacute; &ndash; a&nbsp;b&hellip;</title></item>"))
     assert entry.title == "Café – a b…"
+
+
+def test_a_body_in_a_legacy_encoding_it_does_not_declare_is_read() -> None:
+    title = "서울에서 열린 회의, 합의 없이 끝나"  # Korean, sent as EUC-KR
+    body = f"<rss><channel><title>Outlet</title><item><title>{title}</title></item></channel></rss>"
+    feed = parse(body.encode("euc-kr"), {"Content-Type": "application/rss+xml"})
+    assert [e.title for e in feed.entries] == [title]
 
 
 def test_text_is_plain_decoded_and_capped() -> None:
