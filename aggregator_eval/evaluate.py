@@ -18,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -236,15 +237,20 @@ def run_stories(
 def place_events(steps: Sequence[Step], index: EventIndex) -> list[str]:
     """The event key of each step, placed online as a worker would place them."""
     keys = []
+    renamed: dict[str, str] = {}  # events that joined another when their stories merged
+    clock: datetime | None = None
     for step in steps:
+        if step.report is not None and (clock is None or step.report.published > clock):
+            clock = step.report.published
+            index.expire(clock)  # as the clusterer's clock moves on
         if step.report is None:
             assert step.duplicate_of is not None
             keys.append(index.copy_of(step.duplicate_of) or step.duplicate_of)
         else:
             keys.append(index.place(step.story_id, step.report).event_key)
         for gone, into in step.merges:
-            index.merge_story(gone, into)
-    return keys
+            renamed.update(index.merge_story(gone, into))
+    return [_final_story(key, renamed) for key in keys]
 
 
 def level_scores(

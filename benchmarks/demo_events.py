@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     index = EventIndex(METHOD, policy)
     followed = [args.match in gold[doc.id] for doc in docs]
     keys: list[str] = []
+    renamed: dict[str, str] = {}  # events that joined another when their stories merged
     for doc, step, follow in zip(docs, steps, followed, strict=True):
         if step.report is None:
             assert step.duplicate_of is not None
@@ -84,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                     )
             keys.append(index.place(step.story_id, step.report).event_key)
         for gone, into in step.merges:
-            index.merge_story(gone, into)
+            renamed.update(index.merge_story(gone, into))
     merged = {gone: into for step in steps for gone, into in step.merges}
     events: dict[tuple[str, str], list[ClusterDoc]] = {}
     for doc, step, key in zip(docs, steps, keys, strict=True):
         story = step.story_id
         while story in merged:
             story = merged[story]
+        while key in renamed:
+            key = renamed[key]
         events.setdefault((story, key), []).append(doc)
     found = []
     for (story, key), members in events.items():

@@ -224,6 +224,21 @@ def test_a_merge_repoints_entries_and_links_and_retires_the_absorbed_story(store
     assert store.timeline_story_ids("kursk") == {survivor.id}
 
 
+def test_an_event_that_joined_another_in_a_merge_is_stored_under_its_key(store: Store) -> None:
+    add_reports(store, REPORTS[:3])
+    a, b, c = (d.id for d in store.pending_docs())
+    # Two stories; b's story holds two events: b's (one happening with a's) and c's.
+    decisions = [
+        Assignment(a, a, new_story=True, event_key=a),
+        Assignment(b, b, new_story=True, event_key=b),
+        Assignment(c, b, event_key=c),
+    ]
+    assert store.save_assignments(decisions, NOW) is not None
+    assert store.merge_stories([(b, a)], NOW, events=[(b, a)]) is not None
+    events = {doc.id: x.event_key for doc, x, _ in store.clustered_since(T0 - timedelta(days=1))}
+    assert events == {a: a, b: a, c: c}, "a restart replays the merged events"
+
+
 def test_merges_apply_in_order_and_a_former_leader_changes_nothing(store: Store) -> None:
     add_reports(store, REPORTS[:3])
     a, b, c = (d.id for d in store.pending_docs())

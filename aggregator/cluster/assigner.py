@@ -104,7 +104,7 @@ class StoryAssigner:
     SNAPSHOT: ClassVar = (
         "_features _stories _centring _storylines _events _first_copy _near _story_of_doc "
         "_moved _clock _changed _placed _second_looks _replayed",
-        "settings tuning decision model threshold _window _near_pending _scan",
+        "settings tuning decision model threshold _window _near_pending _scan _event_merges",
     )
 
     def __init__(
@@ -149,6 +149,8 @@ class StoryAssigner:
             max_storylines=self.tuning.max_stories,
         )
         self._events = EventIndex(settings.method)  # each storyline's events (events.py)
+        # (absorbed event key, into event key) of the last merge pass (`event_merges`)
+        self._event_merges: list[tuple[str, str]] = []
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
         self._first_copy = FirstCopies()
         self._near = NearDuplicates(
@@ -343,7 +345,8 @@ class StoryAssigner:
         bounded. Then each storyline that took reports meets its nearest live
         storylines (see `storylines.StorylineIndex.link`). The caller re-points
         stored assignments of each absorbed storyline (and of those absorbed into
-        it earlier) to the storyline it went into.
+        it earlier) to the storyline it went into, and then the events that merged
+        with them (`event_merges`).
         """
         self._end_replay()
         self._end_scan()
@@ -358,8 +361,15 @@ class StoryAssigner:
                 other = self._converged_with(story, bar, larger=True)
                 self._absorb(story, other, merges)
         for gone, into in self._storylines.link():
-            self._events.merge_story(gone, into)  # its events come along, each its own
+            self._event_merges += self._events.merge_story(gone, into)
             merges.append((gone, into))
+        return merges
+
+    def event_merges(self) -> list[tuple[str, str]]:
+        """(absorbed event key, into event key) of each event that joined another when
+        its storyline merged, since the last call: an absorbed storyline's event and
+        the receiving one's report one happening (`EventIndex.merge_story`)."""
+        merges, self._event_merges = self._event_merges, []
         return merges
 
     def _queue_second_looks(self, story_id: str) -> None:
@@ -407,7 +417,7 @@ class StoryAssigner:
         self._repoint(gone, into)
         linked = self._storylines.merge_stories(gone.id, into.id)
         if linked is not None:  # the two stories were in two storylines
-            self._events.merge_story(*linked)  # its events come along, each its own
+            self._event_merges += self._events.merge_story(*linked)
             merges.append(linked)
         return True
 

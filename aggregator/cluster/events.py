@@ -523,12 +523,50 @@ class EventIndex:
         if len(self._event_of) > COPIES_REMEMBERED:
             del self._event_of[next(iter(self._event_of))]  # bounded: the oldest goes
 
-    def merge_story(self, gone: str, into: str) -> None:
-        """A story absorbed into another brings its events along, each still its own."""
+    def merge_story(self, gone: str, into: str) -> list[tuple[str, str]]:
+        """A story absorbed into another brings its events along. Each joins the
+        receiving story's event that its founding report would have joined there,
+        else stays its own: two stories that turn out to be one often each hold a
+        report of the same happening (in two languages, say). Returns the
+        (absorbed event key, into event key) pairs, for the store to re-point."""
         moved = self._by_story.pop(gone, [])
+        events = self._by_story.setdefault(into, [])
+        # Only the receiving story's own events: two moved events stay apart, as they
+        # were when both were in one story.
+        receiving = list(events)
+        merged: list[tuple[str, str]] = []
         for event in moved:
             event.story_id = into
-        self._by_story.setdefault(into, []).extend(moved)
+            founder = event.core[0]
+            # Neither event began more than the window before the other: one happening.
+            near = [
+                e for e in receiving if (e.started or e.latest) - founder.published <= self._window
+            ]
+            target, _ = decide(founder, near, self.policy, self.method)
+            if target is None:
+                events.append(event)
+            else:
+                self._fold(event, target)
+                merged.append((event.key, target.key))
+        if merged:
+            renamed = dict(merged)
+            for doc_id, key in self._event_of.items():
+                if key in renamed:
+                    self._event_of[doc_id] = renamed[key]
+        return merged
+
+    def _fold(self, event: Event, into: Event) -> None:
+        """`event`'s reports become `into`'s: its core fills `into`'s, its counts add up."""
+        latest = into.latest
+        for report in event.core:
+            into.add(report, self._core)
+        into.size += event.size - len(event.core)
+        into.started = min(into.started or into.latest, event.started or event.latest)
+        into.days |= event.days
+        self._live -= 1  # `event` is gone; its rows in the heap are skipped as stale
+        if into.latest != latest:
+            self._pushed += 1
+            heapq.heappush(self._by_latest, (into.latest, self._pushed, into))
 
     def expire(self, now: datetime) -> None:
         """Forget events that can take no more reports."""

@@ -359,9 +359,12 @@ class Clusterer:
         the lead was lost (the clusterer then starts afresh from what the store holds).
         """
         merges = self.assigner.merge_converged()
+        events = self.assigner.event_merges()
         if not merges:
             return True
-        retired = self.store.merge_stories(merges, self.lease.clock(), self.lease.term)
+        retired = self.store.merge_stories(
+            merges, self.lease.clock(), self.lease.term, events=events
+        )
         if retired is None:
             self.on_lost()
             return False

@@ -240,6 +240,26 @@ def merge_stories(session: Session, merges: Sequence[tuple[str, str]], now: date
     return retired
 
 
+def merge_events(session: Session, merges: Sequence[tuple[str, str]]) -> None:
+    """Re-point the entries of each absorbed event to the event it joined, inside the
+    story that now holds the joining event (an event's key is its founding entry's id;
+    a founder retention removed leaves nothing to re-point). The caller commits."""
+    for gone_key, into_key in merges:
+        if not into_key.isdigit():
+            continue
+        story_id = session.exec(
+            select(Entry.story_id).where(col(Entry.id) == int(into_key))
+        ).first()
+        if story_id is None:
+            continue
+        session.exec(
+            update(Entry)
+            .where(col(Entry.story_id) == story_id, col(Entry.event_key) == gone_key)
+            .values(event_key=into_key)
+        )
+    session.flush()
+
+
 def save_assignments(
     session: Session, assignments: Sequence[Assignment], now: datetime
 ) -> set[int]:

@@ -385,9 +385,15 @@ class Store:
             return True
 
     def merge_stories(
-        self, merges: Sequence[tuple[str, str]], now: datetime, term: Term | None = None
+        self,
+        merges: Sequence[tuple[str, str]],
+        now: datetime,
+        term: Term | None = None,
+        *,
+        events: Sequence[tuple[str, str]] = (),
     ) -> list[int] | None:
-        """Apply the clusterer's (absorbed key, into key) merges in order, in one transaction.
+        """Apply the clusterer's (absorbed key, into key) merges in order, then its event
+        merges (absorbed event key, into event key), in one transaction.
 
         Returns the ids of the stories retired, or None (and nothing changed) if
         `term` was lost.
@@ -396,6 +402,7 @@ class Store:
             if session is None:
                 return None
             retired = clustering.merge_stories(session, merges, now)
+            clustering.merge_events(session, events)
             session.commit()
             return retired
 
