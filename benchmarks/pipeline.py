@@ -174,6 +174,7 @@ def cluster_rates(n_dps: int) -> dict[str, float]:
         # near-duplicates, then the merge pass the replayed stories are due.
         assigner.index_restored()
         assigner.merge_converged()
+        assigner.event_merges()  # what the leader hands the store with the story merges
         started = time.perf_counter()
         _place(assigner, docs[stored:], vectors[stored:])
         out[label] = round((time.perf_counter() - started) / 500 * 1e6, 1)
@@ -199,6 +200,7 @@ def _place(
         for doc, vec in zip(batch, rows, strict=True):
             assigner.add(doc, vec)
         assigner.merge_converged()
+        assigner.event_merges()
 
 
 def main(argv: list[str] | None = None) -> int:
