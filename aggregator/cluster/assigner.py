@@ -149,7 +149,7 @@ class StoryAssigner:
             max_storylines=self.tuning.max_stories,
         )
         self._events = EventIndex(settings.method)  # each storyline's events (events.py)
-        # (absorbed event key, into event key) of the last merge pass (`event_merges`)
+        # (absorbed event key, into event key) of merge passes since `event_merges` was called
         self._event_merges: list[tuple[str, str]] = []
         # dedupe key (hashed) -> (doc id, story id); one entry per report in the window
         self._first_copy = FirstCopies()
