@@ -5,6 +5,9 @@ or tuned number cannot flatter itself:
 
 - our uk/ru/en set (benchmarks/data), its held-out storylines (`split` =
   "heldout"), in published order, at the event and the storyline level;
+- the look-alike set (benchmarks/data/lookalikes-2024.jsonl): pairs of storylines
+  of one kind at one time (two wildfires, two strikes) in six languages, its
+  held-out storylines, at both levels;
 - the UCI dev file of ../shared/data at the storyline level (its stories are
   storylines), shuffled, on its held-out half: the stories with
   `split_half(story) == 1`, the half `python -m aggregator_eval.training
@@ -67,6 +70,9 @@ from aggregator_eval.training import split_half
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_SET = ROOT / "benchmarks" / "data" / "conflict-2024-08.jsonl"
+# Look-alike storylines in six languages (two wildfires, two strikes, ...): scored,
+# held-out part only, at both levels; no fit reads it yet.
+LOOKALIKES = ROOT / "benchmarks" / "data" / "lookalikes-2024.jsonl"
 UCI = Path("uci-news-2014-03") / "dev.jsonl"
 UCI_HELD_OUT_HALF = 1  # the models are fitted on half 0 (`training --half 0`)
 UCI_SEED = 3  # an order no fit used (the shipped fits streamed seeds 1 and 2)
@@ -475,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         own["stories_as_events"]["bcubed_f1"],
         own["stories_as_events"]["bcubed_precision"],
     ]
+    lookalikes = evaluate_file(LOOKALIKES, settings, split=HELD_OUT, merge=args.merge, **run)
+    _print(levels_brief(lookalikes))
+    for level in ("event", "storyline"):
+        figures = lookalikes["levels"][level]
+        summary[f"lookalikes_{level}_bcubed"] = [figures["bcubed_f1"], figures["bcubed_precision"]]
     summary["events"] = events.for_method(args.method)._asdict()
     rule = storylines.for_method(args.method)
     summary["storylines"] = None if rule is None else rule._asdict()

@@ -388,17 +388,19 @@ def test_eval_command_scores_a_held_out_part_at_both_levels(
 OWN_SET = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "conflict-2024-08.jsonl"
 
 
-def test_own_set_is_labelled_at_both_levels_with_a_split_by_storyline() -> None:
+def labelled_rows(path: Path) -> list[dict[str, str]]:
+    """A set's rows, after checking what every set of ours promises: unique ids in
+    published order, each event in one storyline and two languages or more, and
+    each storyline on one side of the train/heldout split."""
     from collections import defaultdict
 
     from aggregator_eval.evaluate import load_levels
 
-    rows = [json.loads(line) for line in OWN_SET.read_text(encoding="utf-8").splitlines()]
-    labelled = load_levels(OWN_SET)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    labelled = load_levels(path)
     assert labelled.events is not None and labelled.storylines is not None
-    assert len(rows) >= 300 and len({r["id"] for r in rows}) == len(rows)
+    assert len({r["id"] for r in rows}) == len(rows)
     assert [r["published"] for r in rows] == sorted(r["published"] for r in rows)
-    assert len(set(labelled.events)) >= 40 and len(set(labelled.storylines)) >= 8
     storyline_of: defaultdict[str, set[str]] = defaultdict(set)
     langs: defaultdict[str, set[str]] = defaultdict(set)
     split_of: defaultdict[str, set[str]] = defaultdict(set)
@@ -410,9 +412,24 @@ def test_own_set_is_labelled_at_both_levels_with_a_split_by_storyline() -> None:
     assert all(len(one) >= 2 for one in langs.values()), "an event in one language"
     assert all(len(s) == 1 for s in split_of.values()), "a storyline on both sides of the split"
     assert {r["split"] for r in rows} == {"train", "heldout"}
+    return rows
+
+
+def test_own_set_is_labelled_at_both_levels_with_a_split_by_storyline() -> None:
+    rows = labelled_rows(OWN_SET)
+    assert len(rows) >= 300
+    assert len({r["cluster"] for r in rows}) >= 40 and len({r["storyline"] for r in rows}) >= 8
     kursk = [r for r in rows if r["storyline"] == "kursk-incursion"]
     days = sorted({r["published"][:10] for r in kursk})
     assert len({r["cluster"] for r in kursk}) >= 12 and int(days[-1][8:]) - int(days[0][8:]) >= 10
+
+
+def test_the_look_alike_set_pairs_storylines_of_one_kind_on_both_sides_of_the_split() -> None:
+    rows = labelled_rows(OWN_SET.with_name("lookalikes-2024.jsonl"))
+    assert len({r["lang"] for r in rows}) >= 6
+    for part in ("train", "heldout"):
+        lines = {r["storyline"] for r in rows if r["split"] == part}
+        assert len(lines) >= 4 and len(lines) % 2 == 0, "storylines come in look-alike pairs"
 
 
 def test_events_inside_a_story_are_scored_at_the_event_level(tmp_path: Path) -> None:
