@@ -245,11 +245,30 @@ def test_the_evaluation_scores_storylines_as_the_store_keeps_them() -> None:
     assert result["levels"]["storyline"]["bcubed_f1"] == 1.0
 
 
+def test_a_recorded_stream_replays_to_the_storylines_its_policy_makes() -> None:
+    # The storyline fit replays one recorded stream under each candidate policy
+    # instead of placing it again: the replay must give what placing gives.
+    from aggregator_eval.evaluate import bcubed_scores
+    from aggregator_eval.storyline_trace import StorylineTrace
+
+    rows = sorted(INCURSION + OLYMPICS, key=lambda row: row[0])
+    items = docs(rows)
+    settings = ClusterSettings(method="embedding", threshold=recommended_threshold("embedding"))
+    trace = StorylineTrace.record(StoryAssigner(settings), items, embed(items))
+    placed = storylines_of(items)
+    assert trace.storylines(load_policy()) == [placed[d.id] for d in items]
+    unlinked = trace.storylines(replace(load_policy(), join={}))
+    assert len(set(unlinked)) > len(set(placed.values()))  # stories alone: more of them
+    gold = ["kursk" if row in INCURSION else "games" for row in rows]
+    assert bcubed_scores(gold, unlinked)[0] == 1.0
+
+
 def test_the_shipped_model_records_its_data_split_and_command() -> None:
     body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
     fit = body["notes"]["fits"]["embedding"]
     assert fit["split"] == "train"
     assert any("conflict-2024-08.jsonl (split train)" in part for part in fit["data"])
+    assert any("lookalikes-2024.jsonl (split train)" in part for part in fit["data"])
     assert any("half 0" in part for part in fit["data"])  # UCI's fitted half, never half 1
     assert "--fit-storylines" in body["notes"]["command"]
     assert load_policy().for_method("embedding") is not None
