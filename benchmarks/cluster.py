@@ -30,8 +30,8 @@ held-out documents. Usage:
 on the TRAINING part of our set and tgcontest's half 0, and `--fit-storylines`
 the storyline policy (models/storylines.json) on that part, the look-alike
 set's training part and UCI's fitted half 0 (each streamed once, then replayed
-under every candidate: a few minutes); both then print the held-out figures of the choice (see `fit_events`,
-`fit_storylines`).
+under every candidate: a few minutes); both then print the held-out figures of
+the choice (see `fit_events`, `fit_storylines`).
 """
 
 from __future__ import annotations
