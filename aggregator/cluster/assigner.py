@@ -34,7 +34,14 @@ from aggregator.cluster.decision import (
 from aggregator.cluster.events import EventIndex, EventReport
 from aggregator.cluster.features import FeatureWeights, Featuriser, key_array, number_keys
 from aggregator.cluster.scan import ShelfScan
-from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, same_length, strings
+from aggregator.cluster.snapshot import (
+    Reader,
+    SnapshotError,
+    Writer,
+    key_hash,
+    same_length,
+    strings,
+)
 from aggregator.cluster.stories import (
     GRAMS_KEPT,
     WORDS_KEPT,
@@ -327,6 +334,25 @@ class StoryAssigner:
             self._events.restore(assignment.story_id, report, assignment.event_key)
         else:  # stored before events were: decided again, as it would have been
             self._events.place(assignment.story_id, report)
+
+    def catch_up(self, stories: dict[int, str], events: dict[int, str]) -> bool:
+        """Make the merges the store made after this state was saved (a snapshot's),
+        once the decisions stored after it are replayed: each storyline whose id hashes
+        (`snapshot.key_hash`) to a key of `stories` joins the storyline named there,
+        and its events join the events `events` names for theirs. False when this state
+        cannot follow (a storyline or event named is not live here): replay instead."""
+        renamed = {
+            key: events[h] for key in self._events.event_keys() if (h := key_hash(key)) in events
+        }
+        for line_id in self._storylines.ids():
+            into = stories.get(key_hash(line_id))
+            if into is None:
+                continue
+            if not self._storylines.join_into(line_id, into):
+                return False
+            if not self._events.move_story(line_id, into, renamed):
+                return False
+        return True
 
     def expire(self, now: datetime) -> None:
         """Stories idle for more than the window stop taking reports and are forgotten."""

@@ -555,6 +555,35 @@ class EventIndex:
                     self._event_of[doc_id] = renamed[key]
         return merged
 
+    def event_keys(self) -> list[str]:
+        """The keys of the live events."""
+        return [e.key for events in self._by_story.values() for e in events]
+
+    def move_story(self, gone: str, into: str, renamed: dict[str, str]) -> bool:
+        """Story `gone`'s events go to story `into`, as the store moved them (see
+        `StoryAssigner.catch_up`): each joins the event `renamed` names for it, or the
+        one of its own key already there, else stays its own. False when an event
+        `renamed` names is not live here."""
+        moved = self._by_story.pop(gone, [])
+        events = self._by_story.setdefault(into, [])
+        held = {e.key: e for e in events}
+        for event in moved:
+            event.story_id = into
+            key = renamed.get(event.key, event.key)
+            target = held.get(key)
+            if target is None:
+                if key != event.key:
+                    return False
+                events.append(event)
+                held[key] = event
+            else:
+                self._fold(event, target)
+        if renamed:
+            for doc_id, key in self._event_of.items():
+                if key in renamed:
+                    self._event_of[doc_id] = renamed[key]
+        return True
+
     def _fold(self, event: Event, into: Event) -> None:
         """`event`'s reports become `into`'s: its core fills `into`'s, its counts add up."""
         latest = into.latest

@@ -2,9 +2,10 @@
 
 At the start of a term the clusterer is rebuilt from the decisions stored inside
 the clustering window (`restore`), so it sees exactly what the previous leader
-saw: from the newest usable snapshot of the state (`snapshot.py`) and the
-decisions stored after it, or, when no snapshot fits the code, the settings and
-the store, by replaying the whole window. Then pending entries are placed in
+saw: from the newest usable snapshot of the state (`snapshot.py`), the
+decisions stored after it and the merges stored since (`StoryAssigner.catch_up`),
+or, when no snapshot fits the code, the settings and the store, by replaying the
+whole window. Then pending entries are placed in
 arrival order, a batch at a time; each batch's decisions are one fenced write,
 which also renews the leader lease. Stories that grew into one event are merged
 after each batch. The state is saved every `SNAPSHOT_EVERY` decisions, after a
@@ -110,15 +111,13 @@ class Clusterer:
         latest = self.store.latest_clustered_at()
         if latest is not None:
             since = latest - timedelta(hours=self.settings.cluster.window_hours)
-            later = self._resume(latest, since)
-            if later is None:
-                self.assigner = StoryAssigner(self.settings.cluster)
-                decisions = self.store.clustered_since(
-                    since, embeddings=self.assigner.uses_embeddings
-                )
+            catch_up = self._resume(latest, since)
+            if catch_up is None:
+                replayed = self._replay_window(since)
             else:
-                decisions = self._decisions_of(later, since)
-            replayed = self._replay(decisions)
+                replayed = self._replay(self._decisions_of(catch_up.later, since))
+                if replayed is not None and not self._caught_up(catch_up, since):
+                    replayed = self._replay_window(since)
             if replayed is None:
                 return
             self.assigner.index_restored()
@@ -130,10 +129,16 @@ class Clusterer:
             release_free_memory()
             self.unsaved = replayed
             self.restored = True
-            if later is None and replayed >= SNAPSHOT_AFTER_REPLAY:
+            if catch_up is None and replayed >= SNAPSHOT_AFTER_REPLAY:
                 self.save_snapshot()
             return
         self.restored = True
+
+    def _replay_window(self, since: datetime) -> int | None:
+        """Replay every decision inside the window into a fresh clusterer."""
+        self.assigner = StoryAssigner(self.settings.cluster)
+        decisions = self.store.clustered_since(since, embeddings=self.assigner.uses_embeddings)
+        return self._replay(decisions)
 
     def _replay(
         self, decisions: Iterable[tuple[ClusterDoc, Assignment, bytes | None]]
@@ -169,10 +174,40 @@ class Clusterer:
 
     # -- snapshots of the state (snapshot.py) --------------------------------
 
-    def _resume(self, latest: datetime, since: datetime) -> list[int] | None:
-        """Load the newest usable snapshot; the entry ids of the stored decisions it does
-        not reflect, in replay order, or None (each unusable snapshot logged with why) to
-        replay all."""
+    def _caught_up(self, catch_up: snapshot.CatchUp, since: datetime) -> bool:
+        """Make in the resumed state the merges the store made after its snapshot (a
+        leader merged stories, then died before its next snapshot); whether it could."""
+        if not catch_up.stories and not catch_up.events:
+            return True
+        wanted = set(catch_up.stories.values()) | set(catch_up.events.values())
+        keys: dict[int, str] = {}
+        for _, _, story_key, _, event_key in self.store.decisions_since(since):
+            for key in (story_key, event_key):
+                if (found := snapshot.key_hash(key)) in wanted:
+                    keys[found] = key
+        done = len(keys) == len(wanted) and self.assigner.catch_up(
+            {old: keys[new] for old, new in catch_up.stories.items()},
+            {old: keys[new] for old, new in catch_up.events.items()},
+        )
+        if done:
+            log.info(
+                "made the %d story and %d event merges stored after the snapshot",
+                len(catch_up.stories),
+                len(catch_up.events),
+                extra={"event": "snapshot_caught_up"},
+            )
+        else:
+            log.warning(
+                "the snapshot's state cannot follow the merges stored after it (a story "
+                "or event they name has left its window): replaying the whole window",
+                extra={"event": "snapshot_unused"},
+            )
+        return done
+
+    def _resume(self, latest: datetime, since: datetime) -> snapshot.CatchUp | None:
+        """Load the newest usable snapshot; what it lacks of the store (the decisions
+        stored after it, the merges made since), or None (each unusable snapshot logged
+        with why) to replay all."""
         headers = self.store.snapshot_headers()
         if not headers:
             log.info("no snapshot of the clusterer is stored: replaying the whole window")
@@ -205,7 +240,7 @@ class Clusterer:
                 coverage = snapshot.Coverage.read(state.at("coverage"))
                 if stored is None:
                     stored = snapshot.Coverage.of(self.store.decisions_since(since))
-                later = coverage.later(stored, since)
+                later = coverage.catch_up(stored, since)
                 del coverage
                 assigner = StoryAssigner(self.settings.cluster)
                 assigner.load(state.at("assigner"))
@@ -227,8 +262,12 @@ class Clusterer:
                 header.decisions,
                 header.size / 2**20,
                 time.perf_counter() - started,
-                len(later),
-                extra={"event": "snapshot_used", "snapshot": header.id, "later": len(later)},
+                len(later.later),
+                extra={
+                    "event": "snapshot_used",
+                    "snapshot": header.id,
+                    "later": len(later.later),
+                },
             )
             return later
         log.warning("no usable snapshot of the clusterer: replaying the whole window")

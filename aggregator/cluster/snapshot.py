@@ -37,11 +37,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-FORMAT = 6  # bumped when the layout of a snapshot changes
+FORMAT = 7  # bumped when the layout of a snapshot changes
 PACKAGE = Path(__file__).parent
 # Code outside this package whose objects the clusterer's state holds.
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
@@ -470,21 +470,34 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def decision_digest(entry_id: int, story_key: str, duplicate_of: str | None, event_key: str) -> int:
-    """64 bits of one stored decision as the store holds it: its story, the entry it
-    copies, its event."""
-    text = f"{entry_id}\x1f{story_key}\x1f{duplicate_of}\x1f{event_key}"
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+def key_hash(key: str | None) -> int:
+    """64 bits of a stored key (a story's, an event's, the entry a copy repeats); 0: none."""
+    if key is None:
+        return 0
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") | 1
+
+
+class CatchUp(NamedTuple):
+    """What a snapshot's state lacks of the store: the decisions stored after it, and
+    the merges made since (old key's hash -> new key's hash) that re-keyed decisions
+    it reflects."""
+
+    later: list[int]  # entry ids, in replay order
+    stories: dict[int, int]
+    events: dict[int, int]
 
 
 @dataclass(frozen=True)
 class Coverage:
-    """Stored decisions inside the window, in replay order: each one's entry id, a digest
-    of it (its story, the entry it copies, its event) and its time. Those a snapshot's
-    state reflects are saved with it; the store's, read now, are checked against them."""
+    """Stored decisions inside the window, in replay order: each one's entry id, the
+    hashes of its story's key, of the entry it copies and of its event's key, and its
+    time. Those a snapshot's state reflects are saved with it; the store's, read now,
+    are checked against them."""
 
     entry_ids: np.ndarray  # int64
-    digests: np.ndarray  # uint64
+    stories: np.ndarray  # uint64, `key_hash` of each
+    copies: np.ndarray  # uint64
+    events: np.ndarray  # uint64
     published: np.ndarray  # int64 microseconds
 
     @classmethod
@@ -492,55 +505,94 @@ class Coverage:
         """From stored decisions: (entry id, time, story key, the entry it copies, event
         key), in the order a replay takes them; a few bytes each, no object per decision."""
         # Machine integers, not a Python int each: a big window has 100,000 decisions.
-        ids, digests, times = array.array("q"), array.array("Q"), array.array("q")
+        ids, times = array.array("q"), array.array("q")
+        stories, copies, events = array.array("Q"), array.array("Q"), array.array("Q")
         for entry_id, published, story_key, duplicate_of, event_key in decisions:
             ids.append(entry_id)
-            digests.append(decision_digest(entry_id, story_key, duplicate_of, event_key))
+            stories.append(key_hash(story_key))
+            copies.append(key_hash(duplicate_of))
+            events.append(key_hash(event_key))
             times.append(to_micros(published))
-        return cls(np.array(ids, np.int64), np.array(digests, np.uint64), np.array(times, np.int64))
+        return cls(
+            np.array(ids, np.int64),
+            np.array(stories, np.uint64),
+            np.array(copies, np.uint64),
+            np.array(events, np.uint64),
+            np.array(times, np.int64),
+        )
 
     def __len__(self) -> int:
         return len(self.entry_ids)
 
     def write(self, out: Writer) -> None:
         out.array("entry_ids", self.entry_ids, np.int64)
-        out.array("digests", self.digests, np.uint64)
+        out.array("stories", self.stories, np.uint64)
+        out.array("copies", self.copies, np.uint64)
+        out.array("events", self.events, np.uint64)
         out.array("published", self.published, np.int64)
 
     @classmethod
     def read(cls, source: Reader) -> Coverage:
         found = cls(
             source.array("entry_ids", np.int64),
-            source.array("digests", np.uint64),
+            source.array("stories", np.uint64),
+            source.array("copies", np.uint64),
+            source.array("events", np.uint64),
             source.array("published", np.int64),
         )
-        same_length(found.entry_ids, found.digests, found.published)
+        same_length(found.entry_ids, found.stories, found.copies, found.events, found.published)
         return found
 
-    def later(self, stored: Coverage, since: datetime) -> list[int]:
-        """The entry ids of the stored decisions this coverage does not reflect, in
-        replay order; a `SnapshotError` when a decision it reflects is no longer stored
-        as it was."""
+    def catch_up(self, stored: Coverage, since: datetime) -> CatchUp:
+        """What the state this coverage reflects needs to match the store: the stored
+        decisions it does not reflect, and the merges that re-keyed those it does. A
+        `SnapshotError` when the store differs from it in any other way.
+
+        Merging re-keys every stored decision of the absorbed story (and of each
+        absorbed event) at once, so a merge shows as a key whose decisions all moved
+        to one other key; a decision moved alone, a copy that copies another entry
+        now, or a key whose decisions went two ways is no merge."""
         order = np.argsort(self.entry_ids, kind="stable")
-        ids, digests = self.entry_ids[order], self.digests[order]
+        ids = self.entry_ids[order]
         if len(ids):
             at = np.minimum(np.searchsorted(ids, stored.entry_ids), len(ids) - 1)
             known = ids[at] == stored.entry_ids
-            same = known & (digests[at] == stored.digests)
         else:
-            known = same = np.zeros(len(stored), np.bool_)
-        changed = int(np.count_nonzero(known & ~same))
-        if changed:
+            at = np.zeros(len(stored), np.int64)
+            known = np.zeros(len(stored), np.bool_)
+        mine = order[at[known]]  # this coverage's row of each known stored decision
+        if not np.array_equal(self.copies[mine], stored.copies[known]):
             raise SnapshotError(
-                f"{changed} of the decisions it reflects were changed in the store since "
-                "(stories merged after it was saved)"
+                "decisions it reflects copy other entries in the store now (the store "
+                "was changed by something other than the clusterer)"
             )
-        seen = int(np.count_nonzero(same))
+        stories = _renames(self.stories, mine, stored.stories[known], "stories")
+        events = _renames(self.events, mine, stored.events[known], "events")
         expected = int(np.count_nonzero(self.published >= to_micros(since)))
-        if seen != expected:
+        if len(mine) != expected:
             raise SnapshotError(
-                f"{expected - seen} of the decisions it reflects inside the window are not "
-                "in the store (the store is older than the snapshot, or lost them)"
+                f"{expected - len(mine)} of the decisions it reflects inside the window are "
+                "not in the store (the store is older than the snapshot, or lost them)"
             )
         later: list[int] = stored.entry_ids[~known].tolist()
-        return later
+        return CatchUp(later, stories, events)
+
+
+def _renames(mine: np.ndarray, rows: np.ndarray, now: np.ndarray, what: str) -> dict[int, int]:
+    """The merges that explain how keys `mine[rows]` became `now`: old hash -> new hash.
+
+    Every decision a renamed key held inside the window must have moved, and all to
+    one key; otherwise a `SnapshotError` says what differs."""
+    before = mine[rows]
+    moved = before != now
+    if not moved.any():
+        return {}
+    pairs = np.unique(np.stack([before[moved], now[moved]], axis=1), axis=0)
+    old, counts = np.unique(pairs[:, 0], return_counts=True)
+    # A merge moves all of a key's decisions, to one key that was not moved itself.
+    if (counts > 1).any() or np.isin(before[~moved], old).any() or np.isin(pairs[:, 1], old).any():
+        raise SnapshotError(
+            f"{int(np.count_nonzero(moved))} of the decisions it reflects were changed in "
+            f"the store since, in a way no merge of {what} explains"
+        )
+    return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))

@@ -508,10 +508,30 @@ class StorylineIndex:
             self._by_latest = [(x.latest, x.id) for x in self._lines.values()]
             heapq.heapify(self._by_latest)
 
+    def ids(self) -> list[str]:
+        """The ids of the live storylines."""
+        return list(self._lines)
+
+    def join_into(self, gone: str, into: str) -> bool:
+        """Join storyline `gone` into `into`, which keeps its id: a join the store made
+        that this state missed (see `StoryAssigner.catch_up`). False when `into` is not
+        live here; nothing to do when `gone` is not."""
+        line, other = self._lines.get(gone), self._lines.get(into)
+        if line is None or line is other:
+            return True
+        if other is None:
+            return False
+        self._fold(line, other)
+        return True
+
     def _join(self, a: Storyline, b: Storyline) -> tuple[str, str]:
         # The larger keeps its id (ties: the earlier), so the published timeline of a
         # long storyline keeps its address as young ones join it.
         into, gone = sorted((a, b), key=lambda s: (-s.size, s.started, s.id))
+        self._fold(gone, into)
+        return gone.id, into.id
+
+    def _fold(self, gone: Storyline, into: Storyline) -> None:
         later = gone.latest > into.latest
         into.absorb(gone, self.policy.memory)
         if later:
@@ -522,7 +542,6 @@ class StorylineIndex:
         self._changed[into.id] = None
         if self._shelf is not None and (unit := into.unit) is not None:
             self._shelf.put(into.id, unit)
-        return gone.id, into.id
 
     def _drop(self, line_id: str) -> None:
         line = self._lines.pop(line_id)
