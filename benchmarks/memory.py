@@ -1,7 +1,7 @@
 """Peak memory of a worker cycle over a big store: 1,000,000 entries, 100,000 in the window.
 
     .venv/bin/python benchmarks/memory.py [--entries N] [--window-entries N] [--keep DIR]
-        [--method tfidf|embedding] [--pending-without-vectors] [--from-snapshot]
+        [--method tfidf|embedding] [--pending-without-vectors] [--no-from-snapshot]
 
 Loads synthetic entries into a SQLite database (words spread as in news text,
 clustered into stories of five sharing a few rarer names, a tenth of them
@@ -16,9 +16,19 @@ computes the vectors of the entries it stores), so the leader embeds nothing;
 a worker that died before storing them, and the leader embeds those with the
 model (a minute or two). `decisions_sha` hashes where each pending entry went
 (its story's key, the entry it copies): equal hashes, equal decisions.
-`--from-snapshot` runs the cycle a second time on a copy of the database as it
-was loaded, holding only the snapshot the first leader saved after its replay:
-`restore_snapshot_s` against `restore_replay_s`, and whether the decisions agree.
+
+The first leader's restore replays the whole window (`restore_replay_s`): no
+snapshot fits a new database, nor one saved by another version. Then, unless
+`--no-from-snapshot`, two more leaders start from the snapshot the first saved
+after its replay, each in a fresh process: one on a copy of the database as it
+was loaded, which runs the whole cycle again (`restore_snapshot_s`, and whether
+its decisions agree with the first leader's: `snapshot_decisions_same`), and one
+on the first leader's database as if that leader had died after placing the
+pending entries and merging stories, before its clean stop's snapshot: it
+replays those decisions and makes those merges after the snapshot. Its restore
+is `restore_s`, what a failover costs (`failover_later` decisions after the
+snapshot, `failover_story_merges` merges); `restore_worst_s` estimates the
+longest, with the `SNAPSHOT_EVERY` decisions between two snapshots after it.
 Prints its figures, then one JSON object on the last line with `peak_rss_mb`
 (`peak_rss_publish_mb`: the peak while publishing, on Linux).
 """
@@ -30,6 +40,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import resource
 import shutil
 import sqlite3
@@ -44,6 +55,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert, text
 
+from aggregator.cluster.replay import SNAPSHOT_EVERY
 from aggregator.settings import (
     ClusterSettings,
     Settings,
@@ -79,13 +91,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--from-snapshot",
-        action="store_true",
-        help="also restore a second leader from the snapshot the first saved, and compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also start later leaders from the snapshot the first saved: after a clean "
+        "stop (and compare decisions) and after the first died (default: on)",
     )
     parser.add_argument("--cycle", type=Path, help=argparse.SUPPRESS)  # the measured child
+    parser.add_argument("--failover", type=Path, help=argparse.SUPPRESS)  # the measured child
     args = parser.parse_args()
     if args.cycle:
         print(json.dumps(run_cycle(args.cycle, args.method)))
+        return
+    if args.failover:
+        print(json.dumps(run_failover(args.failover, args.method)))
         return
     with tempfile.TemporaryDirectory(prefix="aggregator-memory-") as tmp:
         folder = args.keep or Path(tmp)
@@ -110,6 +128,7 @@ def main() -> None:
         figures = measured_cycle(database, args.method)
         if args.from_snapshot:
             figures.update(resumed_cycle(database, folder / "resumed.db", args.method, figures))
+            figures.update(failover(database, args.method))
     figures.update(
         entries=args.entries,
         window_entries=args.window_entries,
@@ -165,6 +184,67 @@ def resumed_cycle(
         "snapshot_decisions_same": figures["decisions_sha"] == replayed["decisions_sha"],
         "snapshot_peak_rss_mb": figures["peak_rss_mb"],
         "snapshot_mb": round(size / 2**20, 1),
+    }
+
+
+def failover(database: Path, method: str) -> dict[str, Any]:
+    """A leader's start on `database` after the first leader died: as if it had placed
+    the pending entries and merged stories since its snapshot, then died before the
+    snapshot of its clean stop (which is deleted). `restore_s` from now on."""
+    with sqlite3.connect(database) as connection:
+        newest = "(SELECT max(id) FROM clustersnapshot)"
+        connection.execute(f"DELETE FROM clustersnapshotpart WHERE snapshot_id = {newest}")
+        connection.execute(f"DELETE FROM clustersnapshot WHERE id = {newest}")
+    child = subprocess.run(
+        [sys.executable, __file__, "--failover", str(database), "--method", method],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    later, loaded_s = figures["failover_later"], figures.pop("failover_load_s")
+    # Snapshots come every SNAPSHOT_EVERY decisions: the longest a start can take,
+    # replaying that many after the snapshot at this start's rate.
+    per_later = (figures["restore_s"] - loaded_s) / later if later else 0.0
+    figures["restore_worst_s"] = round(loaded_s + SNAPSHOT_EVERY * per_later, 2)
+    print(
+        f"failover: {figures['restore_s']} s from the snapshot, {later} decisions and "
+        f"{figures['failover_story_merges']} story merges after it; at most about "
+        f"{figures['restore_worst_s']} s ({SNAPSHOT_EVERY:,} decisions after it)"
+    )
+    return figures
+
+
+def run_failover(database: Path, method: str) -> dict[str, Any]:
+    from aggregator.pipeline import Pipeline
+
+    heard: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = heard.append  # type: ignore[method-assign]
+    replay_log = logging.getLogger("aggregator.cluster.replay")
+    replay_log.addHandler(handler)
+    replay_log.setLevel(logging.INFO)
+    store = open_store(f"sqlite:///{database}", create=False)
+    later = NOW + timedelta(hours=1)
+    pipeline = Pipeline(settings_for(database, method), store, clock=lambda: later)
+    started = time.perf_counter()
+    assert pipeline.lead()
+    pipeline.restore()
+    restore_s = time.perf_counter() - started
+    pipeline.lease.resign()
+    store.close()
+    used = [r for r in heard if getattr(r, "event", "") == "snapshot_used"]
+    caught_up = [r.args for r in heard if getattr(r, "event", "") == "snapshot_caught_up"]
+    if not used:
+        raise SystemExit("the failover replayed the whole window: " + str(heard[-1:]))
+    merges = caught_up[0] if caught_up else (0, 0)
+    return {
+        "restore_s": round(restore_s, 2),
+        "failover_later": getattr(used[0], "later", 0),
+        "failover_load_s": used[0].args[3] if used[0].args else 0.0,  # reading the snapshot
+        "failover_story_merges": merges[0],
+        "failover_event_merges": merges[1],
+        "failover_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
