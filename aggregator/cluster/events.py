@@ -548,11 +548,7 @@ class EventIndex:
             else:
                 self._fold(event, target)
                 merged.append((event.key, target.key))
-        if merged:
-            renamed = dict(merged)
-            for doc_id, key in self._event_of.items():
-                if key in renamed:
-                    self._event_of[doc_id] = renamed[key]
+        self._rename_copies(dict(merged))
         return merged
 
     def event_keys(self) -> list[str]:
@@ -578,11 +574,15 @@ class EventIndex:
                 held[key] = event
             else:
                 self._fold(event, target)
+        self._rename_copies(renamed)
+        return True
+
+    def _rename_copies(self, renamed: dict[str, str]) -> None:
+        """Copies of the reports of a renamed event find the event it joined."""
         if renamed:
             for doc_id, key in self._event_of.items():
                 if key in renamed:
                     self._event_of[doc_id] = renamed[key]
-        return True
 
     def _fold(self, event: Event, into: Event) -> None:
         """`event`'s reports become `into`'s: its core fills `into`'s, its counts add up."""

@@ -5,11 +5,11 @@ the clustering window (`restore`), so it sees exactly what the previous leader
 saw: from the newest usable snapshot of the state (`snapshot.py`), the
 decisions stored after it and the merges stored since (`StoryAssigner.catch_up`),
 or, when no snapshot fits the code, the settings and the store, by replaying the
-whole window. Then pending entries are placed in
-arrival order, a batch at a time; each batch's decisions are one fenced write,
-which also renews the leader lease. Stories that grew into one event are merged
-after each batch. The state is saved every `SNAPSHOT_EVERY` decisions, after a
-long replay and when the worker stops.
+whole window. Then pending entries are placed in arrival order, a batch at a
+time; each batch's decisions are one fenced write, which also renews the leader
+lease. Stories that grew into one event are merged after each batch. The state
+is saved every `SNAPSHOT_EVERY` decisions, after a long replay and when the
+worker stops.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class Clusterer:
                 coverage = snapshot.Coverage.read(state.at("coverage"))
                 if stored is None:
                     stored = snapshot.Coverage.of(self.store.decisions_since(since))
-                later = coverage.catch_up(stored, since)
+                catch_up = coverage.catch_up(stored, since)
                 del coverage
                 assigner = StoryAssigner(self.settings.cluster)
                 assigner.load(state.at("assigner"))
@@ -262,14 +262,14 @@ class Clusterer:
                 header.decisions,
                 header.size / 2**20,
                 time.perf_counter() - started,
-                len(later.later),
+                len(catch_up.later),
                 extra={
                     "event": "snapshot_used",
                     "snapshot": header.id,
-                    "later": len(later.later),
+                    "later": len(catch_up.later),
                 },
             )
-            return later
+            return catch_up
         log.warning("no usable snapshot of the clusterer: replaying the whole window")
         return None
 
