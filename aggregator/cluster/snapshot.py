@@ -152,12 +152,7 @@ class Writer:
             header,
             {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape},
         )
-        # One part's bytes at a time: a view of each of a hundred thousand members'
-        # arrays, all at once, would cost more than the members' data.
-        views = (
-            np.require(part, requirements="C").reshape(-1).view(np.uint8).data for part in parts
-        )
-        self._write(name + ARRAY, _packed(itertools.chain([header.getvalue()], views)))
+        self._write(name + ARRAY, _packed(itertools.chain([header.getvalue()], _bytes_of(parts))))
 
     def value(self, name: str, value: Any) -> None:
         """A JSON value (strings, numbers, lists, dicts)."""
@@ -385,6 +380,35 @@ def _json_pieces(value: Any) -> Iterator[bytes]:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _bytes_of(parts: Sequence[np.ndarray]) -> Iterator[memoryview]:
+    """The parts' bytes end to end. Small parts (a member's few keys) are joined about
+    a piece's worth at a time, one `np.concatenate` each: a view of each of a hundred
+    thousand members' arrays cost more than their data, and most of a big save. A
+    part of a piece's size or more is handed over as it is, never copied."""
+    batch: list[np.ndarray] = []
+    size = 0
+    for part in parts:
+        if not part.ndim:
+            part = part.reshape(1)
+        if part.nbytes >= PIECE_BYTES:
+            if batch:
+                yield _flat(np.concatenate(batch))
+                batch, size = [], 0
+            yield _flat(part)
+            continue
+        batch.append(part)
+        size += part.nbytes
+        if size >= PIECE_BYTES:
+            yield _flat(np.concatenate(batch))
+            batch, size = [], 0
+    if batch:
+        yield _flat(np.concatenate(batch))
+
+
+def _flat(array: np.ndarray) -> memoryview:
+    return np.require(array, requirements="C").reshape(-1).view(np.uint8).data
 
 
 def _packed(buffers: Iterable[memoryview | bytes]) -> Iterator[Piece]:
