@@ -146,8 +146,13 @@ def main() -> None:
 
 
 def measured_cycle(database: Path, method: str) -> dict[str, Any]:
+    return measured_child("--cycle", database, method)
+
+
+def measured_child(mode: str, database: Path, method: str) -> dict[str, Any]:
+    """The figures a fresh process of this script prints in `mode` (--cycle, --failover)."""
     child = subprocess.run(
-        [sys.executable, __file__, "--cycle", str(database), "--method", method],
+        [sys.executable, __file__, mode, str(database), "--method", method],
         capture_output=True,
         text=True,
         check=True,
@@ -195,13 +200,7 @@ def failover(database: Path, method: str) -> dict[str, Any]:
         newest = "(SELECT max(id) FROM clustersnapshot)"
         connection.execute(f"DELETE FROM clustersnapshotpart WHERE snapshot_id = {newest}")
         connection.execute(f"DELETE FROM clustersnapshot WHERE id = {newest}")
-    child = subprocess.run(
-        [sys.executable, __file__, "--failover", str(database), "--method", method],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    figures = measured_child("--failover", database, method)
     later, loaded_s = figures["failover_later"], figures.pop("failover_load_s")
     # Snapshots come every SNAPSHOT_EVERY decisions: the longest a start can take,
     # replaying that many after the snapshot at this start's rate.

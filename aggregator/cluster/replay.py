@@ -180,6 +180,8 @@ class Clusterer:
         if not catch_up.stories and not catch_up.events:
             return True
         wanted = set(catch_up.stories.values()) | set(catch_up.events.values())
+        # The new keys' names, read again for these few: the coverage read at the start
+        # keeps hashes only, not a name for each of a big window's keys.
         keys: dict[int, str] = {}
         for _, _, story_key, _, event_key in self.store.decisions_since(since):
             for key in (story_key, event_key):
