@@ -130,7 +130,7 @@ class ClusterSettings:
     threshold: float = setting(
         0.0,
         "Probability from the learned pair model a report needs to join a story "
-        "(0 = the method's own cut: tfidf 0.25, embedding 0.45).",
+        "(0 = the method's own cut: tfidf 0.25, embedding 0.55).",
         bounds=Bounds(at_least=0, below=1),
     )
     window_hours: float = setting(

@@ -23,15 +23,21 @@ The copy check (MinHash, nothing fitted) is scored on pairs built from the
 held-out documents. Usage:
 
     .venv/bin/python benchmarks/cluster.py [--method embedding] [--threshold T]
-        [--data ../shared/data] [--cache /tmp/vectors] [--models DIR] [--events FILE]
-        [--storylines FILE]
+        [--data ../shared/data] [--cache /tmp/vectors] [--models DIR] [--stories FILE]
+        [--events FILE] [--storylines FILE]
 
-`--fit-events` refits the event policy (aggregator/cluster/models/events.json)
-on the TRAINING part of our set and tgcontest's half 0, and `--fit-storylines`
-the storyline policy (models/storylines.json) on that part, the look-alike
-set's training part and UCI's fitted half 0 (each streamed once, then replayed
-under every candidate: a few minutes); both then print the held-out figures of
-the choice (see `fit_events`, `fit_storylines`).
+Three fits write the versioned policy files, each on training parts only, then
+print the held-out figures of what they chose. `--fit-stories` refits the story
+level's merge and second-look bars (aggregator/cluster/models/stories.json) by
+the storylines they lead to on the training parts the storyline fit reads (each
+candidate places every stream afresh: about ten minutes); `--fit-events` the
+event policy (models/events.json) on the TRAINING part of our set and
+tgcontest's half 0; `--fit-storylines` the storyline policy
+(models/storylines.json) on that part, the look-alike set's training part and
+UCI's fitted half 0 (each streamed once, then replayed under every candidate: a
+few minutes). Asked for together, they run in that order, each under the
+numbers the one before chose (see `fit_stories`, `fit_events`,
+`fit_storylines`).
 """
 
 from __future__ import annotations
@@ -39,13 +45,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import product
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from aggregator.cluster import StoryAssigner, recommended_threshold
-from aggregator.cluster.decision import CROSS_SUFFIX, FEATURES, MODEL_DIR, PairModel
+import numpy as np
+
+from aggregator.cluster import StoryAssigner, Tuning, recommended_threshold
+from aggregator.cluster.decision import (
+    CROSS_SUFFIX,
+    FEATURES,
+    MODEL_DIR,
+    STORIES_MODEL,
+    PairModel,
+    StoryPolicy,
+    read_story_policy,
+)
 from aggregator.cluster.events import EVENTS_MODEL, EventIndex, EventPolicy, read_policy
 from aggregator.cluster.storylines import STORYLINES_MODEL, StorylinePolicy
 from aggregator.cluster.storylines import read_policy as read_storyline_policy
@@ -95,6 +112,9 @@ STORYLINE_JOIN_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(21))  # 0.4
 STORYLINE_DECAY_GRID = (0.0,)  # centroid cosine lost per day apart (0.01 was never chosen)
 STORYLINE_NAMES_GRID = (0.0, 0.3, 0.6, 0.9)  # weight of the cosine of the name counts
 STORYLINE_FLOOR_GRID = (0.0, 0.2, 0.4)  # the name cosine that counts as no evidence
+# The story level's fit, scored by the storylines it leads to: the same bar.
+STORY_SECOND_LOOK_GRID = tuple(round(0.13 + 0.04 * i, 2) for i in range(12))  # 0.13 .. 0.57
+STORY_MERGE_GRID = (0.8, 0.85, 0.9, 0.95)
 # The issue's targets (figure -> at least), checked in the summary.
 TARGETS = {
     "own_event_bcubed_f1": 0.90,
@@ -115,7 +135,7 @@ JOIN_MARGIN = 0.04
 PLATEAU_F1 = 0.01
 
 
-PolicyT = TypeVar("PolicyT", EventPolicy, StorylinePolicy)
+PolicyT = TypeVar("PolicyT", EventPolicy, StorylinePolicy, StoryPolicy)
 
 
 class Candidate(NamedTuple):
@@ -202,8 +222,13 @@ def tgcontest_half(doc: ClusterDoc) -> int:
     return split_half(doc.title, "tgcontest")
 
 
+def in_tgcontest_half(half: int) -> Callable[[ClusterDoc], bool]:
+    """Whether a pair, by its first document, is in that half of the tgcontest pairs."""
+    return lambda doc: tgcontest_half(doc) == half
+
+
 def fit_events(
-    method: str, cache: Path | None, base: EventPolicy, data: Path
+    method: str, cache: Path | None, base: EventPolicy, data: Path, tuning: Tuning
 ) -> tuple[EventPolicy, dict]:
     """The event policy that scores best on the TRAINING parts: our set's training
     storylines and tgcontest's half 0.
@@ -229,9 +254,8 @@ def fit_events(
     docs, labels = stream_order(
         labelled.docs, list(zip(labelled.events, labelled.storylines, strict=True)), None
     )
-    assigner = StoryAssigner(
-        ClusterSettings(method=method, threshold=recommended_threshold(method))
-    )
+    settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
+    assigner = StoryAssigner(settings, tuning=tuning)
     vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None
     steps = run_stories(assigner, docs, vectors, merge=True)
     # Group by gold storyline: every event of a storyline meets every other.
@@ -240,9 +264,12 @@ def fit_events(
         for step, label in zip(steps, labels, strict=True)
     ]
     events = [label[0] for label in labels]
-    settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
     cases, threshold = pair_cases(
-        data / TGCONTEST, settings, cache=cache, keep=lambda a: tgcontest_half(a) == 0
+        data / TGCONTEST,
+        settings,
+        tuning=tuning,
+        cache=cache,
+        keep=in_tgcontest_half(0),
     )
     core = base.for_method(method).core
 
@@ -295,17 +322,113 @@ def fit_events(
     return chosen, notes
 
 
+class Stream(NamedTuple):
+    """One training file in the order it is placed, its storyline labels, its vectors."""
+
+    docs: list[ClusterDoc]
+    gold: list[str]
+    vectors: np.ndarray | None
+
+
+def storyline_training_streams(method: str, cache: Path | None, data: Path) -> list[Stream]:
+    """The TRAINING parts the story and storyline fits read: our set's and the look-alike
+    set's training storylines in published order, and UCI's fitted half shuffled (as the
+    held-out parts are scored)."""
+    parts: list[tuple[list[ClusterDoc], list[str], int | None]] = []
+    for path in (OWN_SET, LOOKALIKES):
+        labelled = load_levels(path, "event", TRAIN)
+        assert labelled.storylines is not None
+        parts.append((labelled.docs, labelled.storylines, None))
+    parts.append((*uci_half(data, 1 - UCI_HELD_OUT_HALF), UCI_SEED))
+    streams = []
+    for docs, gold, seed in parts:
+        ordered, labels = stream_order(docs, gold, seed)
+        vectors = cached_vectors(ordered, cache) if method == "embedding" else None
+        streams.append(Stream(ordered, labels, vectors))
+    return streams
+
+
+def training_data_notes() -> list[str]:
+    return [
+        f"{OWN_SET.relative_to(ROOT)} (split {TRAIN})",
+        f"{LOOKALIKES.relative_to(ROOT)} (split {TRAIN})",
+        f"../shared/data/{UCI} (half {1 - UCI_HELD_OUT_HALF} of the stories, shuffled "
+        f"with seed {UCI_SEED})",
+    ]
+
+
+def storyline_figures(
+    streams: list[Stream],
+    settings: ClusterSettings,
+    tuning: Tuning,
+    policies: list[StorylinePolicy],
+) -> list[tuple[float, float]]:
+    """For each policy: the mean storyline B-cubed F1 of the streams, each placed once
+    under `tuning` with a merge pass after each report, and the lowest precision."""
+    traces = [
+        (StorylineTrace.record(StoryAssigner(settings, tuning=tuning), s.docs, s.vectors), s.gold)
+        for s in streams
+    ]
+    out = []
+    for policy in policies:
+        scores = [bcubed_scores(gold, trace.storylines(policy)) for trace, gold in traces]
+        f1 = round(sum(f for _, _, f in scores) / len(scores), 4)
+        out.append((f1, round(min(p for p, _, _ in scores), 4)))
+    return out
+
+
+def fit_stories(
+    method: str, streams: list[Stream], base: StoryPolicy, storylines: StorylinePolicy
+) -> tuple[StoryPolicy, dict]:
+    """The story level's bars that score best on the TRAINING parts, by the storylines
+    they lead to under the shipped storyline policy (`storyline_figures`).
+
+    Two numbers: the probability at which a merge pass joins two stories, and the
+    one at which a young story moves into a larger one on a second look. Each
+    candidate places every training stream afresh. The choice is `choose`'s, the
+    second-look bar as its axis: the middle of the widest plateau of bars whose
+    storyline precision reaches `STORYLINE_PRECISION` and whose F1 is near the best.
+    On our training parts the story level is rarely in doubt; UCI's fitted half,
+    whose stories are broad, is where the two bars matter. Which reports are
+    young and when they are looked at again are the definition's, not fitted.
+    """
+    settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
+    tried = []
+    for merge, second_look in product(STORY_MERGE_GRID, STORY_SECOND_LOOK_GRID):
+        policy = with_numbers(base, method, merge=merge, second_look=second_look)
+        ((f1, precision),) = storyline_figures(streams, settings, Tuning.of(policy), [storylines])
+        tried.append(Candidate((merge,), second_look, f1, precision))
+    best, safe = choose(tried, STORYLINE_PRECISION)
+    chosen = with_numbers(base, method, merge=best.others[0], second_look=best.join)
+    notes = {
+        "data": training_data_notes(),
+        "split": TRAIN,
+        "docs": sum(len(s.docs) for s in streams),
+        "order": "published, a merge pass after each report",
+        "objective": choice_objective("storyline", STORYLINE_PRECISION, "second-look bar")
+        + " (F1: the mean of the three files'; precision: the lowest of the three), under "
+        "the shipped storyline policy",
+        "grid": {
+            "second_look": [STORY_SECOND_LOOK_GRID[0], STORY_SECOND_LOOK_GRID[-1], 0.04],
+            "merge": list(STORY_MERGE_GRID),
+        },
+        "train_bcubed_f1": best.f1,
+        "train_bcubed_precision": best.precision,
+        "precision_met_with_margin": safe,
+    }
+    return chosen, notes
+
+
 def fit_storylines(
-    method: str, cache: Path | None, base: StorylinePolicy, data: Path
+    method: str, streams: list[Stream], base: StorylinePolicy, tuning: Tuning
 ) -> tuple[StorylinePolicy, dict]:
     """The storyline policy that scores best on the TRAINING parts: our set's and the
     look-alike set's training storylines, and UCI's fitted half.
 
-    Each file streams through a fresh clusterer once, our sets in published
-    order and UCI's half 0 shuffled (as the held-out parts are scored), with a
-    merge pass after each report; each candidate policy then replays the
-    storyline calls of that stream (`StorylineTrace`), which gives the same
-    storylines as streaming it again. Our training part alone is five
+    Each file streams through a fresh clusterer once (under the story level's
+    `tuning`), with a merge pass after each report; each candidate policy then
+    replays the storyline calls of that stream (`StorylineTrace`), which gives
+    the same storylines as streaming it again. Our training part alone is five
     storylines: too few to show where precision breaks, so each candidate's
     figures are the mean of the files' storyline-level B-cubed F1 and the
     lowest of their precisions. The choice (`choose`): the middle of the
@@ -316,45 +439,31 @@ def fit_storylines(
     and the centroid's memory are the definition's, not fitted.
     """
     settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
-    streams = []
-    for path in (OWN_SET, LOOKALIKES):
-        labelled = load_levels(path, "event", TRAIN)
-        assert labelled.storylines is not None
-        streams.append((labelled.docs, labelled.storylines, None))
-    streams.append((*uci_half(data, 1 - UCI_HELD_OUT_HALF), UCI_SEED))
-    traces = []
-    docs = 0
-    for file_docs, file_gold, seed in streams:
-        ordered, gold = stream_order(file_docs, file_gold, seed)
-        assigner = StoryAssigner(settings)
-        vectors = cached_vectors(ordered, cache) if assigner.uses_embeddings else None
-        traces.append((StorylineTrace.record(assigner, ordered, vectors), gold))
-        docs += len(ordered)
-    tried = []
-    for names, floor, decay, join in product(
-        STORYLINE_NAMES_GRID, STORYLINE_FLOOR_GRID, STORYLINE_DECAY_GRID, STORYLINE_JOIN_GRID
-    ):
-        if floor and not names:
-            continue  # a floor without a weight is no candidate of its own
-        if names * (1.0 - floor) >= join:
-            continue  # names alone would link two storylines that read nothing alike
-        policy = with_numbers(base, method, join=join, decay=decay, names=names, names_floor=floor)
-        scores = [bcubed_scores(gold, trace.storylines(policy)) for trace, gold in traces]
-        f1 = round(sum(f for _, _, f in scores) / len(scores), 4)
-        precision = min(p for p, _, _ in scores)
-        tried.append(Candidate((names, floor, decay), join, f1, precision))
+    grid = [
+        (names, floor, decay, join)
+        for names, floor, decay, join in product(
+            STORYLINE_NAMES_GRID, STORYLINE_FLOOR_GRID, STORYLINE_DECAY_GRID, STORYLINE_JOIN_GRID
+        )
+        # a floor without a weight is no candidate of its own; names alone would
+        # link two storylines that read nothing alike
+        if not (floor and not names) and names * (1.0 - floor) < join
+    ]
+    policies = [
+        with_numbers(base, method, join=join, decay=decay, names=names, names_floor=floor)
+        for names, floor, decay, join in grid
+    ]
+    figures = storyline_figures(streams, settings, tuning, policies)
+    tried = [
+        Candidate((names, floor, decay), join, f1, precision)
+        for (names, floor, decay, join), (f1, precision) in zip(grid, figures, strict=True)
+    ]
     best, safe = choose(tried, STORYLINE_PRECISION)
     (names, floor, decay), join = best.others, best.join
     chosen = with_numbers(base, method, join=join, decay=decay, names=names, names_floor=floor)
     notes = {
-        "data": [
-            f"{OWN_SET.relative_to(ROOT)} (split {TRAIN})",
-            f"{LOOKALIKES.relative_to(ROOT)} (split {TRAIN})",
-            f"../shared/data/{UCI} (half {1 - UCI_HELD_OUT_HALF} of the stories, shuffled "
-            f"with seed {UCI_SEED})",
-        ],
+        "data": training_data_notes(),
         "split": TRAIN,
-        "docs": docs,
+        "docs": sum(len(s.docs) for s in streams),
         "order": "published, a merge pass after each report",
         "objective": choice_objective("storyline", STORYLINE_PRECISION)
         + " (F1: the mean of the three files'; precision: the lowest of the three)",
@@ -371,10 +480,10 @@ def fit_storylines(
     return chosen, notes
 
 
-def choice_objective(level: str, bar: float) -> str:
+def choice_objective(level: str, bar: float, axis: str = "join") -> str:
     return (
-        f"the middle of the widest run of joins whose {level} B-cubed precision is >= {bar} "
-        f"for every join within {JOIN_MARGIN}, and whose F1 is within {PLATEAU_F1} of the "
+        f"the middle of the widest run of {axis}s whose {level} B-cubed precision is >= {bar} "
+        f"for every {axis} within {JOIN_MARGIN}, and whose F1 is within {PLATEAU_F1} of the "
         f"best such F1"
     )
 
@@ -400,6 +509,16 @@ def levels_brief(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in ("worst_merges", "worst_splits")}
 
 
+def write_fit(path: Path, policy: PolicyT, method: str, notes: dict[str, Any], option: str) -> None:
+    """Write a refitted policy, keeping the other methods' fit notes, and print its notes."""
+    body = json.loads(path.read_text(encoding="utf-8"))
+    fits = dict(body.get("notes", {}).get("fits", {}))
+    fits[method] = notes
+    command = f"benchmarks/cluster.py --method METHOD {option} (once per method)"
+    path.write_text(policy.to_json({"command": command, "fits": fits}), encoding="utf-8")
+    _print({"fitted": str(path), "method": method, **notes})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=["tfidf", "embedding"], default="embedding")
@@ -422,6 +541,15 @@ def main(argv: list[str] | None = None) -> int:
         "--storylines", type=Path, help="a storyline policy file to score (default: shipped)"
     )
     parser.add_argument(
+        "--stories", type=Path, help="a story policy file to score (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--fit-stories",
+        action="store_true",
+        help=f"refit {STORIES_MODEL.name} for --method on the training part, write it, then "
+        "score (before any other fit asked for)",
+    )
+    parser.add_argument(
         "--fit-storylines",
         action="store_true",
         help=f"refit {STORYLINES_MODEL.name} for --method on the training part, write it, "
@@ -436,28 +564,26 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.threshold or recommended_threshold(args.method)
     settings = ClusterSettings(method=args.method, threshold=threshold)
     model, cross = pair_models(args.method, args.models)
+    stories = read_story_policy(args.stories or STORIES_MODEL)
+    storylines = read_storyline_policy(args.storylines or STORYLINES_MODEL)
+    streams = (
+        storyline_training_streams(args.method, args.cache, args.data)
+        if args.fit_stories or args.fit_storylines
+        else []
+    )
+    if args.fit_stories:
+        stories, notes = fit_stories(args.method, streams, stories, storylines)
+        write_fit(STORIES_MODEL, stories, args.method, notes, "--fit-stories")
+    tuning = Tuning.of(stories)
     events = read_policy(args.events or EVENTS_MODEL)
     if args.fit_events:
-        events, notes = fit_events(args.method, args.cache, events, args.data)
-        fits = dict(json.loads(EVENTS_MODEL.read_text(encoding="utf-8"))["notes"].get("fits", {}))
-        fits[args.method] = notes
-        command = "benchmarks/cluster.py --method METHOD --fit-events (once per method)"
-        EVENTS_MODEL.write_text(
-            events.to_json({"command": command, "fits": fits}), encoding="utf-8"
-        )
-        _print({"fitted": str(EVENTS_MODEL), "method": args.method, **notes})
-    storylines = read_storyline_policy(args.storylines or STORYLINES_MODEL)
+        events, notes = fit_events(args.method, args.cache, events, args.data, tuning)
+        write_fit(EVENTS_MODEL, events, args.method, notes, "--fit-events")
     if args.fit_storylines:
-        storylines, notes = fit_storylines(args.method, args.cache, storylines, args.data)
-        body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
-        fits = dict(body.get("notes", {}).get("fits", {}))
-        fits[args.method] = notes
-        command = "benchmarks/cluster.py --method METHOD --fit-storylines (once per method)"
-        STORYLINES_MODEL.write_text(
-            storylines.to_json({"command": command, "fits": fits}), encoding="utf-8"
-        )
-        _print({"fitted": str(STORYLINES_MODEL), "method": args.method, **notes})
+        storylines, notes = fit_storylines(args.method, streams, storylines, tuning)
+        write_fit(STORYLINES_MODEL, storylines, args.method, notes, "--fit-storylines")
     run = {
+        "tuning": tuning,
         "cache": args.cache,
         "model": model,
         "cross_model": cross,
@@ -522,11 +648,12 @@ def main(argv: list[str] | None = None) -> int:
             pairs = evaluate_pairs(
                 path,
                 settings,
+                tuning=tuning,
                 cache=args.cache,
                 model=model,
                 cross_model=cross,
                 events=events,
-                keep=None if half is None else lambda a, half=half: tgcontest_half(a) == half,
+                keep=None if half is None else in_tgcontest_half(half),
             )
             if half is None:
                 pairs["information_only"] = True

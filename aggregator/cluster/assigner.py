@@ -26,7 +26,9 @@ from aggregator.cluster.decision import (
     JoinDecision,
     PairModel,
     Prepared,
+    StoryPolicy,
     load_decision,
+    load_story_policy,
     member,
     pair_features,
     pair_matrix,
@@ -80,27 +82,31 @@ class Tuning:
     # syndication takes hours, while the same headline a day later ("Live
     # updates", a daily briefing) is another report, placed as any other.
     copy_hours: float = 20.0
-    # Two stories merge only when the model is this sure they are one event: a
-    # merge cannot be undone, and whole stories carry more evidence than one report.
-    merge_probability: float = 0.9
-    # A story of at most `second_look_size` reports is weighed again against the
-    # stories near it each time `second_look_after` more reports have been placed:
-    # they have grown since its report arrived, and the decision taken against them
-    # young may now differ. It moves into the most probable larger one if that
-    # reaches its method's `second_look_probability`.
-    #
-    # With embeddings that bar sits below the join cut: by then the report has
-    # had every chance to join a closer story, and a story grown large has a
-    # broad centroid that its own reports meet at a lower probability than the
-    # model, fitted mostly on young stories, expects. On UCI (shuffled), nine in
-    # ten moves between 0.25 and 0.45 are right, and our uk/ru/en set keeps
-    # precision 1.0. The TF-IDF model is less sure of itself across events: below
-    # 0.45 its moves cost more precision than they give recall.
-    second_look_size: int = 2
-    second_look_after: tuple[int, ...] = (10, 40, 160, 640, 2560)
-    second_look_probability: Mapping[str, float] = field(
-        default_factory=lambda: {"embedding": 0.25, "tfidf": 0.45}
+    # The story level's bars beside the join cut, per method: when a merge pass
+    # joins two stories, and when a young story moves into a larger one on a
+    # second look (it is weighed again each time `second_look_after` more reports
+    # have been placed, while it holds at most `second_look_size`). Read from
+    # models/stories.json, which says what each means and how it was fitted.
+    merge_probability: Mapping[str, float] = field(
+        default_factory=lambda: load_story_policy().merge
     )
+    second_look_size: int = field(default_factory=lambda: load_story_policy().second_look_size)
+    second_look_after: tuple[int, ...] = field(
+        default_factory=lambda: load_story_policy().second_look_after
+    )
+    second_look_probability: Mapping[str, float] = field(
+        default_factory=lambda: load_story_policy().second_look
+    )
+
+    @classmethod
+    def of(cls, policy: StoryPolicy) -> Tuning:
+        """The tuning whose story-level bars are `policy`'s (a refit under test)."""
+        return cls(
+            merge_probability=policy.merge,
+            second_look_size=policy.second_look_size,
+            second_look_after=policy.second_look_after,
+            second_look_probability=policy.second_look,
+        )
 
 
 class StoryAssigner:
@@ -429,7 +435,9 @@ class StoryAssigner:
             if story.id not in self._stories.stories:
                 continue  # absorbed earlier in this pass
             other = self._converged_with(
-                story, self.tuning.merge_probability, near=None if merged else found
+                story,
+                self.tuning.merge_probability[self.settings.method],
+                near=None if merged else found,
             )
             merged = self._absorb(story, other, merges) or merged
 

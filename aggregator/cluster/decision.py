@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from aggregator.cluster.stories import EmbeddingRow, Member, Story, shared_keys
 from aggregator.types import ClusterDoc
 
 MODEL_DIR = Path(__file__).with_name("models")
+STORIES_MODEL = MODEL_DIR / "stories.json"
 GAP_SCALE_HOURS = 96.0  # the gap feature reaches 1 at this many hours
 
 WORDS = ("words", "grams", "shared_terms")
@@ -355,3 +357,84 @@ def load_model(method: str) -> PairModel:
         bias=float(body["bias"]),
         threshold=float(body["threshold"]),
     )
+
+
+# -- the versioned files of fitted numbers ------------------------------------------------
+
+ModelT = TypeVar("ModelT")
+
+
+def read_model_file(
+    path: Path, kind: str, refit: str, build: Callable[[dict[str, Any]], ModelT]
+) -> ModelT:
+    """`build` applied to the JSON stored at `path`; a broken file raises an error that
+    names it and, when a key is missing or mistyped, the key and the command that refits it."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the {kind} model {path} cannot be read ({exc}): reinstall") from exc
+    try:
+        return build(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RuntimeError(
+            f"the {kind} model {path} lacks or mistypes {exc}: refit it with {refit}"
+        ) from exc
+
+
+# What each number of models/stories.json means, written into the file itself.
+STORY_FIELDS = {
+    "merge": "per method: least probability of the pair model at which a merge pass joins "
+    "two live stories that converged (weighed as a report against a story); above the join "
+    "cut, since a merge cannot be undone",
+    "second_look": "per method: least probability at which a young story moves, on a second "
+    "look, into the most probable larger story near it, which has grown since the young "
+    "story's report was placed (under embedding below the join cut: a story grown large has a "
+    "broad centroid that its own reports meet at a lower probability)",
+    "second_look_size": "a story of at most this many reports is young: it gets second looks "
+    "(not fitted)",
+    "second_look_after": "a young story is weighed again each time this many reports have been "
+    "placed since its own (not fitted)",
+}
+STORIES_REFIT = "benchmarks/cluster.py --fit-stories"
+
+
+@dataclass(frozen=True)
+class StoryPolicy:
+    """The story level's bars beside the join cut, as stored in models/stories.json: when
+    two stories merge, and when a young story moves into a larger one (see `STORY_FIELDS`)."""
+
+    merge: dict[str, float]
+    second_look: dict[str, float]
+    second_look_size: int
+    second_look_after: tuple[int, ...]
+
+    def to_json(self, notes: dict[str, object]) -> str:
+        body: dict[str, object] = {
+            "meaning": STORY_FIELDS,
+            "merge": dict(sorted(self.merge.items())),
+            "second_look": dict(sorted(self.second_look.items())),
+            "second_look_size": self.second_look_size,
+            "second_look_after": list(self.second_look_after),
+            "notes": notes,
+        }
+        return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
+
+
+def read_story_policy(path: Path) -> StoryPolicy:
+    """The story policy stored at `path`; an error naming the file and key when it is broken."""
+
+    def build(body: dict[str, Any]) -> StoryPolicy:
+        return StoryPolicy(
+            merge={str(k): float(v) for k, v in body["merge"].items()},
+            second_look={str(k): float(v) for k, v in body["second_look"].items()},
+            second_look_size=int(body["second_look_size"]),
+            second_look_after=tuple(int(n) for n in body["second_look_after"]),
+        )
+
+    return read_model_file(path, "story", STORIES_REFIT, build)
+
+
+@lru_cache(maxsize=1)
+def load_story_policy() -> StoryPolicy:
+    """The shipped story policy."""
+    return read_story_policy(STORIES_MODEL)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from aggregator.cluster.decision import MODEL_DIR, Prepared
+from aggregator.cluster.decision import MODEL_DIR, Prepared, read_model_file
 from aggregator.cluster.features import EMPTY, Vector
 from aggregator.cluster.snapshot import (
     Reader,
@@ -123,11 +123,8 @@ class EventPolicy:
 
 def read_policy(path: Path) -> EventPolicy:
     """The policy stored at `path`; an error naming the file and key when it is broken."""
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"the event model {path} cannot be read ({exc}): reinstall") from exc
-    try:
+
+    def build(body: dict[str, Any]) -> EventPolicy:
         return EventPolicy(
             window_hours=float(body["window_hours"]),
             join={str(k): float(v) for k, v in body["join"].items()},
@@ -136,11 +133,8 @@ def read_policy(path: Path) -> EventPolicy:
             age={str(k): float(v) for k, v in body["age"].items()},
             cross={str(k): float(v) for k, v in body["cross"].items()},
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise RuntimeError(
-            f"the event model {path} lacks or mistypes {exc}: refit it with "
-            f"benchmarks/cluster.py --fit-events"
-        ) from exc
+
+    return read_model_file(path, "event", "benchmarks/cluster.py --fit-events", build)
 
 
 @lru_cache(maxsize=1)

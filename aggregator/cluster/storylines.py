@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from aggregator.cluster.decision import MODEL_DIR
+from aggregator.cluster.decision import MODEL_DIR, read_model_file
 from aggregator.cluster.features import NO_KEYS
 from aggregator.cluster.snapshot import (
     Reader,
@@ -121,11 +121,8 @@ class StorylinePolicy:
 
 def read_policy(path: Path) -> StorylinePolicy:
     """The policy stored at `path`; an error naming the file and key when it is broken."""
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"the storyline model {path} cannot be read ({exc}): reinstall") from exc
-    try:
+
+    def build(body: dict[str, Any]) -> StorylinePolicy:
         return StorylinePolicy(
             window_days=float(body["window_days"]),
             memory=int(body["memory"]),
@@ -134,11 +131,8 @@ def read_policy(path: Path) -> StorylinePolicy:
             names={str(k): float(v) for k, v in body["names"].items()},
             names_floor={str(k): float(v) for k, v in body["names_floor"].items()},
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise RuntimeError(
-            f"the storyline model {path} lacks or mistypes {exc}: refit it with "
-            f"benchmarks/cluster.py --fit-storylines"
-        ) from exc
+
+    return read_model_file(path, "storyline", "benchmarks/cluster.py --fit-storylines", build)
 
 
 @lru_cache(maxsize=1)
