@@ -400,22 +400,12 @@ def fit_stories(
         tried.append(Candidate((merge,), second_look, f1, precision))
     best, safe = choose(tried, STORYLINE_PRECISION)
     chosen = with_numbers(base, method, merge=best.others[0], second_look=best.join)
-    notes = {
-        "data": training_data_notes(),
-        "split": TRAIN,
-        "docs": sum(len(s.docs) for s in streams),
-        "order": "published, a merge pass after each report",
-        "objective": choice_objective("storyline", STORYLINE_PRECISION, "second-look bar")
-        + " (F1: the mean of the three files'; precision: the lowest of the three), under "
-        "the shipped storyline policy",
-        "grid": {
-            "second_look": [STORY_SECOND_LOOK_GRID[0], STORY_SECOND_LOOK_GRID[-1], 0.04],
-            "merge": list(STORY_MERGE_GRID),
-        },
-        "train_bcubed_f1": best.f1,
-        "train_bcubed_precision": best.precision,
-        "precision_met_with_margin": safe,
+    grid = {
+        "second_look": [STORY_SECOND_LOOK_GRID[0], STORY_SECOND_LOOK_GRID[-1], 0.04],
+        "merge": list(STORY_MERGE_GRID),
     }
+    notes = storyline_fit_notes(streams, "second-look bar", grid, best, safe)
+    notes["objective"] += ", under the shipped storyline policy"
     return chosen, notes
 
 
@@ -460,24 +450,31 @@ def fit_storylines(
     best, safe = choose(tried, STORYLINE_PRECISION)
     (names, floor, decay), join = best.others, best.join
     chosen = with_numbers(base, method, join=join, decay=decay, names=names, names_floor=floor)
-    notes = {
+    grid_notes = {
+        "join": [STORYLINE_JOIN_GRID[0], STORYLINE_JOIN_GRID[-1], 0.02],
+        "decay": list(STORYLINE_DECAY_GRID),
+        "names": list(STORYLINE_NAMES_GRID),
+        "names_floor": list(STORYLINE_FLOOR_GRID),
+    }
+    return chosen, storyline_fit_notes(streams, "join", grid_notes, best, safe)
+
+
+def storyline_fit_notes(
+    streams: list[Stream], axis: str, grid: dict[str, list[float]], best: Candidate, safe: bool
+) -> dict[str, Any]:
+    """What a fit scored by `storyline_figures` records in its model file."""
+    return {
         "data": training_data_notes(),
         "split": TRAIN,
         "docs": sum(len(s.docs) for s in streams),
         "order": "published, a merge pass after each report",
-        "objective": choice_objective("storyline", STORYLINE_PRECISION)
+        "objective": choice_objective("storyline", STORYLINE_PRECISION, axis)
         + " (F1: the mean of the three files'; precision: the lowest of the three)",
-        "grid": {
-            "join": [STORYLINE_JOIN_GRID[0], STORYLINE_JOIN_GRID[-1], 0.02],
-            "decay": list(STORYLINE_DECAY_GRID),
-            "names": list(STORYLINE_NAMES_GRID),
-            "names_floor": list(STORYLINE_FLOOR_GRID),
-        },
+        "grid": grid,
         "train_bcubed_f1": best.f1,
-        "train_bcubed_precision": round(best.precision, 4),
+        "train_bcubed_precision": best.precision,
         "precision_met_with_margin": safe,
     }
-    return chosen, notes
 
 
 def choice_objective(level: str, bar: float, axis: str = "join") -> str:
