@@ -420,13 +420,22 @@ class StorylineIndex:
 
     def link(self) -> list[tuple[str, str]]:
         """Join each storyline that took reports since the last call to its nearest live
-        storyline, if their score reaches the join. Returns (absorbed, into) pairs."""
-        changed, self._changed = list(self._changed), {}
+        storyline, if their score reaches the join. Returns (absorbed, into) pairs.
+
+        A storyline that absorbed another has changed too, and meets its nearest
+        again in the same call, until no join is left to make: the state a call
+        leaves is the same whenever the next one comes, so a leader restored from
+        a snapshot, which links first thing, decides as the one that saved it.
+        Each round joins two storylines into one, so the rounds end.
+        """
         if self._rule is None or self._shelf is None:
+            self._changed = {}
             return []
         merges: list[tuple[str, str]] = []
-        for start in range(0, len(changed), AHEAD):
-            self._link_block(changed[start : start + AHEAD], self._rule, self._shelf, merges)
+        while self._changed:
+            changed, self._changed = list(self._changed), {}
+            for start in range(0, len(changed), AHEAD):
+                self._link_block(changed[start : start + AHEAD], self._rule, self._shelf, merges)
         return merges
 
     def _link_block(
