@@ -443,7 +443,7 @@ def fit_stories(
         "merge": list(STORY_MERGE_GRID),
     }
     notes = storyline_fit_notes(
-        streams, "second-look bar", grid_notes, (best, figures[tried.index(best)]), bars, safe
+        streams, "second-look bar", grid_notes, figures[tried.index(best)], bars, safe
     )
     notes["objective"] += ", under the shipped storyline policy"
     return chosen, notes
@@ -463,10 +463,11 @@ def fit_storylines(
     figures are the mean of the files' storyline-level B-cubed F1 and their
     precisions, each against its own bar (`storyline_candidates`). The choice
     (`choose`): the middle of the widest plateau of joins whose precision
-    reaches the bars with a margin, and whose F1 is near the best. Names are evidence beside a like
-    embedding, never enough alone: a candidate whose names could reach the join
-    by themselves (`names` times one less the floor) is not tried. The window
-    and the centroid's memory are the definition's, not fitted.
+    reaches the bars with a margin, and whose F1 is near the best. Names are
+    evidence beside a like embedding, never enough alone: a candidate whose
+    names could reach the join by themselves (`names` times one less the
+    floor) is not tried. The window and the centroid's memory are the
+    definition's, not fitted.
     """
     settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
     grid = [
@@ -495,8 +496,7 @@ def fit_storylines(
         "names": list(STORYLINE_NAMES_GRID),
         "names_floor": list(STORYLINE_FLOOR_GRID),
     }
-    chosen_figures = figures[tried.index(best)]
-    notes = storyline_fit_notes(streams, "join", grid_notes, (best, chosen_figures), bars, safe)
+    notes = storyline_fit_notes(streams, "join", grid_notes, figures[tried.index(best)], bars, safe)
     return chosen, notes
 
 
@@ -504,12 +504,12 @@ def storyline_fit_notes(
     streams: list[Stream],
     axis: str,
     grid: dict[str, list[float]],
-    best: tuple[Candidate, Figures],
+    chosen: Figures,
     bars: list[float],
     safe: bool,
 ) -> dict[str, Any]:
-    """What a fit scored by `storyline_figures` records in its model file."""
-    chosen, figures = best
+    """What a fit scored by `storyline_figures` records in its model file, `chosen`
+    the figures of its choice."""
     return {
         "data": training_data_notes(),
         "split": TRAIN,
@@ -521,7 +521,7 @@ def storyline_fit_notes(
         "grid": grid,
         "precision_bars": bars,
         "train_bcubed_f1": chosen.f1,
-        "train_bcubed_precisions": list(figures.precisions),
+        "train_bcubed_precisions": list(chosen.precisions),
         "precision_met_with_margin": safe,
     }
 
