@@ -556,12 +556,18 @@ def levels_brief(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_fit(path: Path, policy: PolicyT, method: str, notes: dict[str, Any], option: str) -> None:
-    """Write a refitted policy, keeping the other methods' fit notes, and print its notes."""
+    """Write a refitted method's numbers and notes into the file as it stands now, and print
+    the notes: a fit of another method that wrote meanwhile keeps its numbers."""
     body = json.loads(path.read_text(encoding="utf-8"))
+    fitted = json.loads(policy.to_json({}))
+    for key, value in fitted.items():
+        if key != "notes" and isinstance(value, dict) and method in value:
+            body[key] = dict(sorted({**body.get(key, {}), method: value[method]}.items()))
     fits = dict(body.get("notes", {}).get("fits", {}))
     fits[method] = notes
     command = f"benchmarks/cluster.py --method METHOD {option} (once per method)"
-    path.write_text(policy.to_json({"command": command, "fits": fits}), encoding="utf-8")
+    body["notes"] = {"command": command, "fits": fits}
+    path.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     _print({"fitted": str(path), "method": method, **notes})
 
 
