@@ -234,13 +234,34 @@ NAME_ROOT = 4  # endings are not stripped below this many letters
 NAME_KEY_CHARS = 7
 
 
+# A region named after its centre ("Курщина", "Харківщина", "Донеччина", "Белгородчина"),
+# in any case: the centre's name, its last consonants softened, before "-щина"/"-чина".
+_REGION = re.compile(r"^(?P<root>[a-z]{3,}?)(?P<join>shch|chch|dch)in(?:[aeiouy]|oyu|oy|oi)?$")
+
+
+def region_centre(token: str) -> str:
+    """The centre's transliterated name in a region's name ("kurshchini" -> "kursk",
+    "kharkivshchina" -> "kharkiv", "donechchina" -> "donets"); other tokens as they are."""
+    found = _REGION.match(token)
+    if found is None:
+        return token
+    root, join = found["root"], found["join"]
+    if join == "chch":  # Донець(к) + чина
+        return root + "ts"
+    if join == "dch":  # Белгород + чина
+        return root + "d"
+    # Харків + щина; a short root lost "sk" to the softening: Кур(ськ) + щина.
+    return root if len(root) >= NAME_ROOT else root + "sk"
+
+
 def name_key(token: str) -> str:
     """A transliterated name folded to a root that its uk, ru and en forms share.
 
     Crude on purpose: names are few and rare, so a rare collision costs little,
-    while "Курській"/"Курской"/"Kursk" failing to meet costs every cross-language pair.
+    while "Курській"/"Курщині"/"Курской"/"Kursk" failing to meet costs every
+    cross-language pair.
     """
-    key = token
+    key = region_centre(token)
     for latin, folded in _FOLDS:
         key = key.replace(latin, folded)
     key = _REPEATS.sub(r"\1", key.translate(_FOLD_LETTERS))
