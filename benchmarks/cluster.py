@@ -109,7 +109,7 @@ EVENT_CROSS_GRID = tuple(round(0.04 * i, 2) for i in range(7))
 # The storyline fit: the same bar, at the storyline level.
 STORYLINE_PRECISION = 0.93
 STORYLINE_JOIN_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(21))  # 0.40 .. 0.80
-STORYLINE_DECAY_GRID = (0.0,)  # centroid cosine lost per day apart (0.01 was never chosen)
+STORYLINE_DECAY_GRID = (0.0,)  # score lost per day apart (0.01 let lone reports link)
 STORYLINE_NAMES_GRID = (0.0, 0.3, 0.6, 0.9)  # weight of the cosine of the name counts
 STORYLINE_FLOOR_GRID = (0.0, 0.2, 0.4)  # the name cosine that counts as no evidence
 # The story level's fit, scored by the storylines it leads to: the same bar.
