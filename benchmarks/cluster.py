@@ -109,7 +109,7 @@ EVENT_CROSS_GRID = tuple(round(0.04 * i, 2) for i in range(7))
 # The storyline fit: the same bar, at the storyline level.
 STORYLINE_PRECISION = 0.93
 STORYLINE_JOIN_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(21))  # 0.40 .. 0.80
-STORYLINE_DECAY_GRID = (0.0,)  # score lost per day apart (0.01 let lone reports link)
+STORYLINE_DECAY_GRID = (0.0, 0.01)  # score lost per day apart
 STORYLINE_NAMES_GRID = (0.0, 0.3, 0.6, 0.9)  # weight of the cosine of the name counts
 STORYLINE_FLOOR_GRID = (0.0, 0.2, 0.4)  # the name cosine that counts as no evidence
 # The story level's fit, scored by the storylines it leads to: the same bar.
@@ -466,8 +466,10 @@ def fit_storylines(
     reaches the bars with a margin, and whose F1 is near the best. Names are
     evidence beside a like embedding, never enough alone: a candidate whose
     names could reach the join by themselves (`names` times one less the
-    floor) is not tried. The window and the centroid's memory are the
-    definition's, not fitted.
+    floor) is not tried. The window, the centroid's memory and the loss of a
+    lone report (`lone`) are the definition's, not fitted: fitted, `lone` goes
+    to 0, and a single headline about a depot fire in Kursk region joins the
+    incursion there.
     """
     settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
     grid = [
@@ -560,6 +562,7 @@ def write_fit(path: Path, policy: PolicyT, method: str, notes: dict[str, Any], o
     the notes: a fit of another method that wrote meanwhile keeps its numbers."""
     body = json.loads(path.read_text(encoding="utf-8"))
     fitted = json.loads(policy.to_json({}))
+    body["meaning"] = fitted["meaning"]  # what each number means, as the code reads it
     for key, value in fitted.items():
         if key != "notes" and isinstance(value, dict) and method in value:
             body[key] = dict(sorted({**body.get(key, {}), method: value[method]}.items()))

@@ -196,6 +196,20 @@ def test_shared_names_count_once_both_storylines_hold_two_reports() -> None:
     assert lines.link() == [("b", "a")]
 
 
+def test_a_lone_report_needs_the_lone_loss_to_spare_before_it_joins() -> None:
+    # One headline that reads like a storyline (cosine 0.85, join 0.8) is kept
+    # apart while it stands alone; a second report of its story links it.
+    policy = StorylinePolicy(21.0, 24, {"embedding": 0.8}, {"embedding": 0.0}, {}, lone=0.1)
+    lines = StorylineIndex("embedding", policy, shelf_rows=16, dim=3, max_storylines=8)
+    for hour in range(3):
+        lines.place("a", T0 + timedelta(hours=hour), unit(1, 0, 0))
+    lines.link()
+    lines.place("b", T0 + timedelta(days=1), unit(0.85, 0.527, 0))
+    assert lines.link() == []
+    lines.place("b", T0 + timedelta(days=1, hours=1), unit(0.85, 0.527, 0))
+    assert lines.link() == [("b", "a")]
+
+
 def test_storylines_that_name_nothing_in_common_lose_by_the_names_floor() -> None:
     # Two strikes that read alike (cosine 0.8) in places with other names: a floor
     # makes the lack of shared names count against them, a weight without one does not.

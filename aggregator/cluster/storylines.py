@@ -53,6 +53,9 @@ FIELDS = {
     "'days and weeks'; not fitted)",
     "memory": "a storyline's centroid mostly holds about this many latest reports, so it "
     "follows the drift of its news (not fitted)",
+    "lone": "score lost when either storyline holds a single report: one headline is too little "
+    "to tell its storyline by, and a lone report on a depot fire in Kursk region reads like the "
+    "incursion there (not fitted: with it at 0 the fit links such reports)",
     "join": "per method: least score at which two storylines become one; the score is the "
     "cosine of their centroids of language-centred embeddings, plus names times the cosine "
     "of their name counts less names_floor, minus decay times the days between the later one's first report "
@@ -81,6 +84,7 @@ class Rule(NamedTuple):
     decay: float
     names: float
     names_floor: float = 0.0
+    lone: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class StorylinePolicy:
     decay: dict[str, float]
     names: dict[str, float]
     names_floor: dict[str, float] = field(default_factory=dict)
+    lone: float = 0.0
 
     def for_method(self, method: str) -> Rule | None:
         """The numbers of `method`; None: it links no storylines."""
@@ -103,6 +108,7 @@ class StorylinePolicy:
             self.decay.get(method, 0.0),
             self.names.get(method, 0.0),
             self.names_floor.get(method, 0.0),
+            self.lone,
         )
 
     def to_json(self, notes: dict[str, object]) -> str:
@@ -110,6 +116,7 @@ class StorylinePolicy:
             "meaning": FIELDS,
             "window_days": self.window_days,
             "memory": self.memory,
+            "lone": self.lone,
             "join": dict(sorted(self.join.items())),
             "decay": dict(sorted(self.decay.items())),
             "names": dict(sorted(self.names.items())),
@@ -126,6 +133,7 @@ def read_policy(path: Path) -> StorylinePolicy:
         return StorylinePolicy(
             window_days=float(body["window_days"]),
             memory=int(body["memory"]),
+            lone=float(body["lone"]),
             join={str(k): float(v) for k, v in body["join"].items()},
             decay={str(k): float(v) for k, v in body["decay"].items()},
             names={str(k): float(v) for k, v in body["names"].items()},
@@ -278,12 +286,15 @@ def names_cosine(a: dict[int, float], b: dict[int, float]) -> float:
 def score(line: Storyline, other: Storyline, rule: Rule) -> float:
     """How strongly two storylines are one: the cosine of their embedding centroids,
     plus `rule.names` times the cosine of their name counts less `rule.names_floor`
-    (once both hold two reports), less `rule.decay` per day between them."""
+    (once both hold two reports), less `rule.decay` per day between them, less
+    `rule.lone` when either holds a single report."""
     a, b = line.unit, other.unit
     if a is None or b is None:
         return 0.0
     bonus = 0.0
-    if rule.names and min(line.size, other.size) >= NAMES_FROM_REPORTS:
+    if min(line.size, other.size) < NAMES_FROM_REPORTS:
+        bonus = -rule.lone
+    elif rule.names:
         bonus = rule.names * (names_cosine(line.names, other.names) - rule.names_floor)
     first, second = sorted((line, other), key=lambda s: s.started)
     apart_days = max((second.started - first.latest).total_seconds(), 0.0) / 86400.0
