@@ -58,7 +58,8 @@ FIELDS = {
     "incursion there (not fitted: with it at 0 the fit links such reports)",
     "join": "per method: least score at which two storylines become one; the score is the "
     "cosine of their centroids of language-centred embeddings, plus names times the cosine "
-    "of their name counts less names_floor, minus decay times the days between the later one's first report "
+    "of their name counts less names_floor (or minus lone while either holds a single report), "
+    "minus decay times the days between the later one's first report "
     "and the earlier one's latest; a method without a join links no storylines (its "
     "stories are its storylines)",
     "decay": "per method: score lost per day between the two storylines",
