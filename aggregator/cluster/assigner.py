@@ -290,7 +290,9 @@ class StoryAssigner:
         if story is None or score < self.threshold:
             self._found(prepared, doc.id)
             self._queue_second_looks(doc.id)
-            line = self._storylines.place(doc.id, doc.published, prepared.embedding, prepared.names)
+            line = self._storylines.place(
+                doc.id, doc.published, prepared.embedding, prepared.names, lang=doc.lang
+            )
             event = self._events.place(line, EventReport.from_prepared(prepared))
             return Assignment(
                 doc.id,
@@ -300,7 +302,9 @@ class StoryAssigner:
                 event_key=event.event_key,
             )
         self._join(prepared, story)
-        line = self._storylines.place(story.id, doc.published, prepared.embedding, prepared.names)
+        line = self._storylines.place(
+            story.id, doc.published, prepared.embedding, prepared.names, lang=doc.lang
+        )
         event = self._events.place(line, EventReport.from_prepared(prepared))
         return Assignment(doc.id, line, similarity=round(score, 6), event_key=event.event_key)
 
@@ -333,6 +337,7 @@ class StoryAssigner:
             doc.published,
             prepared.embedding,
             prepared.names,
+            lang=doc.lang,
             storyline_id=assignment.story_id,
         )
         report = EventReport.from_prepared(prepared)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -59,6 +59,7 @@ FIELDS = {
     "join": "per method: least score at which two storylines become one; the score is the "
     "cosine of their centroids of language-centred embeddings, plus names times the cosine "
     "of their name counts less names_floor (or minus lone while either holds a single report), "
+    "plus cross times one less the cosine of their language counts, "
     "minus decay times the days between the later one's first report "
     "and the earlier one's latest; a method without a join links no storylines (its "
     "stories are its storylines)",
@@ -70,8 +71,13 @@ FIELDS = {
     "`names` times (their cosine minus this floor), so two storylines that name little in "
     "common lose score (a drone strike in Rostov region and one on Odesa's port read alike "
     "but name different places)",
+    "cross": "per method: added to the score times one less the cosine of the two storylines' "
+    "decayed counts of their reports' languages: a multilingual embedding keeps some of the "
+    "language in a centroid, so a storyline told in English meets one told in Ukrainian and "
+    "Russian lower than one told in English (the WHO's mpox emergency, one happening, met "
+    "itself across languages at 0.59)",
 }
-NAMES_KEPT_ABOVE = 0.05  # a name's decayed count below this is forgotten (memory bound)
+NAMES_KEPT_ABOVE = 0.05  # a name's or language's decayed count below this is forgotten
 NAMES_KEPT = 32  # a storyline keeps at most this many of its heaviest names (memory bound)
 # A lone report names too few names to tell its storyline by: "Kursk" in one
 # headline about a depot fire is no evidence of the incursion there.
@@ -86,6 +92,7 @@ class Rule(NamedTuple):
     names: float
     names_floor: float = 0.0
     lone: float = 0.0
+    cross: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class StorylinePolicy:
     names: dict[str, float]
     names_floor: dict[str, float] = field(default_factory=dict)
     lone: float = 0.0
+    cross: dict[str, float] = field(default_factory=dict)
 
     def for_method(self, method: str) -> Rule | None:
         """The numbers of `method`; None: it links no storylines."""
@@ -110,6 +118,7 @@ class StorylinePolicy:
             self.names.get(method, 0.0),
             self.names_floor.get(method, 0.0),
             self.lone,
+            self.cross.get(method, 0.0),
         )
 
     def to_json(self, notes: dict[str, object]) -> str:
@@ -122,6 +131,7 @@ class StorylinePolicy:
             "decay": dict(sorted(self.decay.items())),
             "names": dict(sorted(self.names.items())),
             "names_floor": dict(sorted(self.names_floor.items())),
+            "cross": dict(sorted(self.cross.items())),
             "notes": notes,
         }
         return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
@@ -139,6 +149,7 @@ def read_policy(path: Path) -> StorylinePolicy:
             decay={str(k): float(v) for k, v in body["decay"].items()},
             names={str(k): float(v) for k, v in body["names"].items()},
             names_floor={str(k): float(v) for k, v in body["names_floor"].items()},
+            cross={str(k): float(v) for k, v in body["cross"].items()},
         )
 
     return read_model_file(path, "storyline", "benchmarks/cluster.py --fit-storylines", build)
@@ -163,13 +174,14 @@ class Storyline:
     # sum (owned: updated in place): 768 bytes a storyline, not 1.5 kB.
     total: np.ndarray | None = None
     names: dict[int, float] = field(default_factory=dict)  # decayed counts of name keys
+    languages: dict[str, float] = field(default_factory=dict)  # decayed counts of languages
     # The norm of `total` once asked for, until `total` next changes: a link pass
     # asks each storyline for its `unit` a dozen times. A float, not the unit
     # vector itself, which would cost 1.5 KB a storyline.
     total_norm: float | None = field(default=None, repr=False, compare=False)
 
     # What a snapshot saves (`save_all`, `load_all`); every other field is saved.
-    SNAPSHOT: ClassVar = ("id started latest size stories total names", "total_norm")
+    SNAPSHOT: ClassVar = ("id started latest size stories total names languages", "total_norm")
 
     @staticmethod
     def save_all(out: Writer, lines: list[Storyline]) -> None:
@@ -190,6 +202,7 @@ class Storyline:
             [np.array(list(x.names.values()), np.float64) for x in lines],
             np.float64,
         )
+        out.value("languages", [line.languages for line in lines])
 
     @staticmethod
     def load_all(source: Reader) -> list[Storyline]:
@@ -202,7 +215,13 @@ class Storyline:
         totals = source.optional("total", EMBEDDING_SUM)
         keys = source.ragged("names.keys", np.int64)
         weights = source.ragged("names.counts", np.float64)
-        same_length(ids, started, latest, sizes, counts, totals, keys, weights)
+        languages = source.value("languages")
+        same_length(ids, started, latest, sizes, counts, totals, keys, weights, languages)
+        if not all(
+            isinstance(x, dict) and all(isinstance(v, float | int) for v in x.values())
+            for x in languages
+        ):
+            raise SnapshotError("storyline languages in the snapshot are malformed")
         if sum(counts) != len(stories):
             raise SnapshotError("storylines in the snapshot do not add up to their stories")
         lines: list[Storyline] = []
@@ -217,19 +236,30 @@ class Storyline:
                     stories=set(stories[at : at + counts[i]]),
                     total=totals[i],
                     names=dict(zip(keys[i].tolist(), weights[i].tolist(), strict=True)),
+                    languages={str(k): float(v) for k, v in languages[i].items()},
                 )
             )
             at += counts[i]
         return lines
 
     def add(
-        self, published: datetime, vector: np.ndarray | None, names: Iterable[int], memory: int
+        self,
+        published: datetime,
+        vector: np.ndarray | None,
+        names: Iterable[int],
+        memory: int,
+        lang: str = "",
     ) -> None:
         keep = 1.0 - 1.0 / memory
         self.names = {k: w * keep for k, w in self.names.items() if w * keep > NAMES_KEPT_ABOVE}
         for key in names:
             self.names[key] = self.names.get(key, 0.0) + 1.0
         self._trim_names()
+        self.languages = {
+            k: w * keep for k, w in self.languages.items() if w * keep > NAMES_KEPT_ABOVE
+        }
+        if lang:
+            self.languages[lang] = self.languages.get(lang, 0.0) + 1.0
         self.size += 1
         self.latest = max(self.latest, published)
         self.started = min(self.started, published)
@@ -251,6 +281,8 @@ class Storyline:
         for key, w in other.names.items():
             self.names[key] = self.names.get(key, 0.0) + w
         self._trim_names()
+        for lang, w in other.languages.items():
+            self.languages[lang] = self.languages.get(lang, 0.0) + w
         if other.total is not None:
             if self.total is None:
                 self.total = other.total.copy()
@@ -275,8 +307,9 @@ class Storyline:
         return as32 / np.float32(norm) if norm else None
 
 
-def names_cosine(a: dict[int, float], b: dict[int, float]) -> float:
-    """The cosine of two storylines' decayed name counts (0 when either has none)."""
+def counts_cosine(a: Mapping[Any, float], b: Mapping[Any, float]) -> float:
+    """The cosine of two storylines' decayed counts of names or languages (0 when either
+    has none)."""
     if not a or not b:
         return 0.0
     small, big = (a, b) if len(a) <= len(b) else (b, a)
@@ -288,7 +321,8 @@ def score(line: Storyline, other: Storyline, rule: Rule) -> float:
     """How strongly two storylines are one: the cosine of their embedding centroids,
     plus `rule.names` times the cosine of their name counts less `rule.names_floor`
     (once both hold two reports), less `rule.decay` per day between them, less
-    `rule.lone` when either holds a single report."""
+    `rule.lone` when either holds a single report, plus `rule.cross` times how little
+    their languages overlap (nothing when either has reports of no known language)."""
     a, b = line.unit, other.unit
     if a is None or b is None:
         return 0.0
@@ -296,7 +330,9 @@ def score(line: Storyline, other: Storyline, rule: Rule) -> float:
     if min(line.size, other.size) < NAMES_FROM_REPORTS:
         bonus = -rule.lone
     elif rule.names:
-        bonus = rule.names * (names_cosine(line.names, other.names) - rule.names_floor)
+        bonus = rule.names * (counts_cosine(line.names, other.names) - rule.names_floor)
+    if rule.cross and line.languages and other.languages:
+        bonus += rule.cross * (1.0 - counts_cosine(line.languages, other.languages))
     first, second = sorted((line, other), key=lambda s: s.started)
     apart_days = max((second.started - first.latest).total_seconds(), 0.0) / 86400.0
     return float(a @ b) + bonus - rule.decay * apart_days
@@ -382,9 +418,11 @@ class StorylineIndex:
         vector: np.ndarray | None,
         names: np.ndarray = NO_KEYS,
         *,
+        lang: str = "",
         storyline_id: str | None = None,
     ) -> str:
-        """Count a report placed in `story_id` in the story's storyline; returns its id.
+        """Count a report (in language `lang`, "" if unknown) placed in `story_id` in the
+        story's storyline; returns its id.
 
         A story new to the index starts its own storyline, or joins `storyline_id`
         (a stored decision replayed).
@@ -396,7 +434,7 @@ class StorylineIndex:
         if story_id not in self._of_story:
             self._of_story[story_id] = line_id
             line.stories.add(story_id)
-        self._add(line, published, vector, names.tolist())
+        self._add(line, published, vector, names.tolist(), lang)
         self._changed[line_id] = None
         if len(self._changed) > self._changed_cap:
             # Nobody links (a replay of a big window): stay bounded, as the story
@@ -502,6 +540,7 @@ class StorylineIndex:
         published: datetime,
         vector: np.ndarray | None,
         names: Iterable[int],
+        lang: str = "",
         *,
         count: bool = True,
     ) -> None:
@@ -509,7 +548,7 @@ class StorylineIndex:
         self._activity.pop(line.id, None)
         self._activity[line.id] = None
         if count:
-            line.add(published, vector, names, self.policy.memory)
+            line.add(published, vector, names, self.policy.memory, lang)
         else:
             line.latest = max(line.latest, published)
         if moved:
