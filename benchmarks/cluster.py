@@ -470,9 +470,12 @@ def fit_storylines(
     precisions, each against its own bar (`storyline_candidates`). The choice
     (`choose`): the middle of the widest plateau of joins whose precision
     reaches the bars with a margin, and whose F1 is near the best. The
-    allowance for storylines told in different languages (`cross`) is fitted
-    with the rest: UCI's half is in English alone, so it is our set's and the
-    look-alike set's to weigh. Names are
+    allowance for storylines told in different languages (`cross`) is fitted in
+    a second stage, with the names, floor and decay of the first, as the event
+    fit fits its own: fitted together with them, the floor rises, the join
+    falls, and a depot strike in Kursk region told in three languages joins the
+    incursion (tests/test_storylines.py). UCI's half is in English alone, so the
+    allowance is our set's and the look-alike set's to weigh. Names are
     evidence beside a like embedding, never enough alone: a candidate whose
     names could reach the join by themselves (`names` times one less the
     floor) is not tried. The window, the centroid's memory and the loss of a
