@@ -239,7 +239,7 @@ def test_storylines_told_in_other_languages_meet_with_the_cross_allowance() -> N
     # Two storylines whose centroids meet at 0.7 under a join of 0.8: told in one
     # language they stay apart; told in two that never overlap they gain the
     # allowance (0.2) and link, as one happening told in English and in Ukrainian
-    # does; while their languages half overlap, they gain only part of it.
+    # does; while their languages overlap, they gain next to nothing.
     def linked(first: list[str], second: list[str]) -> list[tuple[str, str]]:
         policy = replace(
             StorylinePolicy(21.0, 24, {"embedding": 0.8}, {"embedding": 0.0}, {}),

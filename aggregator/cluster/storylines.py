@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from aggregator.cluster.snapshot import (
 from aggregator.cluster.stories import COMPACT_SLACK, EMBEDDING_SUM, EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
+K = TypeVar("K")  # a key of decayed counts: a name's hash or a language
 CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
 AHEAD = 256  # changed storylines whose nearest are found in one matrix product (`link`)
 
@@ -251,13 +252,11 @@ class Storyline:
         lang: str = "",
     ) -> None:
         keep = 1.0 - 1.0 / memory
-        self.names = {k: w * keep for k, w in self.names.items() if w * keep > NAMES_KEPT_ABOVE}
+        self.names = _decayed(self.names, keep)
         for key in names:
             self.names[key] = self.names.get(key, 0.0) + 1.0
         self._trim_names()
-        self.languages = {
-            k: w * keep for k, w in self.languages.items() if w * keep > NAMES_KEPT_ABOVE
-        }
+        self.languages = _decayed(self.languages, keep)
         if lang:
             self.languages[lang] = self.languages.get(lang, 0.0) + 1.0
         self.size += 1
@@ -278,11 +277,9 @@ class Storyline:
         self.latest = max(self.latest, other.latest)
         self.started = min(self.started, other.started)
         self.stories |= other.stories
-        for key, w in other.names.items():
-            self.names[key] = self.names.get(key, 0.0) + w
+        _add_counts(self.names, other.names)
         self._trim_names()
-        for lang, w in other.languages.items():
-            self.languages[lang] = self.languages.get(lang, 0.0) + w
+        _add_counts(self.languages, other.languages)
         if other.total is not None:
             if self.total is None:
                 self.total = other.total.copy()
@@ -305,6 +302,16 @@ class Storyline:
             self.total_norm = math.sqrt(float(as32 @ as32))
         norm = self.total_norm
         return as32 / np.float32(norm) if norm else None
+
+
+def _decayed(counts: dict[K, float], keep: float) -> dict[K, float]:
+    """Decayed counts after one more report: each times `keep`, the faintest forgotten."""
+    return {k: w * keep for k, w in counts.items() if w * keep > NAMES_KEPT_ABOVE}
+
+
+def _add_counts(into: dict[K, float], other: Mapping[K, float]) -> None:
+    for key, w in other.items():
+        into[key] = into.get(key, 0.0) + w
 
 
 def counts_cosine(a: Mapping[Any, float], b: Mapping[Any, float]) -> float:
