@@ -154,16 +154,18 @@ _MANY_CANDIDATES = 256  # from here, repeated candidates cost more than dropping
 # merge sorts them all (a few tens of ms at capacity), so not too often.
 FRESH_BUCKETS = 16_384
 _NO_ROWS = np.zeros(0, np.int32)
+_NO_BANDS = np.zeros(0, np.intp)
 # Odd multipliers of the band hash (64 bits, wrapping), and one per band number.
 _HASH_MULTIPLIERS = (_RNG.integers(0, 2**63, 2, dtype=np.uint64) * 2 + 1).astype(np.uint64)
 _BAND_SALTS = _RNG.integers(0, 2**63, BANDS, dtype=np.uint64)
 
 
-def _crc32_by_position() -> tuple[np.ndarray, int]:
+def _crc32_by_position() -> tuple[np.ndarray, ...]:
     """Tables that give the CRC-32 of any SHINGLE_CHARS bytes without a Python loop.
 
     For messages of one length CRC-32 is affine: the CRC of the zero message,
-    XOR one table value per byte, chosen by the byte and its position.
+    XOR one table value per byte, chosen by the byte and its position. The zero
+    message's CRC is folded into the first table.
     """
     zero = zlib.crc32(bytes(SHINGLE_CHARS))
     tables = np.empty((SHINGLE_CHARS, 256), np.uint32)
@@ -172,10 +174,11 @@ def _crc32_by_position() -> tuple[np.ndarray, int]:
             message = bytearray(SHINGLE_CHARS)
             message[position] = value
             tables[position, value] = zlib.crc32(message) ^ zero
-    return tables, zero
+    tables[0] ^= zero
+    return tuple(tables)
 
 
-_CRC_TABLES, _CRC_ZERO = _crc32_by_position()
+_CRC_TABLES = _crc32_by_position()
 
 
 def shingle_text(title: str, text: str) -> str:
@@ -191,10 +194,11 @@ def shingle_hashes(folded: str) -> np.ndarray:
         # A character is 1 to 4 bytes here, so shingles differ in length: one at a time.
         shingles = {folded[i : i + SHINGLE_CHARS] for i in range(count)}
         return np.fromiter((zlib.crc32(s.encode()) for s in shingles), np.uint32, len(shingles))
-    data = np.frombuffer(folded.encode("ascii"), np.uint8)
-    crc = np.full(count, _CRC_ZERO, np.uint32)
-    for position, table in enumerate(_CRC_TABLES):
-        crc ^= table[data[position : position + count]]
+    # Byte values as indices once (`take` is quicker than indexing with uint8).
+    data = np.frombuffer(folded.encode("ascii"), np.uint8).astype(np.intp)
+    crc = _CRC_TABLES[0].take(data[:count])
+    for position in range(1, SHINGLE_CHARS):
+        crc ^= _CRC_TABLES[position].take(data[position : position + count])
     return crc
 
 
@@ -323,49 +327,80 @@ class NearDuplicates:
     def _match(self, sig: np.ndarray, hashes: np.ndarray, at: float) -> str | None:
         # Candidates in the order they are met, by band, then oldest first; argmax
         # picks the first of the best, so a tie goes to the one met first.
-        rows = self._bucket_rows(sig, hashes)
+        met, met_bands = self._bucket_rows(hashes)
+        if not len(met):
+            return None
+        rows, bands = met, met_bands
+        if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
+            first_seen = np.sort(np.unique(rows, return_index=True)[1])
+            rows, bands = rows[first_seen], bands[first_seen]
+        # Agreeing rows counted by a matrix-vector product: exact (at most 64), and
+        # much quicker than count_nonzero along an axis. A forgotten row (-1, only
+        # there while `_forgotten` counts some) reads the last signature; its score,
+        # and that of a report beyond the horizon, is struck out.
+        agree = self._signatures[rows] == sig
+        scores = agree.astype(np.float32) @ _ONES
+        if self._forgotten:
+            scores[rows < 0] = -1
+        if self.horizon < math.inf:
+            scores[self._times[rows] < at - self.horizon] = -1
+        first = int(scores.argmax())
+        if scores[first] < 0 or int(scores[first]) / len(sig) < self.threshold:
+            return None
+        # A bucket is found by a hash of its band, so a candidate's band may differ
+        # from the report's (two bands, one hash). Only the best candidate's band
+        # needs comparing: when it is the report's own, the candidates left out by
+        # comparing all could not have come first; when not, all are compared.
+        if agree[first].reshape(BANDS, -1)[bands[first]].all():
+            return self._ids[rows[first]]
+        return self._match_exactly(sig, met, met_bands, at)
+
+    def _match_exactly(
+        self, sig: np.ndarray, rows: np.ndarray, bands: np.ndarray, at: float
+    ) -> str | None:
+        """`_match` when a candidate's band only shares its hash with the report's: every
+        candidate's band compared first, and those that differ left out."""
+        alive = rows >= 0
+        rows, bands = rows[alive], bands[alive]
+        by_band = self._signatures[rows].reshape(len(rows), BANDS, SIGNATURE_SIZE // BANDS)
+        same = (by_band[np.arange(len(rows)), bands] == sig.reshape(BANDS, -1)[bands]).all(axis=1)
+        rows = rows[same]
         if self.horizon < math.inf and len(rows):
             rows = rows[self._times[rows] >= at - self.horizon]
         if not len(rows):
             return None
-        if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
-            rows = rows[np.sort(np.unique(rows, return_index=True)[1])]
-        # Agreeing rows counted by a matrix-vector product: exact (at most 64), and
-        # much quicker than count_nonzero along an axis.
         agreeing = (self._signatures[rows] == sig).astype(np.float32) @ _ONES
         first = int(agreeing.argmax())
         if int(agreeing[first]) / len(sig) < self.threshold:
             return None
         return self._ids[rows[first]]
 
-    def _bucket_rows(self, sig: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """The rows of every bucket `sig` is in, band by band, each bucket oldest first."""
-        starts = np.searchsorted(self._hashes, hashes, "left")
-        ends = np.searchsorted(self._hashes, hashes, "right")
-        parts: list[np.ndarray] = []
+    def _bucket_rows(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows in every bucket of the band hashes, band by band, each bucket oldest
+        first, with the band each was met in; a forgotten row is -1, and a row whose band
+        only shares its hash with the report's is among them."""
+        starts = np.searchsorted(self._hashes, hashes, "left").tolist()
+        ends = np.searchsorted(self._hashes, hashes, "right").tolist()
+        hash_rows, fresh = self._hash_rows, self._fresh
+        # Each bucket's rows as bytes, joined once: a numpy array per bucket cost more.
+        parts: list[bytes] = []
         bands: list[int] = []
-        fresh = self._fresh
-        for band, (start, end, key) in enumerate(
-            zip(starts.tolist(), ends.tolist(), hashes.tolist(), strict=True)
-        ):
+        counts: list[int] = []
+        for band, key in enumerate(hashes.tolist()):
+            start, end = starts[band], ends[band]
             if start < end:
-                parts.append(self._hash_rows[start:end])
+                parts.append(hash_rows[start:end].tobytes())
                 bands.append(band)
+                counts.append(end - start)
             newer = fresh.get(key)
             if newer is not None:
-                parts.append(np.frombuffer(newer, np.int32))
+                parts.append(newer)
                 bands.append(band)
+                counts.append(len(newer) // 4)
         if not parts:
-            return _NO_ROWS
-        rows = np.concatenate(parts)
-        band_of = np.repeat(np.array(bands, np.intp), [len(p) for p in parts])
-        # Only rows whose band is the report's own: not forgotten, no hash collision.
-        alive = rows >= 0
-        rows, band_of = rows[alive], band_of[alive]
-        by_band = self._signatures[rows].reshape(len(rows), BANDS, SIGNATURE_SIZE // BANDS)
-        own = sig.reshape(BANDS, -1)
-        same = (by_band[np.arange(len(rows)), band_of] == own[band_of]).all(axis=1)
-        return rows[same]
+            return _NO_ROWS, _NO_BANDS
+        rows = np.frombuffer(b"".join(parts), np.int32)
+        return rows, np.repeat(np.array(bands, np.intp), counts)
 
     def _remember(self, doc_id: str, sig: np.ndarray, hashes: np.ndarray, at: float) -> None:
         if doc_id in self._rows:
@@ -387,15 +422,14 @@ class NearDuplicates:
     def _merge_fresh(self) -> None:
         """Move the latest buckets into the sorted arrays, dropping forgotten rows."""
         fresh = self._fresh
-        rows = [np.frombuffer(v, np.int32) for v in fresh.values()]
+        sizes = [len(packed) // 4 for packed in fresh.values()]
         kept = self._hash_rows >= 0
         hashes = np.concatenate(
-            (
-                self._hashes[kept],
-                np.repeat(np.fromiter(fresh, np.uint64, len(fresh)), [len(r) for r in rows]),
-            )
+            (self._hashes[kept], np.repeat(np.fromiter(fresh, np.uint64, len(fresh)), sizes))
         )
-        all_rows = np.concatenate((self._hash_rows[kept], *rows))
+        # The buckets' rows joined as bytes, then read at once: an array each cost more.
+        fresh_rows = np.frombuffer(b"".join(fresh.values()), np.int32)
+        all_rows = np.concatenate((self._hash_rows[kept], fresh_rows))
         # Stable: a hash's older rows (already merged, then in the order added) stay first.
         order = np.argsort(hashes, kind="stable")
         self._hashes, self._hash_rows = hashes[order], all_rows[order]

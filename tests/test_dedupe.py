@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -172,14 +173,21 @@ def test_the_near_duplicate_index_forgets_the_oldest() -> None:
     assert index.add("c", "Ukrainian troops cross into Kursk region", BODY) is None
 
 
-def _near_by_definition(docs: list[tuple[str, str, str]], capacity: int) -> list[str | None]:
+def _near_by_definition(
+    docs: list[tuple[str, str, str]],
+    capacity: int,
+    times: list[float] | None = None,
+    horizon: float = math.inf,
+) -> list[str | None]:
     """What `NearDuplicates.add` answers, by its definition: of the latest `capacity`
-    reports sharing a band, band by band and oldest first, the first that agrees most."""
+    reports sharing a band, band by band and oldest first, the first that agrees most
+    (of those at most `horizon` seconds older, with each report's time in `times`)."""
     from aggregator.dedupe import BANDS, NEAR_JACCARD, signature
 
-    kept: list[tuple[str, np.ndarray]] = []
+    kept: list[tuple[str, np.ndarray, float]] = []
     answers: list[str | None] = []
-    for doc_id, title, text in docs:
+    for n, (doc_id, title, text) in enumerate(docs):
+        at = 0.0 if times is None else times[n]
         sig = signature(title, text)
         if sig is None:
             answers.append(None)
@@ -188,16 +196,30 @@ def _near_by_definition(docs: list[tuple[str, str, str]], capacity: int) -> list
         met = [
             (other_id, other)
             for band in range(BANDS)
-            for other_id, other in kept
+            for other_id, other, other_at in kept
             if np.array_equal(other.reshape(BANDS, -1)[band], bands[band])
+            and other_at >= at - horizon
         ]
         scores = [int(np.count_nonzero(other == sig)) for _, other in met]
         best = max(range(len(met)), key=lambda n: (scores[n], -n), default=None)
         fits = best is not None and scores[best] / len(sig) >= NEAR_JACCARD
         answers.append(met[best][0] if best is not None and fits else None)
-        if doc_id not in {k for k, _ in kept}:
-            kept = [*kept, (doc_id, sig)][-capacity:]
+        if doc_id not in {k for k, _, _ in kept}:
+            kept = [*kept, (doc_id, sig, at)][-capacity:]
     return answers
+
+
+def _edited_reports() -> list[tuple[str, str, str]]:
+    """160 reports, many of them light edits of one another."""
+    words = BODY.split()
+    docs = []
+    for n in range(160):
+        edited = list(words)
+        edited[n % len(words)] = f"edit{n % 7}"  # seven versions of each word's edit
+        if n % 5 == 0:
+            edited = edited[::-1]  # another text altogether
+        docs.append((str(n), f"Report {n % 3}", " ".join(edited)))
+    return docs
 
 
 @pytest.mark.parametrize(
@@ -211,17 +233,38 @@ def test_the_near_duplicate_index_answers_as_its_definition(
     from aggregator import dedupe
 
     monkeypatch.setattr(dedupe, "FRESH_BUCKETS", fresh_buckets)
-    words = BODY.split()
-    docs = []
-    for n in range(160):
-        edited = list(words)
-        edited[n % len(words)] = f"edit{n % 7}"  # seven versions of each word's edit
-        if n % 5 == 0:
-            edited = edited[::-1]  # another text altogether
-        docs.append((str(n), f"Report {n % 3}", " ".join(edited)))
+    docs = _edited_reports()
     index = dedupe.NearDuplicates(capacity=capacity)
     answers = [index.add(*doc) for doc in docs]
     assert answers == _near_by_definition(docs, capacity)
+    assert sum(a is not None for a in answers) > 40
+
+
+@pytest.mark.parametrize(
+    ("fresh_buckets", "capacity", "horizon"),
+    [
+        (0, 12, math.inf),
+        (40, 12, 30.0),
+        (16_384, 200, math.inf),
+        (16_384, 200, 30.0),
+        (200, 2, 30.0),
+    ],
+)
+def test_bands_that_only_share_their_hash_do_not_make_candidates(
+    fresh_buckets: int, capacity: int, horizon: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buckets are found by a hash of each band: with one that collides all the time
+    (three values in all), the answers are still the definition's, within a horizon too."""
+    from aggregator import dedupe
+
+    real_hashes = dedupe._band_hashes
+    monkeypatch.setattr(dedupe, "_band_hashes", lambda sig: real_hashes(sig) % np.uint64(3))
+    monkeypatch.setattr(dedupe, "FRESH_BUCKETS", fresh_buckets)
+    docs = _edited_reports()
+    times = [10.0 * (n // 2) for n in range(len(docs))]
+    index = dedupe.NearDuplicates(capacity=capacity, horizon=horizon)
+    answers = [index.add(*doc, at) for doc, at in zip(docs, times, strict=True)]
+    assert answers == _near_by_definition(docs, capacity, times, horizon)
     assert sum(a is not None for a in answers) > 40
 
 
