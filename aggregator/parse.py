@@ -53,10 +53,6 @@ _SANITISED_BLOCK_TAG = re.compile(
     rf'</?(?:{_BLOCK_NAMES})(?=[\s/>])[^<>"]*+(?:"[^"]*+"[^<>"]*+)*+>'
 )
 _TEXT_ONLY_CONTENT = {"script", "style", "template", "noscript"}
-# What `_joined` takes for an absolute http(s) link (a scheme, then a host), and what
-# makes urljoin rewrite one.
-_ABSOLUTE_HTTP = re.compile(r"https?://[^/?#]")
-_CHANGED_BY_JOIN = re.compile(r"[\t\n\r]|[?#;]\Z|[?;]#|;\?")
 # HTML of a title is read this far at most: markup may take room, text beyond is cut.
 _TITLE_HTML_CHARS = 8 * bounds.MAX_TITLE_CHARS
 
@@ -516,7 +512,7 @@ def _http_link(link: str | None, base: str) -> str | None:
     if not link or not link.strip() or len(link) > bounds.MAX_LINK_CHARS:
         return None
     try:
-        absolute = _joined(base, _clean(link).strip())
+        absolute = urljoin(base, _clean(link).strip())
         parts = urlsplit(absolute)
         _ = parts.port  # raises ValueError for a port out of range
     except ValueError:
@@ -525,22 +521,6 @@ def _http_link(link: str | None, base: str) -> str | None:
     if len(absolute) > bounds.MAX_LINK_CHARS:
         return None
     return absolute if usable and not any(c.isspace() for c in parts.netloc) else None
-
-
-def _joined(base: str, link: str) -> str:
-    """`urljoin(base, link)`, without its cost for most feeds' links.
-
-    urljoin gives an http(s) link with a host back as urlparse and urlunparse rebuild
-    it, whatever the base: unchanged, unless the link has a character urlsplit drops
-    (tab, newline) or an empty query, fragment or path parameter ("?", "#" or ";" with
-    nothing after), which the rebuilt link leaves out.
-    """
-    if base and _ABSOLUTE_HTTP.match(link) and not _CHANGED_BY_JOIN.search(link):
-        # Parsed as urljoin parses them, so that a malformed one raises ValueError as there.
-        urlsplit(base)
-        urlsplit(link)
-        return link
-    return urljoin(base, link)
 
 
 def _content_hash(title: str, text: str) -> str:

@@ -618,69 +618,6 @@ def test_a_weird_entry_link_cannot_break_link_resolution_in_its_body() -> None:
     assert 'href="http://outlet.test/rel"' in entry.summary_html  # the feed URL is the base
 
 
-# Absolute http(s) links skip urljoin (aggregator.parse._joined): links close to those,
-# which urljoin rewrites or refuses, against bases of the same scheme, another, none
-# and a malformed one.
-JOIN_LINKS = [
-    "https://outlet.test/news/1",
-    "http://outlet.test/news/1?id=2&b=3#top",
-    "HTTPS://Outlet.test/news/1",
-    "https://outlet.test",
-    "https://outlet.test?",
-    "https://outlet.test/a?",
-    "https://outlet.test/a#",
-    "https://outlet.test/a?#",
-    "https://outlet.test/a?q#",
-    "https://outlet.test/a#b#",
-    "https://outlet.test/a#b?",
-    "https://outlet.test/a;",
-    "https://outlet.test/a;?q=1",
-    "https://outlet.test/a;#top",
-    "https://outlet.test/a;p",
-    "https://outlet.test/a;p/b;",
-    "https://outlet.test/a;b;",
-    "https://outlet.test/a\tb",
-    "https://outlet.test/a\nb",
-    "https://out\rlet.test/",
-    "https:///news/1",
-    "https://?q",
-    "https://#f",
-    "https://outlet.test/../a/./b",
-    "https://[::1]/a",
-    "https://[::1/a",
-    "https://::1]/a",
-    "https://[v9.zz]/a",
-    "https://outlet.test:99999/a",
-    "https://user:pw@outlet.test/a",
-    "https://outlet\uff0ftest/a",
-    "https://out let.test/a b",
-    "//outlet.test/a",
-    "/a/b",
-    "a/b",
-    "?q",
-    "#f",
-    "mailto:desk@outlet.test",
-]
-JOIN_BASES = [URL, "https://outlet.test/", "ftp://outlet.test/x", "https://[::1/feed", ""]
-
-
-def joined_or_error(join: Any, base: str, link: str) -> str:
-    try:
-        return str(join(base, link))
-    except ValueError:
-        return "ValueError"
-
-
-def test_links_are_joined_as_urljoin_joins_them() -> None:
-    from urllib.parse import urljoin
-
-    from aggregator.parse import _joined
-
-    cases = [(base, link) for base in JOIN_BASES for link in JOIN_LINKS]
-    ours = [joined_or_error(_joined, base, link) for base, link in cases]
-    assert ours == [joined_or_error(urljoin, base, link) for base, link in cases]
-
-
 # --- properties ------------------------------------------------------------------------------
 
 XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -755,28 +692,6 @@ def test_plain_text_is_stored_as_the_sanitiser_writes_it(fragment: str) -> None:
     assert _sanitised(fragment, base=base) == expected
     extractor_text = _html_text(f"<p>{expected}</p>")  # through the HTML parser, always
     assert _html_text(expected) == extractor_text
-
-
-@settings(max_examples=500, deadline=None)
-@given(
-    scheme=st.sampled_from(["http://", "https://", "HTTP://", "//", ""]),
-    parts=st.lists(
-        st.sampled_from(
-            ["outlet.test", "a", "/", "?", "#", ";", ":", "@", "[", "]", "..", "=", "&"]
-        )
-        | st.sampled_from(["%20", " ", "\t", "\n", "\r", ":443", ":99999", "\uff0f", "é"])
-        | st.characters(blacklist_categories=["Cs"]),
-        max_size=8,
-    ),
-    base=st.sampled_from(JOIN_BASES),
-)
-def test_any_link_is_joined_as_urljoin_joins_it(scheme: str, parts: list[str], base: str) -> None:
-    from urllib.parse import urljoin
-
-    from aggregator.parse import _joined
-
-    link = scheme + "".join(parts)
-    assert joined_or_error(_joined, base, link) == joined_or_error(urljoin, base, link)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
