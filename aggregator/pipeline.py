@@ -37,14 +37,14 @@ from aggregator.cluster import StoryAssigner
 from aggregator.cluster.replay import Clusterer
 from aggregator.cluster.vectors import embed_stored
 from aggregator.errors import ParseError
-from aggregator.fetch import DEFERRED, fetch_all
+from aggregator.fetch import DEFERRED, polling
 from aggregator.parse import parse_feed
 from aggregator.publish.documents import Publisher, timeline_paths
 from aggregator.schedule import error_interval, host_pauses, next_check, poll_outcome
 from aggregator.settings import Settings
 from aggregator.store import IngestCounts, Store, StoryView, Term
 from aggregator.store.lease import LeaderLease
-from aggregator.types import EntryData, FetchResult, ParsedFeed, PollOutcome
+from aggregator.types import EntryData, FetchRequest, FetchResult, ParsedFeed, PollOutcome
 from aggregator.websub import changed_topics, notify_hub
 
 log = logging.getLogger(__name__)
@@ -204,38 +204,57 @@ class Pipeline:
     async def dispatch(
         self, report: CycleReport | None = None, *, deadline: float | None = None
     ) -> CycleReport:
-        """Sync the sources if needed, then claim, poll and ingest due sources in batches.
+        """Sync the sources if needed, then claim, poll and ingest due sources.
 
-        Only sources due when the call starts are taken: a source polled in this call
-        and due again meanwhile waits for the next.
+        Polls run side by side, at most twice `fetch.concurrency` claimed at once, and
+        each is stored as soon as it is done: a slow or dribbling server holds up no
+        other source. Without a `deadline`, only sources due when the call starts are
+        taken, each once. With one (the worker's), sources that fall due while polls
+        are still running are claimed too, every `worker.cycle_seconds`, until then.
         """
         report = report if report is not None else CycleReport()
         started = self.clock()
         if not self._synced:
             await asyncio.to_thread(self.store.sync_sources, self.settings.sources, started)
             self._synced = True
-        while not self._past(deadline):
-            requests = await asyncio.to_thread(
-                self.store.claim_due,
-                self.clock(),
-                self.owner,
-                lease_s=self.settings.worker.lease_seconds,
-                limit=2 * self.settings.fetch.concurrency,
-                due_by=started,
-            )
-            if not requests:
-                break
+        due_by = started if deadline is None else None
+        running: dict[asyncio.Task[FetchResult], FetchRequest] = {}
+        async with polling(self.settings.fetch, transport=self.transport, now=self.clock) as fetch:
             try:
-                results = await fetch_all(
-                    requests, self.settings.fetch, transport=self.transport, now=self.clock
-                )
+                while True:
+                    room = 2 * self.settings.fetch.concurrency - len(running)
+                    if room > 0 and not self._past(deadline):
+                        requests = await asyncio.to_thread(
+                            self.store.claim_due,
+                            self.clock(),
+                            self.owner,
+                            lease_s=self.settings.worker.lease_seconds,
+                            limit=room,
+                            due_by=due_by,
+                        )
+                        running |= {asyncio.create_task(fetch(r)): r for r in requests}
+                    if not running:
+                        break
+                    done, _ = await asyncio.wait(
+                        set(running),
+                        timeout=self.settings.worker.cycle_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    for task in done:
+                        del running[task]
+                    if done:  # a poll's fetch never raises: failures are results
+                        results = [task.result() for task in done]
+                        await asyncio.to_thread(self._ingest_all, results, report)
             except BaseException:
-                # Cancelled (a timeout, shutting down) or failed: give the sources back
-                # now rather than when their leases run out.
-                ids = [r.source_id for r in requests]
+                # Cancelled (a timeout, shutting down) or failed: give the sources still
+                # being polled back now rather than when their leases run out.
+                for task in running:
+                    task.cancel()
+                if running:
+                    await asyncio.wait(set(running))
+                ids = [r.source_id for r in running.values()]
                 await asyncio.shield(asyncio.to_thread(self.store.release_claims, self.owner, ids))
                 raise
-            await asyncio.to_thread(self._ingest_all, results, report)
         return report
 
     def _ingest_all(self, results: Sequence[FetchResult], report: CycleReport) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy.exc import DataError
 from test_pipeline import rss
 
 from aggregator import pipeline as pipeline_module
-from aggregator.pipeline import Pipeline
+from aggregator.pipeline import CycleReport, Pipeline
 from aggregator.settings import Settings, SourceConfig, parse_settings
 from aggregator.store import Store, open_store
 from aggregator.types import EntryData, PollOutcome
@@ -331,3 +332,78 @@ def test_hostile_sources_never_cost_the_healthy_ones_their_entries(
         assert asyncio.run(again.dispatch()).new_entries == 0
     finally:
         store.close()
+
+
+def dribbling(server: FeedServer, path: str) -> str:
+    """A feed that sends one byte every 50 ms, for 10 s or until the server stops."""
+
+    def dribble() -> Iterator[bytes]:
+        for _ in range(200):
+            if server.stopping.wait(0.05):
+                return
+            yield b" "
+
+    return server.route(path, lambda req: (200, {"Content-Type": "application/rss+xml"}, dribble()))
+
+
+def with_drip(server: FeedServer, names: Sequence[str], **worker: Any) -> Settings:
+    """`settings_for` the healthy `names` and a dribbling source given up after 3 s."""
+    base = settings_for(server, names)
+    drip = SourceConfig(name="Drip", url=dribbling(server, "/drip.xml"), interval=3600)
+    return dataclasses.replace(
+        base,
+        sources=(*base.sources[:1], drip, *base.sources[1:]),
+        fetch=dataclasses.replace(base.fetch, timeout_total=3.0, timeout_read=5.0),
+        worker=dataclasses.replace(base.worker, **worker),
+    )
+
+
+def test_a_dribbling_source_holds_up_no_other_source(server: FeedServer, store: Store) -> None:
+    """The healthy sources of a batch are stored while a dribbling one is still being read."""
+    pipeline = Pipeline(with_drip(server, HEALTHY), store, clock=lambda: T0 + timedelta(hours=1))
+
+    async def watch() -> tuple[dict[str, int], CycleReport]:
+        dispatch = asyncio.create_task(pipeline.dispatch())
+        stored: dict[str, int] = {}
+        for _ in range(100):  # 2 s at most, well inside the drip's 3 s
+            await asyncio.sleep(0.02)
+            stored = {name: s.entries for name, s in statuses(store).items()}
+            if all(stored.get(name.title()) == 3 for name in HEALTHY):
+                break
+        assert not dispatch.done(), "the dribbling source is still being read"
+        return stored, await dispatch
+
+    stored, report = asyncio.run(watch())
+
+    assert all(stored.get(name.title()) == 3 for name in HEALTHY), stored
+    assert (report.polled, report.errors, report.new_entries) == (5, 1, 12)
+    drip = statuses(store)["Drip"]
+    assert drip.last_error_code == "timeout" and "fetch.timeout_total" in drip.last_error
+    assert store.release_claims(pipeline.owner) == 0, "every claim was handed back"
+
+
+def test_sources_falling_due_are_polled_while_a_dribbling_one_is_read(
+    server: FeedServer, store: Store
+) -> None:
+    """With a deadline (the worker's dispatch), a source due again while a slow poll
+    runs is polled again in the same call; without one, each source once."""
+    now = [T0 + timedelta(hours=1)]
+    settings = with_drip(server, ["alpha"], cycle_seconds=0.1, lease_seconds=7200)
+    pipeline = Pipeline(settings, store, clock=lambda: now[0])
+
+    async def dispatch_and_move_on() -> CycleReport:
+        dispatch = asyncio.create_task(pipeline.dispatch(deadline=time.monotonic() + 60))
+        while not server.requests_to("/alpha.xml"):
+            await asyncio.sleep(0.02)
+        now[0] += timedelta(
+            minutes=11
+        )  # alpha (every 10 min) falls due again; the drip is still leased
+        return await dispatch
+
+    report = asyncio.run(dispatch_and_move_on())
+
+    assert len(server.requests_to("/alpha.xml")) == 2
+    assert (report.polled, report.errors) == (3, 1)
+    # Without a deadline, only what was due when the call started, once each.
+    now[0] += timedelta(hours=3)
+    assert asyncio.run(pipeline.dispatch()).polled == 2

@@ -320,7 +320,9 @@ def test_sigkill_between_storing_entries_and_their_vectors(database: str, tmp_pa
         try:
             first.wait_for(marker.exists, 60, "the first worker computing vectors")
             listed = VECTOR_SOURCES * VECTOR_ITEMS
-            assert stored_count(database) == listed, "every entry is stored"
+            # Each poll is stored as soon as it is done, so at least the first one is.
+            stored = stored_count(database)
+            assert stored and stored % VECTOR_ITEMS == 0, "whole polls are stored"
             assert vectors_stored(database) == 0, "and none has its vector yet"
         finally:
             first.kill()

@@ -1,6 +1,6 @@
 """Polling many sources in one cycle: one client, redirects followed and checked hop by hop.
 
-`fetch_all` never raises for one source's failure: each failure becomes a FetchResult
+`fetch_all` and the `fetch` of `polling` never raise for one source's failure: each failure becomes a FetchResult
 with a stable `error_code`, and a poll its host asked us to hold back comes back
 unrequested with the code DEFERRED.
 """
@@ -11,10 +11,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -52,7 +53,23 @@ async def fetch_all(
     now: Callable[[], datetime] = _utc_now,
     resolve: Resolve | None = None,
 ) -> list[FetchResult]:
-    """Poll every source concurrently and return one result per request, in order.
+    """Poll every source concurrently and return one result per request, in order
+    (see `polling`)."""
+    if not requests:
+        return []
+    async with polling(settings, transport=transport, now=now, resolve=resolve) as fetch:
+        return list(await asyncio.gather(*(fetch(request) for request in requests)))
+
+
+@asynccontextmanager
+async def polling(
+    settings: FetchSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    now: Callable[[], datetime] = _utc_now,
+    resolve: Resolve | None = None,
+) -> AsyncIterator[Callable[[FetchRequest], Coroutine[Any, Any, FetchResult]]]:
+    """`fetch(request)` for as many polls as the caller starts, side by side.
 
     One client is shared by all polls; at most `settings.concurrency` polls are in
     flight, and at most `settings.per_host_concurrency` to one host. Unless private
@@ -60,8 +77,6 @@ async def fetch_all(
     system's resolver) and refused when an address is not public; connections then go
     to the checked addresses only. A `transport` (tests) replaces the network.
     """
-    if not requests:
-        return []
     address_guard = _guard(settings, resolve)
     politeness = Politeness(
         settings.concurrency,
@@ -74,8 +89,7 @@ async def fetch_all(
     )
     network = transport or transports.for_cycle(limits, address_guard)
     async with _client(settings, network) as client:
-        poller = _Poller(client, settings, politeness, address_guard, now)
-        return list(await asyncio.gather(*(poller.fetch(request) for request in requests)))
+        yield _Poller(client, settings, politeness, address_guard, now).fetch
 
 
 def _guard(settings: FetchSettings, resolve: Resolve | None) -> Guard | None:
