@@ -224,15 +224,8 @@ class Pipeline:
                 while True:
                     room = 2 * self.settings.fetch.concurrency - len(running)
                     if room > 0 and not self._past(deadline):
-                        requests = await asyncio.to_thread(
-                            self.store.claim_due,
-                            self.clock(),
-                            self.owner,
-                            lease_s=self.settings.worker.lease_seconds,
-                            limit=room,
-                            due_by=due_by,
-                        )
-                        running |= {asyncio.create_task(fetch(r)): r for r in requests}
+                        for request in await self._claim(room, due_by):
+                            running[asyncio.create_task(fetch(request))] = request
                     if not running:
                         break
                     done, _ = await asyncio.wait(
@@ -240,22 +233,36 @@ class Pipeline:
                         timeout=self.settings.worker.cycle_seconds,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
-                    for task in done:
-                        del running[task]
                     if done:  # a poll's fetch never raises: failures are results
                         results = [task.result() for task in done]
+                        for task in done:
+                            del running[task]
                         await asyncio.to_thread(self._ingest_all, results, report)
             except BaseException:
                 # Cancelled (a timeout, shutting down) or failed: give the sources still
                 # being polled back now rather than when their leases run out.
-                for task in running:
-                    task.cancel()
-                if running:
-                    await asyncio.wait(set(running))
-                ids = [r.source_id for r in running.values()]
-                await asyncio.shield(asyncio.to_thread(self.store.release_claims, self.owner, ids))
+                await self._give_back(running)
                 raise
         return report
+
+    async def _claim(self, limit: int, due_by: datetime | None) -> list[FetchRequest]:
+        return await asyncio.to_thread(
+            self.store.claim_due,
+            self.clock(),
+            self.owner,
+            lease_s=self.settings.worker.lease_seconds,
+            limit=limit,
+            due_by=due_by,
+        )
+
+    async def _give_back(self, running: dict[asyncio.Task[FetchResult], FetchRequest]) -> None:
+        """Cancel the polls still running and release their sources' claims."""
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(set(running))
+        ids = [request.source_id for request in running.values()]
+        await asyncio.shield(asyncio.to_thread(self.store.release_claims, self.owner, ids))
 
     def _ingest_all(self, results: Sequence[FetchResult], report: CycleReport) -> None:
         # Fetched bodies are stored even when stopping: the polls are done already.

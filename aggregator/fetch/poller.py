@@ -1,8 +1,8 @@
 """Polling many sources in one cycle: one client, redirects followed and checked hop by hop.
 
-`fetch_all` and the `fetch` of `polling` never raise for one source's failure: each failure becomes a FetchResult
-with a stable `error_code`, and a poll its host asked us to hold back comes back
-unrequested with the code DEFERRED.
+`fetch_all`, and the `fetch` that `polling` yields, never raise for one source's
+failure: each failure becomes a FetchResult with a stable `error_code`, and a poll its
+host asked us to hold back comes back unrequested with the code DEFERRED.
 """
 
 from __future__ import annotations
