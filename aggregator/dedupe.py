@@ -334,46 +334,38 @@ class NearDuplicates:
         if len(rows) > _MANY_CANDIDATES:  # close copies share many bands: score each once
             first_seen = np.sort(np.unique(rows, return_index=True)[1])
             rows, bands = rows[first_seen], bands[first_seen]
-        # Agreeing rows counted by a matrix-vector product: exact (at most 64), and
-        # much quicker than count_nonzero along an axis. A forgotten row (-1, only
-        # there while `_forgotten` counts some) reads the last signature; its score,
-        # and that of a report beyond the horizon, is struck out.
+        agree, scores = self._scores(sig, rows, at)
+        first = int(scores.argmax())
+        if scores[first] < self.threshold * len(sig):
+            return None
+        # A bucket is found by a hash of its band, so a candidate's band may differ
+        # from the report's (two bands, one hash). Only the best candidate's band
+        # needs comparing: when it is the report's own, the candidates left out by
+        # comparing all could not have come first; when not, every candidate met is
+        # compared, and those whose band differs are struck out.
+        if agree[first].reshape(BANDS, -1)[bands[first]].all():
+            return self._ids[rows[first]]
+        agree, scores = self._scores(sig, met, at)
+        by_band = agree.reshape(len(met), BANDS, -1)
+        scores[~by_band[np.arange(len(met)), met_bands].all(axis=1)] = -1
+        first = int(scores.argmax())
+        return self._ids[met[first]] if scores[first] >= self.threshold * len(sig) else None
+
+    def _scores(self, sig: np.ndarray, rows: np.ndarray, at: float) -> tuple[np.ndarray, ...]:
+        """Which signature rows agree with `sig`, and how many agree per candidate row.
+
+        Counted by a matrix-vector product: exact (at most 64), and much quicker than
+        count_nonzero along an axis. A forgotten row (-1, only there while `_forgotten`
+        counts some) reads the last signature; its score, and that of a report beyond
+        the horizon, is struck out (-1).
+        """
         agree = self._signatures[rows] == sig
         scores = agree.astype(np.float32) @ _ONES
         if self._forgotten:
             scores[rows < 0] = -1
         if self.horizon < math.inf:
             scores[self._times[rows] < at - self.horizon] = -1
-        first = int(scores.argmax())
-        if scores[first] < 0 or int(scores[first]) / len(sig) < self.threshold:
-            return None
-        # A bucket is found by a hash of its band, so a candidate's band may differ
-        # from the report's (two bands, one hash). Only the best candidate's band
-        # needs comparing: when it is the report's own, the candidates left out by
-        # comparing all could not have come first; when not, all are compared.
-        if agree[first].reshape(BANDS, -1)[bands[first]].all():
-            return self._ids[rows[first]]
-        return self._match_exactly(sig, met, met_bands, at)
-
-    def _match_exactly(
-        self, sig: np.ndarray, rows: np.ndarray, bands: np.ndarray, at: float
-    ) -> str | None:
-        """`_match` when a candidate's band only shares its hash with the report's: every
-        candidate's band compared first, and those that differ left out."""
-        alive = rows >= 0
-        rows, bands = rows[alive], bands[alive]
-        by_band = self._signatures[rows].reshape(len(rows), BANDS, SIGNATURE_SIZE // BANDS)
-        same = (by_band[np.arange(len(rows)), bands] == sig.reshape(BANDS, -1)[bands]).all(axis=1)
-        rows = rows[same]
-        if self.horizon < math.inf and len(rows):
-            rows = rows[self._times[rows] >= at - self.horizon]
-        if not len(rows):
-            return None
-        agreeing = (self._signatures[rows] == sig).astype(np.float32) @ _ONES
-        first = int(agreeing.argmax())
-        if int(agreeing[first]) / len(sig) < self.threshold:
-            return None
-        return self._ids[rows[first]]
+        return agree, scores
 
     def _bucket_rows(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows in every bucket of the band hashes, band by band, each bucket oldest
