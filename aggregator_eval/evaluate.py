@@ -41,8 +41,10 @@ from aggregator.types import ClusterDoc
 from aggregator_eval.labelled import (
     LEVELS,
     UNDATED,
+    Form,
     Labelled,
     Level,
+    as_written,
     load_documents,
     load_labelled,
     load_levels,
@@ -431,15 +433,17 @@ def pair_cases(
     cross_model: PairModel | None = None,
     cache: Path | None = None,
     keep: Callable[[ClusterDoc], bool] | None = None,
+    form: Form = as_written,
 ) -> tuple[list[PairCase], float]:
     """The pairs of a pair file, and the story threshold they are decided at.
 
     The assigner first learns term (and language) statistics from every text in
     the file, labels unseen, as a running worker would have from its stream;
     then each pair gets the probability b has against a story founded by a.
-    `keep` chooses the pairs by their first document (one half of a file).
+    `keep` chooses the pairs by their first document (one half of a file); `form`
+    says how each document is told (`labelled.bare`: its headline alone).
     """
-    pairs = load_pairs(path)
+    pairs = [(form(a), form(b), same) for a, b, same in load_pairs(path)]
     assigner = StoryAssigner(settings, tuning=tuning, model=model, cross_model=cross_model)
     unique = list({doc.id: doc for a, b, _ in pairs for doc in (a, b)}.values())
     vectors = cached_vectors(unique, cache) if assigner.uses_embeddings else None

@@ -11,9 +11,10 @@ never share documents. Every mistake names the file and line.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -180,3 +181,22 @@ def _pair(row: dict[str, Any], line_no: int) -> tuple[ClusterDoc, ClusterDoc, bo
     a_time = a_time or b_time or UNDATED
     b_time = b_time or a_time
     return _doc(row, "a_", a_time), _doc(row, "b_", b_time), same
+
+
+# How a labelled report is told to the clusterer: as written, or as a feed that
+# gives headlines alone would carry it (most of them, or every other one).
+Form = Callable[[ClusterDoc], ClusterDoc]
+
+
+def as_written(doc: ClusterDoc) -> ClusterDoc:
+    return doc
+
+
+def bare(doc: ClusterDoc) -> ClusterDoc:
+    """The report with its headline and link alone, as a feed without descriptions has it."""
+    return replace(doc, text="")
+
+
+def half_bare(doc: ClusterDoc) -> ClusterDoc:
+    """Every other report bare, chosen by a hash of its id: a stream of both kinds of feed."""
+    return bare(doc) if hashlib.sha1(f"bare:{doc.id}".encode()).digest()[0] & 1 else doc

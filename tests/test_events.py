@@ -167,6 +167,38 @@ def test_a_report_in_another_language_meets_a_lower_bar() -> None:
         assert placed.new_event is not joins, lang
 
 
+def test_a_bare_headline_meets_a_lower_bar() -> None:
+    # Two headlines of one happening without their leads share fewer words, and meet
+    # lower, than the same reports with them: between the two bars, a report joins
+    # when it or the core report it meets is a bare headline, and not otherwise.
+    rule = load_policy().for_method("embedding")
+    assert rule.short > 0
+    row = at_cosine(rule.join - rule.short / 2)
+    for first_bare, second_bare in ((False, False), (True, False), (False, True), (True, True)):
+        index = EventIndex("embedding")
+        index.place(STORY, replace(embedded("a", 0, UNIT[0]), bare=first_bare))
+        placed = index.place(STORY, replace(embedded("b", 0.5, row), bare=second_bare))
+        assert placed.new_event is not (first_bare or second_bare), (first_bare, second_bare)
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("", True),
+        ("  Drone strike   sets oil depot ablaze ", True),  # the headline again
+        ("The fire at the Lgov depot burned for six hours.", False),
+    ],
+)
+def test_a_report_is_bare_when_its_feed_gives_no_lead(text: str, bare: bool) -> None:
+    from aggregator.cluster import StoryAssigner
+    from aggregator.settings import ClusterSettings
+
+    doc = ClusterDoc("a", "Drone strike sets oil depot ablaze", text, "https://x.example/a", T0, "x")
+    assigner = StoryAssigner(ClusterSettings(method="tfidf"))
+    report = EventReport.from_prepared(assigner._prepare(doc, (), None, learn=False))
+    assert report.bare is bare
+
+
 def test_a_report_is_weighed_against_the_events_first_reports_not_its_drift() -> None:
     rule = load_policy().for_method("embedding")
     index = EventIndex("embedding")
@@ -278,7 +310,13 @@ def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"events\.json.*--fit-events"):
         read_policy(path)
     policy = EventPolicy(
-        48.0, {"tfidf": 0.2}, {"tfidf": 0.0}, {"tfidf": 3}, {"tfidf": 0.0}, {"tfidf": 0.0}
+        48.0,
+        {"tfidf": 0.2},
+        {"tfidf": 0.0},
+        {"tfidf": 3},
+        {"tfidf": 0.0},
+        {"tfidf": 0.0},
+        {"tfidf": 0.0},
     )
     with pytest.raises(ValueError, match="embedding"):
         EventIndex("embedding", policy)

@@ -30,9 +30,16 @@ PRIOR_PATH = Path(__file__).with_name("news_mean.npy")
 _model: Any = None
 
 
+def lead(doc: ClusterDoc) -> str:
+    """The start of a report's text that is embedded with its headline ("" for a bare
+    headline: a feed that gives no description, or one that only repeats the title)."""
+    text = " ".join(doc.text[:LEAD_CHARS].split())
+    return "" if text == " ".join(doc.title.split()) else text
+
+
 def doc_text(doc: ClusterDoc) -> str:
-    lead = " ".join(doc.text[:LEAD_CHARS].split())
-    return f"{doc.title}. {lead}" if lead else doc.title
+    text = lead(doc)
+    return f"{doc.title}. {text}" if text else doc.title
 
 
 def embed(docs: Sequence[ClusterDoc]) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from aggregator.cluster.decision import MODEL_DIR, Prepared, read_model_file
+from aggregator.cluster.embedding import lead
 from aggregator.cluster.features import EMPTY, Vector
 from aggregator.cluster.snapshot import (
     Reader,
@@ -46,13 +47,17 @@ FIELDS = {
     "window_hours": "an event takes follow-ups for this long after its latest report, and no report later than this after its first (not fitted)",
     "join": "per method: least score to join an event; the score is the best cosine with "
     "the event's core, its first reports (language-centred embedding, or character n-gram "
-    "TF-IDF under tfidf; plus cross for a report in another language), minus decay times "
+    "TF-IDF under tfidf; plus cross for a report in another language, plus short when "
+    "either is a bare headline), minus decay times "
     "the days since the event's latest report, minus age times the days since its first",
     "decay": "per method: score lost per day since the event's latest report",
     "age": "per method: score lost per day since the event's first report",
     "cross": "per method: added to the cosine with a core report in another language: a "
     "multilingual embedding puts two languages' reports of one happening further apart "
     "than two reports in one language",
+    "short": "per method: added to the cosine with a core report when either of the two is a "
+    "bare headline (no description, or one that repeats the title): two headlines of one "
+    "happening share fewer words than two headlines with their leads, and meet lower",
     "core": "per method: how many of an event's first reports a new report is compared with "
     "(about one a language of the three our set covers; not fitted)",
     "rules": "headlines naming calendar days, none of them the event's, found another event; "
@@ -68,6 +73,7 @@ class Rule(NamedTuple):
     core: int
     age: float
     cross: float
+    short: float
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,12 @@ class EventPolicy:
     `window_hours`: an event takes follow-ups for this long after its latest
     report (the definition's "about two days"; not fitted). Per clustering
     method: `core`, how many of an event's first reports a new report is
-    compared with (not fitted), and the four fitted numbers: `join`, the
+    compared with (not fitted), and the five fitted numbers: `join`, the
     least score at which a report joins an event, the score being the best
     cosine with the event's core, plus `cross` for a core report in another
-    language, minus `decay` for each day since the event's latest report and
-    `age` for each day since its first.
+    language and `short` when either of the two is a bare headline, minus
+    `decay` for each day since the event's latest report and `age` for each
+    day since its first.
     """
 
     window_hours: float
@@ -90,6 +97,7 @@ class EventPolicy:
     core: dict[str, int]
     age: dict[str, float]
     cross: dict[str, float]
+    short: dict[str, float]
 
     def for_method(self, method: str) -> Rule:
         """The fitted numbers of `method`."""
@@ -100,6 +108,7 @@ class EventPolicy:
                 self.core[method],
                 self.age[method],
                 self.cross[method],
+                self.short[method],
             )
         except KeyError:
             raise ValueError(
@@ -116,6 +125,7 @@ class EventPolicy:
             "core": dict(sorted(self.core.items())),
             "age": dict(sorted(self.age.items())),
             "cross": dict(sorted(self.cross.items())),
+            "short": dict(sorted(self.short.items())),
             "notes": notes,
         }
         return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
@@ -132,6 +142,7 @@ def read_policy(path: Path) -> EventPolicy:
             core={str(k): int(v) for k, v in body["core"].items()},
             age={str(k): float(v) for k, v in body["age"].items()},
             cross={str(k): float(v) for k, v in body["cross"].items()},
+            short={str(k): float(v) for k, v in body["short"].items()},
         )
 
     return read_model_file(path, "event", "benchmarks/cluster.py --fit-events", build)
@@ -156,9 +167,10 @@ class EventReport:
     days: np.ndarray  # calendar days the headline names (month * 100 + day), ascending
     outlet: str = ""  # the source that published it ("": unknown, never the same as another)
     lang: str = ""  # its language ("": unknown, taken as the same as any other's)
+    bare: bool = False  # a headline without a lead (`embedding.lead`)
 
     SNAPSHOT: ClassVar = (
-        "doc_id published embedding grams days outlet lang",
+        "doc_id published embedding grams days outlet lang bare",
         "",
     )  # `Event.save_all`
 
@@ -167,7 +179,9 @@ class EventReport:
         # With an embedding the n-grams are never read: not keeping them halves
         # what an event holds per member (an embedding is 1.5 kB).
         grams = EMPTY if p.embedding is not None else p.grams
-        return cls(p.doc.id, p.doc.published, p.embedding, grams, p.days, p.doc.source, p.doc.lang)
+        doc = p.doc
+        bare = not lead(doc)
+        return cls(doc.id, doc.published, p.embedding, grams, p.days, doc.source, doc.lang, bare)
 
 
 @dataclass
@@ -212,6 +226,7 @@ class Event:
         out.ragged("members.days", [m.days for m in members], np.uint32)
         out.value("members.outlets", [m.outlet for m in members])
         out.value("members.langs", [m.lang for m in members])
+        out.array("members.bare", np.array([m.bare for m in members], np.bool_), np.bool_)
 
     @staticmethod
     def load_all(source: Reader) -> list[Event]:
@@ -231,16 +246,25 @@ class Event:
         member_days = source.ragged("members.days", np.uint32)
         outlets = strings(source.value("members.outlets"))
         langs = strings(source.value("members.langs"))
+        bare = source.array("members.bare", np.bool_).tolist()
         same_length(
-            doc_ids, published, embeddings, gram_keys, gram_weights, member_days, outlets, langs
+            doc_ids,
+            published,
+            embeddings,
+            gram_keys,
+            gram_weights,
+            member_days,
+            outlets,
+            langs,
+            bare,
         )
         if sum(counts) != len(doc_ids):
             raise SnapshotError("events in the snapshot do not add up to their members")
         members = [
             EventReport(
-                doc_id, some_time(at), vector, Vector(k, w) if len(k) else EMPTY, d, o, lang
+                doc_id, some_time(at), vector, Vector(k, w) if len(k) else EMPTY, d, o, lang, b
             )
-            for doc_id, at, vector, k, w, d, o, lang in zip(
+            for doc_id, at, vector, k, w, d, o, lang, b in zip(
                 doc_ids,
                 published,
                 embeddings,
@@ -249,6 +273,7 @@ class Event:
                 member_days,
                 outlets,
                 langs,
+                bare,
                 strict=True,
             )
         ]
@@ -290,9 +315,10 @@ class EventPlacement:
     similarity: float
 
 
-def similarity(report: EventReport, event: Event, cross: float = 0.0) -> float:
+def similarity(report: EventReport, event: Event, cross: float = 0.0, short: float = 0.0) -> float:
     """The report's best cosine with the event's core (its first reports), each
-    cosine with a core report in another language raised by `cross`.
+    cosine with a core report in another language raised by `cross`, and each
+    with a core report when either of the two is a bare headline by `short`.
 
     The core, not every member: follow-ups drift (the evacuation after the
     emergency, the reaction after the strike), and a look-alike happening of
@@ -322,6 +348,8 @@ def similarity(report: EventReport, event: Event, cross: float = 0.0) -> float:
             value = report.grams.dot(other.grams) if report.grams is not EMPTY else 0.0
         if report.lang and other.lang and report.lang != other.lang:
             value += cross
+        if report.bare or other.bare:
+            value += short
         best = max(best, value)
     return best
 
@@ -352,7 +380,7 @@ def score(report: EventReport, event: Event, window_hours: float, rule: Rule) ->
     if own_outlet_only(report, event):
         return None
     return (
-        similarity(report, event, rule.cross)
+        similarity(report, event, rule.cross, rule.short)
         - rule.decay * max(gap_h, 0.0) / 24.0
         - rule.age * max(age_h, 0.0) / 24.0
     )
