@@ -193,7 +193,9 @@ def test_a_report_is_bare_when_its_feed_gives_no_lead(text: str, bare: bool) -> 
     from aggregator.cluster import StoryAssigner
     from aggregator.settings import ClusterSettings
 
-    doc = ClusterDoc("a", "Drone strike sets oil depot ablaze", text, "https://x.example/a", T0, "x")
+    doc = ClusterDoc(
+        "a", "Drone strike sets oil depot ablaze", text, "https://x.example/a", T0, "x"
+    )
     assigner = StoryAssigner(ClusterSettings(method="tfidf"))
     report = EventReport.from_prepared(assigner._prepare(doc, (), None, learn=False))
     assert report.bare is bare
