@@ -202,7 +202,11 @@ class Pipeline:
     # -- steps 1-4: every worker ------------------------------------------
 
     async def dispatch(
-        self, report: CycleReport | None = None, *, deadline: float | None = None
+        self,
+        report: CycleReport | None = None,
+        *,
+        deadline: float | None = None,
+        stored: Callable[[], None] | None = None,
     ) -> CycleReport:
         """Sync the sources if needed, then claim, poll and ingest due sources.
 
@@ -210,7 +214,9 @@ class Pipeline:
         each is stored as soon as it is done: a slow or dribbling server holds up no
         other source. Without a `deadline`, only sources due when the call starts are
         taken, each once. With one (the worker's), sources that fall due while polls
-        are still running are claimed too, every `worker.cycle_seconds`, until then.
+        are still running are claimed too, every `worker.cycle_seconds`, until then;
+        such a call can run for most of its time limit, so `stored` is called each
+        time finished polls have been stored (the worker's sign of progress).
         """
         report = report if report is not None else CycleReport()
         started = self.clock()
@@ -238,6 +244,8 @@ class Pipeline:
                         for task in done:
                             del running[task]
                         await asyncio.to_thread(self._ingest_all, results, report)
+                        if stored is not None:
+                            stored()
             except BaseException:
                 # Cancelled (a timeout, shutting down) or failed: give the sources still
                 # being polled back now rather than when their leases run out.

@@ -160,7 +160,11 @@ class Worker:
         await self._run("dispatch", self._dispatch, lease / 2, lease * 0.9)
 
     async def _dispatch(self, deadline: float) -> object:
-        return await self.pipeline.dispatch(deadline=deadline)
+        # A dispatch runs until its deadline while sources keep falling due: each batch
+        # of polls it stores counts as a success for /readyz, not only its end.
+        return await self.pipeline.dispatch(
+            deadline=deadline, stored=lambda: self.health.succeeded("dispatch")
+        )
 
     async def cluster(self) -> None:
         await self._run_leader("cluster", self.pipeline.cluster_step)

@@ -158,6 +158,29 @@ def test_ready_after_a_successful_dispatch_and_not_once_stopping(
     assert sqlite_store.counts()["entries"] == 1
 
 
+def test_ready_once_polls_are_stored_while_the_dispatch_job_still_runs(
+    outlets: FeedServer, sqlite_store: Store
+) -> None:
+    # A hung source keeps the first dispatch job running (it hangs for longer than the
+    # test, and the job's deadline is half the default lease, 150 s): the worker is
+    # ready as soon as the healthy source's poll is stored, not when the job ends.
+    worker = Worker(
+        settings_for(outlets, "hung", "good", cycle_seconds=0.2), sqlite_store, stop_grace=1
+    )
+    first: list[asyncio.Task[object]] = []
+
+    def ready_during_the_first_dispatch() -> bool:
+        running = worker._running.get("dispatch")
+        if running is not None and not first:
+            first.append(running)
+        return bool(first) and running is first[0] and bool(worker.ready())
+
+    asyncio.run(
+        run_until(worker, ready_during_the_first_dispatch, "ready during the first dispatch")
+    )
+    assert sqlite_store.counts()["entries"] == 1
+
+
 def test_readyz_fails_once_publishing_failed_three_cycles_and_says_why(
     outlets: FeedServer, sqlite_store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
