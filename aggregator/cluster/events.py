@@ -247,7 +247,7 @@ class Event:
         outlets = strings(source.value("members.outlets"))
         langs = strings(source.value("members.langs"))
         bare = source.array("members.bare", np.bool_).tolist()
-        same_length(
+        columns = (
             doc_ids,
             published,
             embeddings,
@@ -258,24 +258,14 @@ class Event:
             langs,
             bare,
         )
+        same_length(*columns)
         if sum(counts) != len(doc_ids):
             raise SnapshotError("events in the snapshot do not add up to their members")
         members = [
             EventReport(
                 doc_id, some_time(at), vector, Vector(k, w) if len(k) else EMPTY, d, o, lang, b
             )
-            for doc_id, at, vector, k, w, d, o, lang, b in zip(
-                doc_ids,
-                published,
-                embeddings,
-                gram_keys,
-                gram_weights,
-                member_days,
-                outlets,
-                langs,
-                bare,
-                strict=True,
-            )
+            for doc_id, at, vector, k, w, d, o, lang, b in zip(*columns, strict=True)
         ]
         events: list[Event] = []
         at_member = 0
