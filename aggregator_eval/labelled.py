@@ -184,7 +184,7 @@ def _pair(row: dict[str, Any], line_no: int) -> tuple[ClusterDoc, ClusterDoc, bo
 
 
 # How a labelled report is told to the clusterer: as written, or as a feed that
-# gives headlines alone would carry it (most of them, or every other one).
+# gives headlines alone would carry it (every report, or every other one).
 Form = Callable[[ClusterDoc], ClusterDoc]
 
 

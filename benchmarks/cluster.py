@@ -88,7 +88,7 @@ from aggregator_eval.evaluate import (
     same_event,
     stream_order,
 )
-from aggregator_eval.labelled import as_written, bare, half_bare
+from aggregator_eval.labelled import Form, as_written, bare, half_bare
 from aggregator_eval.storyline_trace import StorylineTrace
 from aggregator_eval.training import split_half
 
@@ -278,7 +278,7 @@ def fit_events(
             for step, label in zip(steps, labels, strict=True)
         ]
 
-    def tgcontest_cases(form: Callable[[ClusterDoc], ClusterDoc]) -> list[PairCase]:
+    def tgcontest_cases(form: Form) -> list[PairCase]:
         return pair_cases(
             data / TGCONTEST,
             settings,

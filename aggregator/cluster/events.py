@@ -56,7 +56,8 @@ FIELDS = {
     "multilingual embedding puts two languages' reports of one happening further apart "
     "than two reports in one language",
     "short": "per method: added to the cosine with a core report when either of the two is a "
-    "bare headline (no description, or one that repeats the title): two headlines of one "
+    "bare headline (no description, or one adding fewer than three words to the title): "
+    "two headlines of one "
     "happening share fewer words than two headlines with their leads, and meet lower",
     "core": "per method: how many of an event's first reports a new report is compared with "
     "(about one a language of the three our set covers; not fitted)",
