@@ -2,8 +2,11 @@
 
 Writes `aggregator/cluster/background.npz`, which `aggregator.cluster.background`
 loads: each hashed feature's expected share of news-sized documents, estimated
-from wordfreq's general word frequencies of English, Russian and Ukrainian. It
-needs the `wordfreq` package, which the clusterer itself never imports.
+from wordfreq's general word frequencies of English, Russian and Ukrainian; and
+the word stems that are no names: the commonest words of thirty more languages
+(their articles and pronouns, which start many a headline with a capital, and
+what their news names every day). It needs the `wordfreq` package, which the
+clusterer itself never imports.
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from aggregator.cluster.background import PATH
 from aggregator.cluster.features import FeatureWeights, Featuriser, tokens
 
 LANGUAGES = ("en", "ru", "uk")
+# Languages whose commonest words are no names: wordfreq's lists that need no
+# tokeniser of their own (Chinese, Japanese and Korean do), beside LANGUAGES,
+# whose own common words the shares already rule out.
+# fmt: off
+NAME_LANGUAGES = (
+    "ar", "bg", "ca", "cs", "da", "de", "el", "es", "fa", "fi", "fr", "he", "hu", "id", "it",
+    "lt", "lv", "mk", "ms", "nb", "nl", "pl", "pt", "ro", "sh", "sk", "sl", "sv", "tr", "vi",
+)
+# fmt: on
+COMMONEST = 500  # a language's commonest words: its function words and its daily news
 WORDS_PER_LANGUAGE = 60_000
 DOC_TOKENS = 40.0  # about a headline and lead: a word of frequency f is in ~40 f of them
 KEEP_ABOVE = 2e-4  # rarer features are left out: the table would grow, the IDF barely moves
@@ -40,10 +53,19 @@ def build(path: Path = PATH) -> int:
         for key, freq in per_lang.items():
             share[key] = max(share[key], min(1.0, DOC_TOKENS * freq))
     kept = sorted(k for k, s in share.items() if s >= KEEP_ABOVE)
+    not_names = sorted(
+        {
+            featuriser.stem_key(token)
+            for lang in NAME_LANGUAGES
+            for word in wordfreq.top_n_list(lang, COMMONEST)
+            for token in tokens(word)
+        }
+    )
     np.savez_compressed(
         path,
         keys=np.asarray(kept, dtype=np.uint32),
         share=np.asarray([share[k] for k in kept], dtype=np.float16),
+        not_names=np.asarray(not_names, dtype=np.uint32),
     )
     return len(kept)
 

@@ -5,7 +5,12 @@ would call "Kursk" and "region" equally rare, and two early reports that share
 one place name would look like one event. The shipped table gives each hashed
 feature the share of news-sized documents expected to contain it, estimated
 from general word frequencies of English, Russian and Ukrainian; online counts
-take over as the stream grows (see `features.Featuriser.idf`).
+take over as the stream grows (see `features.Featuriser.idf`). The file also
+lists the word stems that are never names, whatever their share: the commonest
+words of thirty more languages. A German or French headline starts with "Der"
+or "Le", and those languages' news names "Berlin" and "Paris" every day; a
+young clusterer that has seen few such reports would take them for rare names
+that two unrelated reports share.
 
 This module only loads the table; `python -m aggregator_eval.background`
 rebuilds the file.
@@ -28,6 +33,17 @@ def table() -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.float32)
     with np.load(PATH, allow_pickle=False) as data:
         return data["keys"].astype(np.uint32), data["share"].astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def not_names() -> frozenset[int]:
+    """Hashed word stems that are no names (empty when the file lists none)."""
+    if not PATH.exists():
+        return frozenset()
+    with np.load(PATH, allow_pickle=False) as data:
+        if "not_names" not in data:
+            return frozenset()
+        return frozenset(data["not_names"].tolist())
 
 
 def shares(hash_bits: int) -> np.ndarray:

@@ -309,7 +309,7 @@ class Featuriser:
     """Counts features of reports and keeps their online document frequencies."""
 
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
-    SNAPSHOT: ClassVar = ("_df _docs", "weights _prior _prior_docs _token_cache")
+    SNAPSHOT: ClassVar = ("_df _docs", "weights _prior _prior_docs _not_names _token_cache")
 
     def __init__(self, weights: FeatureWeights, *, background: bool = True) -> None:
         self.weights = weights
@@ -317,6 +317,8 @@ class Featuriser:
         self._docs = 0
         self._prior = _shared_prior() if background else np.zeros(1 << HASH_BITS, np.float32)
         self._prior_docs = weights.background_docs if background else 0.0
+        # Stems common in another language ("Der", "Le", "Berlin"): never names.
+        self._not_names = _shared_not_names() if background else frozenset()
         # Token -> its features: news repeats its words, and hashing every n-gram
         # of every token again was most of the cost of replaying a window.
         self._token_cache: dict[str, tuple[int, ...]] = {}
@@ -378,7 +380,8 @@ class Featuriser:
             key
             for text in (doc.title, body)
             for token in capitalised_tokens(text)
-            if self.share(self.stem_key(token)) < w.name_max_share
+            if (stem := self.stem_key(token)) not in self._not_names
+            and self.share(stem) < w.name_max_share
             for key in (_hash("n" + name_key(token)),)
         )
         return Counted(
@@ -423,6 +426,10 @@ class Featuriser:
 
 
 _PRIOR: np.ndarray | None = None
+
+
+def _shared_not_names() -> frozenset[int]:
+    return background.not_names()  # the parameter of Featuriser hides the module there
 
 
 def _shared_prior() -> np.ndarray:
