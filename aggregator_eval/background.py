@@ -3,7 +3,7 @@
 Writes `aggregator/cluster/background.npz`, which `aggregator.cluster.background`
 loads: each hashed feature's expected share of news-sized documents, estimated
 from wordfreq's general word frequencies of English, Russian and Ukrainian; and
-the word stems that are no names: the commonest words of thirty more languages
+the words that are no names: the commonest words of thirty more languages
 (their articles and pronouns, which start many a headline with a capital, and
 what their news names every day). It needs the `wordfreq` package, which the
 clusterer itself never imports.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from aggregator.cluster.background import PATH
-from aggregator.cluster.features import FeatureWeights, Featuriser, tokens
+from aggregator.cluster.features import FeatureWeights, Featuriser, tokens, word_key
 
 LANGUAGES = ("en", "ru", "uk")
 # Languages whose commonest words are no names: wordfreq's lists that need no
@@ -55,7 +55,7 @@ def build(path: Path = PATH) -> int:
     kept = sorted(k for k, s in share.items() if s >= KEEP_ABOVE)
     not_names = sorted(
         {
-            featuriser.stem_key(token)
+            word_key(token)
             for lang in NAME_LANGUAGES
             for word in wordfreq.top_n_list(lang, COMMONEST)
             for token in tokens(word)

@@ -6,7 +6,7 @@ one place name would look like one event. The shipped table gives each hashed
 feature the share of news-sized documents expected to contain it, estimated
 from general word frequencies of English, Russian and Ukrainian; online counts
 take over as the stream grows (see `features.Featuriser.idf`). The file also
-lists the word stems that are never names, whatever their share: the commonest
+lists the words that are never names, whatever their share: the commonest
 words of thirty more languages. A German or French headline starts with "Der"
 or "Le", and those languages' news names "Berlin" and "Paris" every day; a
 young clusterer that has seen few such reports would take them for rare names
@@ -37,7 +37,8 @@ def table() -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def not_names() -> frozenset[int]:
-    """Hashed word stems that are no names (empty when the file lists none)."""
+    """Keys of the words that are no names (`features.word_key`; empty when the file
+    lists none)."""
     if not PATH.exists():
         return frozenset()
     with np.load(PATH, allow_pickle=False) as data:

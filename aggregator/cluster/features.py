@@ -139,6 +139,12 @@ def key_array(keys: Iterable[int]) -> np.ndarray:
     return np.array(sorted(set(keys)), np.uint32)
 
 
+def word_key(token: str) -> int:
+    """A whole token's 32-bit key, as `background.not_names` lists them: not a stem's
+    bucket, whose million slots would make one rare name in a hundred collide."""
+    return zlib.crc32(token.encode())
+
+
 def number_keys(figures: Iterable[str]) -> np.ndarray:
     return key_array(zlib.crc32(figure.encode()) for figure in figures)
 
@@ -380,8 +386,8 @@ class Featuriser:
             key
             for text in (doc.title, body)
             for token in capitalised_tokens(text)
-            if (stem := self.stem_key(token)) not in self._not_names
-            and self.share(stem) < w.name_max_share
+            if word_key(token) not in self._not_names
+            and self.share(self.stem_key(token)) < w.name_max_share
             for key in (_hash("n" + name_key(token)),)
         )
         return Counted(
