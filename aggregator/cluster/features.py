@@ -161,7 +161,9 @@ class FeatureWeights:
     body_chars: int = LEAD_CHARS
     url_words: bool = True  # use the URL slug's words when the body is empty
     background_docs: float = 20_000.0  # the shipped frequencies weigh as this many reports
-    name_max_share: float = 2e-3  # a capitalised word in fewer documents than this is a name
+    # A capitalised word in fewer documents than this is a name, unless it is among
+    # the commonest words of another language (`background.not_names`).
+    name_max_share: float = 2e-3
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,7 @@ class Featuriser:
         self._docs = 0
         self._prior = _shared_prior() if background else np.zeros(1 << HASH_BITS, np.float32)
         self._prior_docs = weights.background_docs if background else 0.0
-        # Stems common in another language ("Der", "Le", "Berlin"): never names.
+        # Words among the commonest of another language ("Der", "Le", "Berlin"): no names.
         self._not_names = _shared_not_names() if background else frozenset()
         # Token -> its features: news repeats its words, and hashing every n-gram
         # of every token again was most of the cost of replaying a window.
