@@ -27,24 +27,27 @@ PATH = Path(__file__).with_name("background.npz")
 
 
 @lru_cache(maxsize=1)
+def _arrays() -> dict[str, np.ndarray]:
+    """Every array of the file, read once (none when the file is missing)."""
+    if not PATH.exists():
+        return {}
+    with np.load(PATH, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
 def table() -> tuple[np.ndarray, np.ndarray]:
     """(sorted hashed feature keys, share of documents containing each), or empty arrays."""
-    if not PATH.exists():
+    arrays = _arrays()
+    if "keys" not in arrays:
         return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.float32)
-    with np.load(PATH, allow_pickle=False) as data:
-        return data["keys"].astype(np.uint32), data["share"].astype(np.float32)
+    return arrays["keys"].astype(np.uint32), arrays["share"].astype(np.float32)
 
 
 @lru_cache(maxsize=1)
 def not_names() -> frozenset[int]:
     """Keys of the words that are no names (`features.word_key`; empty when the file
     lists none)."""
-    if not PATH.exists():
-        return frozenset()
-    with np.load(PATH, allow_pickle=False) as data:
-        if "not_names" not in data:
-            return frozenset()
-        return frozenset(data["not_names"].tolist())
+    return frozenset(_arrays().get("not_names", np.zeros(0, np.uint32)).tolist())
 
 
 def shares(hash_bits: int) -> np.ndarray:
