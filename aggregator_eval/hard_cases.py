@@ -1,67 +1,83 @@
-"""Hand-written streams that every storyline policy must keep (benchmarks/data/hard-cases.json).
+"""Hand-written streams that every policy must keep (benchmarks/data/hard-cases.json).
 
-A case is a short stream of reports in named groups, and what the storylines of
-that stream must be: the groups of an `apart` pair share no storyline; the
-groups of a `together` list are one storyline. They are the issue's hard
-negatives (two storylines in one region, two of one period) and a storyline
-followed across a change of vocabulary and language, written out once: the
-storyline fit never chooses a candidate that breaks one (benchmarks/cluster.py),
-and the tests check the shipped policy on each (tests/test_storylines.py).
+A case is a short stream of reports in named groups, and what the storylines, or
+the events, of that stream must be: the groups of an `apart` pair share no
+storyline (event); the groups of a `together` list are one. They are the issue's
+hard negatives (two storylines in one region; a regional and then a federal
+emergency; two bridges struck two days apart) and a storyline followed across a
+change of vocabulary and language, written out once: the fits never choose a
+candidate that breaks one (benchmarks/cluster.py), and the tests check the
+shipped policies on each (tests/test_storylines.py, tests/test_events.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
+
+from aggregator.cluster import StoryAssigner, Tuning
+from aggregator.cluster.events import EventIndex, EventPolicy
+from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
+from aggregator_eval.evaluate import Step, place_events, run_stories
+
+Level = Literal["event", "storyline"]
+ONE_STORYLINE = "case"  # an event case's reports all compete in one storyline
 
 
 @dataclass(frozen=True)
 class HardCase:
-    """One stream and what its storylines must be."""
+    """One stream and what its storylines or events must be."""
 
     name: str
+    level: Level
     why: str
-    docs: tuple[ClusterDoc, ...]  # in the order they are placed
+    docs: tuple[ClusterDoc, ...]  # in the order they are placed, each from its own outlet
     groups: tuple[str, ...]  # each document's group
     apart: tuple[tuple[str, str], ...]
     together: tuple[tuple[str, ...], ...]
 
-    def broken(self, storylines: Sequence[str]) -> list[str]:
-        """What `storylines` (one per document) break of the case, in words: [] when kept."""
+    def broken(self, labels: Sequence[str]) -> list[str]:
+        """What `labels` (a storyline or event per document) break of the case, in words:
+        [] when kept."""
         of: dict[str, set[str]] = {}
-        for group, line in zip(self.groups, storylines, strict=True):
-            of.setdefault(group, set()).add(line)
-        out = [f"{a} and {b} share a storyline" for a, b in self.apart if of[a] & of[b]]
+        for group, label in zip(self.groups, labels, strict=True):
+            of.setdefault(group, set()).add(label)
+        out = [f"{a} and {b} share a {self.level}" for a, b in self.apart if of[a] & of[b]]
         for groups in self.together:
-            lines = set().union(*(of[g] for g in groups))
-            if len(lines) > 1:
-                out.append(f"{' and '.join(groups)} are {len(lines)} storylines, not one")
+            found = set().union(*(of[g] for g in groups))
+            if len(found) > 1:
+                out.append(f"{' and '.join(groups)} are {len(found)} {self.level}s, not one")
         return out
 
 
-def load_cases(path: Path) -> list[HardCase]:
-    """The cases of a file; a malformed one raises ValueError naming the file and the case."""
+def load_cases(path: Path, level: Level | None = None) -> list[HardCase]:
+    """The cases of a file (of one level, when given); a malformed one raises ValueError
+    naming the file and the case."""
     body = json.loads(path.read_text(encoding="utf-8"))
     start = datetime.fromisoformat(body["start"])
     cases = []
     for n, case in enumerate(body["cases"]):
         name = case.get("name", f"case {n}")
+        if case["level"] not in ("event", "storyline"):
+            raise ValueError(f"{path}: case {name!r}: level is 'event' or 'storyline'")
         docs = tuple(
             ClusterDoc(
                 f"{n}-{i}",
                 title,
                 lead,
                 f"https://cases.example/{n}/{i}",
-                start + timedelta(days=days),
-                "cases",  # one outlet: the cases turn on what reports say
+                start + timedelta(hours=hours),
+                f"outlet-{i}",  # every report another outlet's, as the cases are written
                 lang,
             )
-            for i, (days, _, lang, title, lead) in enumerate(case["reports"])
+            for i, (hours, _, lang, title, lead) in enumerate(case["reports"])
         )
         groups = tuple(row[1] for row in case["reports"])
         apart = tuple((a, b) for a, b in case["apart"])
@@ -69,5 +85,19 @@ def load_cases(path: Path) -> list[HardCase]:
         named = {g for pair in apart for g in pair} | {g for gs in together for g in gs}
         if missing := named - set(groups):
             raise ValueError(f"{path}: case {name!r} names groups without reports: {missing}")
-        cases.append(HardCase(name, case["why"], docs, groups, apart, together))
-    return cases
+        cases.append(HardCase(name, case["level"], case["why"], docs, groups, apart, together))
+    return [case for case in cases if level is None or case.level == level]
+
+
+def event_steps(
+    case: HardCase, settings: ClusterSettings, tuning: Tuning, vectors: np.ndarray | None
+) -> list[Step]:
+    """An event case placed by the story level, every report then in one storyline, as
+    the event fit groups its training part: every event competes with every other."""
+    steps = run_stories(StoryAssigner(settings, tuning=tuning), case.docs, vectors, merge=True)
+    return [replace(step, story_id=ONE_STORYLINE, merges=()) for step in steps]
+
+
+def events_of(steps: Sequence[Step], method: str, policy: EventPolicy | None = None) -> list[str]:
+    """Each report's event under `policy` (None: the shipped one)."""
+    return place_events(steps, EventIndex(method, policy))

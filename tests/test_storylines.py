@@ -27,7 +27,7 @@ from aggregator_eval.hard_cases import load_cases
 
 T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
 HARD_CASES = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "hard-cases.json"
-CASES = {case.name: case for case in load_cases(HARD_CASES)}
+CASES = {case.name: case for case in load_cases(HARD_CASES, "storyline")}
 # The incursion's first days in English and Russian, its second week in Ukrainian.
 INCURSION = CASES["one storyline across a change of vocabulary and language"]
 # The incursion and the Paris Olympics over the same days.
