@@ -281,9 +281,8 @@ def fit_events(
     `EVENT_PRECISION` with a margin, and whose F1 is near the best; in the
     second stage, a candidate that breaks an event-level hard case
     (`HARD_CASES`: a regional and then a federal emergency, two bridges) is
-    never chosen (`keep_off_cases`). The
-    window and the core (about one first report a language) are the
-    definition's, not fitted.
+    never chosen (`keep_off_cases`). The window and the core (about one first
+    report a language) are the definition's, not fitted.
     """
     labelled = load_levels(OWN_SET, "event", TRAIN)
     assert labelled.events is not None and labelled.storylines is not None
