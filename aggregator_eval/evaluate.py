@@ -236,6 +236,23 @@ def run_stories(
     return steps
 
 
+def in_storylines(
+    assigner: StoryAssigner,
+    docs: Sequence[ClusterDoc],
+    vectors: np.ndarray | None,
+    storylines: Sequence[str],
+) -> list[Step]:
+    """`docs` placed by the story level (`run_stories`, merge passes on), each then put
+    in the storyline `storylines` names for it, with no story merges left: events
+    grouped as if the story level had found those storylines, every event of one
+    competing with every other (how the event fit groups its training part)."""
+    steps = run_stories(assigner, docs, vectors, merge=True)
+    return [
+        replace(step, story_id=line, merges=())
+        for step, line in zip(steps, storylines, strict=True)
+    ]
+
+
 def place_events(steps: Sequence[Step], index: EventIndex) -> list[str]:
     """The event key of each step, placed online as a worker would place them."""
     keys = []

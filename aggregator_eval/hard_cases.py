@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -25,7 +25,7 @@ from aggregator.cluster import StoryAssigner, Tuning
 from aggregator.cluster.events import EventIndex, EventPolicy
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
-from aggregator_eval.evaluate import Step, place_events, run_stories
+from aggregator_eval.evaluate import Step, in_storylines, place_events
 
 Level = Literal["event", "storyline"]
 ONE_STORYLINE = "case"  # an event case's reports all compete in one storyline
@@ -93,9 +93,9 @@ def event_steps(
     case: HardCase, settings: ClusterSettings, tuning: Tuning, vectors: np.ndarray | None
 ) -> list[Step]:
     """An event case placed by the story level, every report then in one storyline, as
-    the event fit groups its training part: every event competes with every other."""
-    steps = run_stories(StoryAssigner(settings, tuning=tuning), case.docs, vectors, merge=True)
-    return [replace(step, story_id=ONE_STORYLINE, merges=()) for step in steps]
+    the event fit groups its training part (`in_storylines`)."""
+    assigner = StoryAssigner(settings, tuning=tuning)
+    return in_storylines(assigner, case.docs, vectors, [ONE_STORYLINE] * len(case.docs))
 
 
 def events_of(steps: Sequence[Step], method: str, policy: EventPolicy | None = None) -> list[str]:

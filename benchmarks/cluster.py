@@ -65,7 +65,7 @@ from aggregator.cluster.decision import (
     StoryPolicy,
     read_story_policy,
 )
-from aggregator.cluster.events import EVENTS_MODEL, EventIndex, EventPolicy, read_policy
+from aggregator.cluster.events import EVENTS_MODEL, EventPolicy, read_policy
 from aggregator.cluster.storylines import STORYLINES_MODEL, StorylinePolicy
 from aggregator.cluster.storylines import read_policy as read_storyline_policy
 from aggregator.settings import ClusterSettings
@@ -80,11 +80,10 @@ from aggregator_eval.evaluate import (
     evaluate_file,
     evaluate_near_duplicates,
     evaluate_pairs,
+    in_storylines,
     load_levels,
     near_duplicate_pairs,
     pair_cases,
-    place_events,
-    run_stories,
     same_event,
     stream_order,
 )
@@ -297,11 +296,7 @@ def fit_events(
         # Grouped by gold storyline: every event of a storyline meets every other.
         assigner = StoryAssigner(settings, tuning=tuning)
         vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None
-        steps = run_stories(assigner, docs, vectors, merge=True)
-        return [
-            replace(step, story_id=label[1], merges=())
-            for step, label in zip(steps, labels, strict=True)
-        ]
+        return in_storylines(assigner, docs, vectors, [label[1] for label in labels])
 
     def tgcontest_cases(form: Form) -> list[PairCase]:
         return pair_cases(
@@ -326,7 +321,7 @@ def fit_events(
     def scores(
         policy: EventPolicy, steps: list[Step], pairs: list[PairCase] | None
     ) -> tuple[float, float]:
-        keys = place_events(steps, EventIndex(method, policy))
+        keys = events_of(steps, method, policy)
         pred = [f"{step.story_id} {key}" for step, key in zip(steps, keys, strict=True)]
         precision, _, f1 = bcubed_scores(events, pred)
         if pairs is not None:

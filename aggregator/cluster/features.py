@@ -146,7 +146,7 @@ def word_key(token: str) -> int:
 
 
 def number_keys(figures: Iterable[str]) -> np.ndarray:
-    return key_array(zlib.crc32(figure.encode()) for figure in figures)
+    return key_array(word_key(figure) for figure in figures)
 
 
 @dataclass(frozen=True)
