@@ -596,9 +596,9 @@ def fit_storylines(
     evidence beside a like embedding, never enough alone: a candidate whose
     names could reach the join by themselves (`names` times one less the
     floor) is not tried. The window, the centroid's memory and the loss of a
-    lone report (`lone`) are the definition's, not fitted: fitted, `lone` goes
-    to 0, and a single headline about a depot fire in Kursk region joins the
-    incursion there.
+    lone report (`lone`) are the definition's, not fitted: fitted in the first
+    stage under the hard cases, `lone` went to 0.05 and the training F1 fell
+    (0.842 against 0.850), the held-out figures unchanged.
     """
     settings = ClusterSettings(method=method, threshold=recommended_threshold(method))
     traces = storyline_traces(streams, cases, settings, tuning)
