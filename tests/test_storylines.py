@@ -69,7 +69,7 @@ KNOWN_BROKEN = {
     [
         pytest.param(
             name,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[name])]
+            marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_BROKEN[name])]
             if name in KNOWN_BROKEN
             else [],
         )
