@@ -160,8 +160,7 @@ def evaluate_documents(
     started = time.perf_counter()
     steps = run_stories(assigner, docs, vectors, merge=merge)
     elapsed = time.perf_counter() - started
-    merged_into = {gone: into for step in steps for gone, into in step.merges}
-    stories = [_final_story(step.story_id, merged_into) for step in steps]
+    stories = final_stories(steps)
     event_keys = place_events(steps, EventIndex(settings.method, events))
     pred_events = [f"{story} {key}" for story, key in zip(stories, event_keys, strict=True)]
     # Event-level gold is met by events; storyline-level gold by stories.
@@ -182,7 +181,7 @@ def evaluate_documents(
         "predicted_stories": len(set(stories)),
         "predicted_events": len(set(pred_events)),
         "duplicates": sum(step.duplicate_of is not None for step in steps),
-        "merges": len(merged_into),
+        "merges": sum(len(step.merges) for step in steps),
         **_scores(gold, pred),
         "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
         "levels": {
@@ -281,6 +280,12 @@ def level_scores(
         **_scores(gold, pred),
         "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
     }
+
+
+def final_stories(steps: Sequence[Step]) -> list[str]:
+    """Each step's story as the stream left it: the one it was merged into, if any."""
+    merged_into = {gone: into for step in steps for gone, into in step.merges}
+    return [_final_story(step.story_id, merged_into) for step in steps]
 
 
 def _final_story(story_id: str, merged_into: dict[str, str]) -> str:

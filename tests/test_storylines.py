@@ -22,7 +22,7 @@ from aggregator.cluster.storylines import (
 )
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
-from aggregator_eval.evaluate import evaluate_documents
+from aggregator_eval.evaluate import evaluate_documents, final_stories, run_stories
 from aggregator_eval.hard_cases import load_cases
 
 T0 = datetime(2024, 8, 6, 8, 0, tzinfo=UTC)
@@ -37,20 +37,8 @@ TWO_STORYLINES = CASES["two storylines of one period"]
 def storylines_of(items: Sequence[ClusterDoc]) -> list[str]:
     """Each document's final storyline, streamed as the worker streams them."""
     settings = ClusterSettings(method="embedding", threshold=recommended_threshold("embedding"))
-    assigner = StoryAssigner(settings)
-    vectors = embed(list(items))
-    placed: list[str] = []
-    moved: dict[str, str] = {}
-    for doc, vector in zip(items, vectors, strict=True):
-        placed.append(assigner.add(doc, vector).story_id)
-        for gone, into in assigner.merge_converged():
-            moved[gone] = into
-    out = []
-    for line in placed:
-        while line in moved:
-            line = moved[line]
-        out.append(line)
-    return out
+    steps = run_stories(StoryAssigner(settings), items, embed(list(items)), merge=True)
+    return final_stories(steps)
 
 
 # Cases the pipeline shipped is known to break, and where (each case's `why` says more).
