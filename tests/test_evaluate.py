@@ -391,7 +391,9 @@ OWN_SET = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "conf
 def labelled_rows(path: Path) -> list[dict[str, str]]:
     """A set's rows, after checking what every set of ours promises: unique ids in
     published order, each event in one storyline and two languages or more, and
-    each storyline on one side of the train/heldout split."""
+    each storyline on one side of the train/heldout split, and no link that spells
+    its label: the clusterer reads a bare headline's URL slug, so a slug naming the
+    gold event would hand it the answer."""
     from collections import defaultdict
 
     from aggregator_eval.evaluate import load_levels
@@ -412,6 +414,10 @@ def labelled_rows(path: Path) -> list[dict[str, str]]:
     assert all(len(one) >= 2 for one in langs.values()), "an event in one language"
     assert all(len(s) == 1 for s in split_of.values()), "a storyline on both sides of the split"
     assert {r["split"] for r in rows} == {"train", "heldout"}
+    assert len({r["url"] for r in rows}) == len(rows)
+    for r in rows:
+        slug = r["url"].rsplit("/", 1)[-1]
+        assert r["cluster"] not in slug and r["storyline"] not in slug, r["id"]
     return rows
 
 
