@@ -131,6 +131,7 @@ def evaluate_documents(
     merge: bool = False,
     events: EventPolicy | None = None,
     storyline_policy: StorylinePolicy | None = None,
+    among: Sequence[ClusterDoc] = (),
 ) -> dict[str, Any]:
     """`evaluate_file` on documents already loaded (the demo's articles, a test's list).
 
@@ -144,6 +145,10 @@ def evaluate_documents(
     With `merge`, a merge pass runs after each report, as a worker would after
     each batch, and the stories it absorbs are re-pointed to the ones they went
     into, their events with them.
+
+    `among`: unlabelled documents streamed with the labelled ones, in published
+    order, as a worker's other feeds would be; they shape the stream (its
+    language means, its word counts, its live stories) but are not scored.
     """
     if storylines is not None and level != "event":
         raise ValueError("storyline labels go with event-level gold labels")
@@ -153,15 +158,18 @@ def evaluate_documents(
     assigner = StoryAssigner(
         settings, tuning=tuning, model=model, cross_model=cross_model, storylines=storyline_policy
     )
+    stream, scored = interleaved(docs, among)
     started = time.perf_counter()
     # The worker embeds each entry once, when stored; timed apart from clustering.
-    vectors = cached_vectors(docs, cache) if assigner.uses_embeddings else None
+    vectors = cached_vectors(stream, cache) if assigner.uses_embeddings else None
     embed_s = time.perf_counter() - started
     started = time.perf_counter()
-    steps = run_stories(assigner, docs, vectors, merge=merge)
+    steps = run_stories(assigner, stream, vectors, merge=merge)
     elapsed = time.perf_counter() - started
-    stories = final_stories(steps)
-    event_keys = place_events(steps, EventIndex(settings.method, events))
+    every_story = final_stories(steps)
+    every_event = place_events(steps, EventIndex(settings.method, events))
+    stories = [every_story[i] for i in scored]
+    event_keys = [every_event[i] for i in scored]
     pred_events = [f"{story} {key}" for story, key in zip(stories, event_keys, strict=True)]
     # Event-level gold is met by events; storyline-level gold by stories.
     pred = pred_events if level == "event" else stories
@@ -180,7 +188,7 @@ def evaluate_documents(
         "predicted_clusters": len(set(pred)),
         "predicted_stories": len(set(stories)),
         "predicted_events": len(set(pred_events)),
-        "duplicates": sum(step.duplicate_of is not None for step in steps),
+        "duplicates": sum(steps[i].duplicate_of is not None for i in scored),
         "merges": sum(len(step.merges) for step in steps),
         **_scores(gold, pred),
         "crosslingual_pair_recall": crosslingual_pair_recall(gold, pred, langs),
@@ -192,13 +200,26 @@ def evaluate_documents(
         # What the stories alone score against the event labels (the level before events).
         "stories_as_events": (_scores(gold, stories) if level == "event" else None),
         "languages": per_language(gold, pred, langs),
-        "docs_per_s": round(len(docs) / elapsed, 1) if elapsed > 0 else None,
+        "docs_per_s": round(len(stream) / elapsed, 1) if elapsed > 0 else None,
         "embed_docs_per_s": (
-            round(len(docs) / embed_s, 1) if vectors is not None and embed_s > 0 else None
+            round(len(stream) / embed_s, 1) if vectors is not None and embed_s > 0 else None
         ),
         "worst_merges": worst_merges(gold, pred, docs, examples),
         "worst_splits": worst_splits(gold, pred, docs, examples),
     }
+
+
+def interleaved(
+    docs: Sequence[ClusterDoc], among: Sequence[ClusterDoc]
+) -> tuple[list[ClusterDoc], list[int]]:
+    """`docs` and `among` in one stream by published time (`docs` keep their order
+    among themselves), and where each of `docs` stands in it."""
+    if not among:
+        return list(docs), list(range(len(docs)))
+    tagged = [(doc, True) for doc in docs] + [(doc, False) for doc in among]
+    order = sorted(range(len(tagged)), key=lambda i: tagged[i][0].published)  # stable
+    stream = [tagged[i][0] for i in order]
+    return stream, [at for at, i in enumerate(order) if tagged[i][1]]
 
 
 @dataclass(frozen=True)

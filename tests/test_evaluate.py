@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from aggregator.errors import EvalError
 from aggregator.settings import ClusterSettings
 from aggregator_eval.evaluate import (
     bcubed_scores,
+    evaluate_documents,
     evaluate_file,
     evaluate_pairs,
     load_documents,
@@ -177,6 +180,20 @@ def test_shuffled_order_is_repeatable(tmp_path: Path) -> None:
     for figure in ("predicted_clusters", "pairwise_f1", "bcubed_f1", "duplicates"):
         assert once[figure] == again[figure]
     assert once["order"] == "shuffled(seed=1)"
+
+
+def test_documents_streamed_among_others_are_scored_alone(tmp_path: Path) -> None:
+    # The unlabelled reports go through the same stream (the first Kursk report
+    # now repeats one of them, a copy) but add no figure of their own.
+    docs, gold = load_labelled(write_jsonl(tmp_path / "d.jsonl", ROWS[:4]))
+    earlier = replace(docs[0], id="other-1", published=docs[0].published - timedelta(minutes=5))
+    unrelated = replace(docs[1], id="other-2", title="Film festival opens with a premiere")
+    result = evaluate_documents(docs, gold, SETTINGS, among=[earlier, unrelated])
+    assert result["docs"] == 4 and result["gold_clusters"] == 2
+    assert result["duplicates"] == 1
+    assert result["bcubed_f1"] == 1.0
+    alone = evaluate_documents(docs, gold, SETTINGS)
+    assert alone["docs"] == 4 and alone["duplicates"] == 0
 
 
 def pair(
