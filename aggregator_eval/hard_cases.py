@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -25,9 +24,8 @@ from aggregator.cluster import StoryAssigner, Tuning
 from aggregator.cluster.events import EventIndex, EventPolicy
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
-from aggregator_eval.evaluate import Step, in_storylines, place_events
+from aggregator_eval.evaluate import LEVELS, Level, Step, in_storylines, place_events
 
-Level = Literal["event", "storyline"]
 ONE_STORYLINE = "case"  # an event case's reports all compete in one storyline
 
 
@@ -65,7 +63,7 @@ def load_cases(path: Path, level: Level | None = None) -> list[HardCase]:
     cases = []
     for n, case in enumerate(body["cases"]):
         name = case.get("name", f"case {n}")
-        if case["level"] not in ("event", "storyline"):
+        if case["level"] not in LEVELS:
             raise ValueError(f"{path}: case {name!r}: level is 'event' or 'storyline'")
         docs = tuple(
             ClusterDoc(

@@ -732,6 +732,14 @@ def unrelated_headlines(data: Path, docs: Sequence[ClusterDoc]) -> list[ClusterD
     return moved
 
 
+def bcubed_by_level(result: dict[str, Any], prefix: str) -> dict[str, list[float]]:
+    """`{prefix}_{level}_bcubed`: [F1, precision] of each level a scored file has."""
+    return {
+        f"{prefix}_{level}_bcubed": [figures["bcubed_f1"], figures["bcubed_precision"]]
+        for level, figures in result["levels"].items()
+    }
+
+
 def levels_brief(result: dict[str, Any]) -> dict[str, Any]:
     """A scored file without its examples of merges and splits: lines stay short."""
     return {k: v for k, v in result.items() if k not in ("worst_merges", "worst_splits")}
@@ -857,15 +865,11 @@ def main(argv: list[str] | None = None) -> int:
         **run,
     )
     _print(levels_brief(headlines))
-    for level in ("event", "storyline"):
-        figures = headlines["levels"][level]
-        summary[f"own_headlines_{level}_bcubed"] = [
-            figures["bcubed_f1"],
-            figures["bcubed_precision"],
-        ]
+    summary |= bcubed_by_level(headlines, "own_headlines")
     # The same held-out reports among 2,413 unrelated English headlines: the stream's
     # language means, word counts and live stories are no longer our set's alone.
-    if (args.data / UCI).exists():
+    uci_path = args.data / UCI
+    if uci_path.exists():
         among = evaluate_documents(
             held_out.docs,
             held_out.events,
@@ -877,22 +881,14 @@ def main(argv: list[str] | None = None) -> int:
             **run,
         )
         _print(levels_brief(among))
-        for level in ("event", "storyline"):
-            figures = among["levels"][level]
-            summary[f"own_among_unrelated_{level}_bcubed"] = [
-                figures["bcubed_f1"],
-                figures["bcubed_precision"],
-            ]
+        summary |= bcubed_by_level(among, "own_among_unrelated")
     lookalikes = evaluate_file(LOOKALIKES, settings, split=HELD_OUT, merge=args.merge, **run)
     _print(levels_brief(lookalikes))
-    for level in ("event", "storyline"):
-        figures = lookalikes["levels"][level]
-        summary[f"lookalikes_{level}_bcubed"] = [figures["bcubed_f1"], figures["bcubed_precision"]]
+    summary |= bcubed_by_level(lookalikes, "lookalikes")
     summary["events"] = events.for_method(args.method)._asdict()
     rule = storylines.for_method(args.method)
     summary["storylines"] = None if rule is None else rule._asdict()
 
-    uci_path = args.data / UCI
     if uci_path.exists():
         uci_docs, uci_gold = uci_half(args.data, UCI_HELD_OUT_HALF)
         fitted_half = uci_half_fitted(args.method, args.models)
