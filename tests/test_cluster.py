@@ -19,6 +19,7 @@ from aggregator.cluster.features import (
     Featuriser,
     calendar_days,
     name_key,
+    numbers,
     tokens,
 )
 from aggregator.settings import ClusterSettings
@@ -247,6 +248,30 @@ def test_headlines_naming_different_days_are_different_events() -> None:
 )
 def test_calendar_days_a_headline_names(title: str, days: set[int]) -> None:
     assert calendar_days(title) == days
+
+
+@pytest.mark.parametrize(
+    ("texts", "figure"),
+    [
+        # one figure as English, Ukrainian, Russian, German and French news write it
+        (("about 1,000 square kilometres", "близько 1000 км²", "около 1 000 км²",
+          "rund 1.000 Quadratkilometer", "environ 1\u202f000 km²"), "1000"),
+        (("a rate of 4.35%", "ставку 4,35%", "Leitzins 4,35 Prozent"), "4.35"),
+        (("$2.50 a share", "2,5 доллара"), "2.5"),
+        (("121,000 evacuated", "121 000 эвакуированы"), "121000"),
+        (("١٠٠٠ كيلومتر مربع", "１０００キロ"), "1000"),
+    ],
+)  # fmt: skip
+def test_a_figure_is_one_key_however_a_language_groups_its_digits(
+    texts: tuple[str, ...], figure: str
+) -> None:
+    assert {frozenset(numbers(text)) for text in texts} == {frozenset({figure})}
+
+
+def test_separate_figures_stay_apart() -> None:
+    assert numbers("Top 5 of 2024: 15 people, 12.08 and 0,125") == {
+        "5", "2024", "15", "12.08", "0.125"
+    }  # fmt: skip
 
 
 def test_cyrillic_and_latin_spellings_meet() -> None:

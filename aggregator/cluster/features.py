@@ -38,7 +38,10 @@ _APOSTROPHES = re.compile(r"['`\u2019]")  # anyascii writes the soft sign as '
 # Han ideographs: anyascii runs a word's syllables together ("北京" -> "BeiJing");
 # a space after each keeps tokens one syllable long, as they are for kana and Hangul.
 _HAN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+# A run of digits (of any script) with separators between its groups: "1,000",
+# "1 000", "4,35", "33.000"; `numbers` tells thousands groups from a decimal part.
+_NUMBER_RUN = re.compile(r"\d+(?:[.,\u00a0\u2009\u202f ]\d+)*")
+_NUMBER_SEPARATOR = re.compile(r"([.,\u00a0\u2009\u202f ])")
 # Month names as headlines write a calendar day: English (with the usual
 # abbreviations; "May" is both), and the genitive of Russian and Ukrainian.
 _MONTH_NAMES = (
@@ -284,8 +287,34 @@ def name_key(token: str) -> str:
 
 
 def numbers(text: str) -> frozenset[str]:
-    found = (m.group().replace(",", ".") for m in _NUMBER.finditer(text))
-    return frozenset(n.rstrip("0").rstrip(".") if "." in n else n for n in found)
+    """The figures a text gives, written alike whatever the language's habits: digits
+    in ASCII, thousands groups joined, a decimal comma as a point and its trailing
+    zeros dropped. "1,000", "1 000", "1.000" and "1000" are all "1000"; "4,35" and
+    "4.35" are "4.35". A separator before exactly three digits joins a group (unless
+    the figure so far is 0, or a decimal point came already); a comma or point before
+    other digits starts the decimal part; anything else ends the figure."""
+    found: set[str] = set()
+    for run in _NUMBER_RUN.finditer(text):
+        parts = _NUMBER_SEPARATOR.split(run.group())  # digits, separator, digits, ...
+        lead = figure = parts[0]  # the figure's first group, and the figure so far
+        decimal = False
+        for separator, digits in zip(parts[1::2], parts[2::2], strict=True):
+            if len(digits) == 3 and len(lead) <= 3 and lead != "0" and not decimal:
+                figure += digits
+            elif separator in ".," and not decimal:
+                figure, decimal = f"{figure}.{digits}", True
+            else:
+                found.add(_figure(figure, decimal))
+                lead = figure = digits
+                decimal = False
+        found.add(_figure(figure, decimal))
+    return frozenset(found)
+
+
+def _figure(figure: str, decimal: bool) -> str:
+    if not figure.isascii():  # Arabic-Indic, Devanagari, full-width digits
+        figure = "".join(str(unicodedata.decimal(c)) if c != "." else c for c in figure)
+    return figure.rstrip("0").rstrip(".") if decimal else figure
 
 
 def calendar_days(title: str) -> frozenset[int]:
