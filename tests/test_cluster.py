@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from aggregator.cluster.features import (
     calendar_days,
     name_key,
     numbers,
+    slug_text,
     tokens,
 )
 from aggregator.settings import ClusterSettings
@@ -272,6 +274,18 @@ def test_separate_figures_stay_apart() -> None:
     assert numbers("Top 5 of 2024: 15 people, 12.08 and 0,125") == {
         "5", "2024", "15", "12.08", "0.125"
     }  # fmt: skip
+
+
+def test_a_bare_headline_reads_its_encoded_slug_as_words() -> None:
+    # Outlets that write their slugs in Cyrillic send them percent-encoded: the hex
+    # of the encoded bytes ("D0", "BA") is no word, or every such report would share it.
+    crossing = "https://example.ua/news/" + quote("війська-у-курській-області") + ".html"
+    rate = "https://example.ua/news/" + quote("нбу-зберіг-ставку") + ".html"
+    assert "%D0%B2%D1%96" in crossing
+    assert slug_text(crossing) == "news війська у курській області"
+    assert set(tokens(slug_text(crossing))) & set(tokens(slug_text(rate))) == {"news"}
+    french = "https://www.lemonde.fr/article/2024/08/06/l-arm%C3%A9e-entre-en-russie_62.html"
+    assert slug_text(french) == "article l armée entre en russie"
 
 
 def test_cyrillic_and_latin_spellings_meet() -> None:

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import unquote
 
 import numpy as np
 from anyascii import anyascii
@@ -42,6 +43,7 @@ _HAN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U000313
 # "1 000", "4,35", "33.000"; `numbers` tells thousands groups from a decimal part.
 _NUMBER_RUN = re.compile(r"\d+(?:[.,\u00a0\u2009\u202f ]\d+)*")
 _NUMBER_SEPARATOR = re.compile(r"([.,\u00a0\u2009\u202f ])")
+_SLUG_WORD = re.compile(r"[^\W\d_]+")  # letters of any script
 # Month names as headlines write a calendar day: English (with the usual
 # abbreviations; "May" is both), and the genitive of Russian and Ukrainian.
 _MONTH_NAMES = (
@@ -329,10 +331,12 @@ def calendar_days(title: str) -> frozenset[int]:
 
 
 def slug_text(url: str) -> str:
-    """The words of a URL's path, which often repeat or extend the headline."""
+    """The words of a URL's path, which often repeat or extend the headline: letters
+    of any script, once percent-decoded ("%D0%BA%D1%83..." is "ку..."); digits,
+    punctuation and the hex of encoded bytes are no words."""
     path = url.split("?", 1)[0].split("#", 1)[0]
-    path = path.split("://", 1)[-1].partition("/")[2]
-    words = re.sub(r"[^A-Za-z\u0400-\u04ff]+", " ", path).split()
+    path = unquote(path.split("://", 1)[-1].partition("/")[2])
+    words = _SLUG_WORD.findall(path)
     # Slug noise: file extensions and ids; real slugs have several words.
     words = [w for w in words if w.lower() not in {"html", "htm", "php", "aspx", "story"}]
     return " ".join(words) if len(words) >= 3 else ""
