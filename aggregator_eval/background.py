@@ -5,7 +5,8 @@ loads: each hashed feature's expected share of news-sized documents, estimated
 from wordfreq's general word frequencies of English, Russian and Ukrainian; and
 the words that are no names: the commonest words of thirty more languages
 (their articles and pronouns, which start many a headline with a capital, and
-what their news names every day). It needs the `wordfreq` package, which the
+what their news names every day), and, for German, which writes every noun
+with a capital, the words of its reports that are common nouns. It needs the `wordfreq` package, which the
 clusterer itself never imports.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,14 @@ NAME_LANGUAGES = (
 )
 # fmt: on
 COMMONEST = 500  # a language's commonest words: its function words and its daily news
+# Languages that write every noun with a capital, where a capital says little of a
+# name: their words used far more in them than in English ("Regierung", "Hurrikan",
+# "Flugzeugabsturz", against "Scholz", "Helene", "Boeing", which English news names
+# too) are nouns in their reports (`background.common_nouns`). Above NOUN_FLOOR only:
+# a rarer word ("Selenskyj") is a name as before.
+NOUN_LANGUAGES = ("de",)
+NOUN_RATIO = 50.0
+NOUN_FLOOR = 1e-6
 WORDS_PER_LANGUAGE = 60_000
 DOC_TOKENS = 40.0  # about a headline and lead: a word of frequency f is in ~40 f of them
 KEEP_ABOVE = 2e-4  # rarer features are left out: the table would grow, the IDF barely moves
@@ -61,13 +71,28 @@ def build(path: Path = PATH) -> int:
             for token in tokens(word)
         }
     )
-    np.savez_compressed(
-        path,
-        keys=np.asarray(kept, dtype=np.uint32),
-        share=np.asarray([share[k] for k in kept], dtype=np.float16),
-        not_names=np.asarray(not_names, dtype=np.uint32),
-    )
+    arrays: dict[str, Any] = {
+        "keys": np.asarray(kept, dtype=np.uint32),
+        "share": np.asarray([share[k] for k in kept], dtype=np.float16),
+        "not_names": np.asarray(not_names, dtype=np.uint32),
+    }
+    for lang in NOUN_LANGUAGES:
+        arrays[f"nouns_{lang}"] = np.asarray(sorted(common_nouns(wordfreq, lang)), np.uint32)
+    np.savez_compressed(path, **arrays)
     return len(kept)
+
+
+def common_nouns(wordfreq: Any, lang: str) -> set[int]:
+    """Word keys of `lang`'s words at NOUN_FLOOR or above, NOUN_RATIO times as frequent
+    in it as in English."""
+    keys: set[int] = set()
+    for word in wordfreq.top_n_list(lang, WORDS_PER_LANGUAGE * 4):
+        freq = wordfreq.word_frequency(word, lang)
+        if freq < NOUN_FLOOR:
+            break  # the list goes from the commonest down
+        if freq >= NOUN_RATIO * wordfreq.word_frequency(word, "en"):
+            keys.update(word_key(token) for token in tokens(word))
+    return keys
 
 
 if __name__ == "__main__":

@@ -531,6 +531,25 @@ def test_a_words_commonest_use_in_another_language_keeps_it_from_the_names() -> 
     )
 
 
+def test_a_german_common_noun_is_no_name_until_another_language_capitalises_it() -> None:
+    # German writes every noun with a capital: "Hurrikan" in two reports of two storms
+    # is no name they share, while the storms' own names still tell them apart.
+    featuriser = Featuriser(FeatureWeights())
+    helene, milton = (
+        featuriser.counts(doc(name, f"Hurrikan {name} trifft Florida mit voller Wucht", lang="de"))
+        for name in ("Helene", "Milton")
+    )
+    assert helene.names & milton.names == featuriser.counts(doc("f", "Florida", lang="en")).names
+    assert helene.names - milton.names and milton.names - helene.names
+    # A German place that German uses far more than other languages ("Magdeburg")
+    # is a name once a report in another language has written it with a capital.
+    german = doc("de", "Anschlag in Magdeburg: Haftbefehl gegen den Fahrer", lang="de")
+    english = featuriser.counts(doc("en", "Magdeburg driver held on murder charges"))
+    assert not featuriser.counts(german).names & english.names
+    featuriser.learn(english)
+    assert featuriser.counts(german).names & english.names
+
+
 def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
     from aggregator.cluster import Tuning
 

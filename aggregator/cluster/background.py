@@ -10,7 +10,9 @@ lists the words that are never names, whatever their share: the commonest
 words of thirty more languages. A German or French headline starts with "Der"
 or "Le", and those languages' news names "Berlin" and "Paris" every day; a
 young clusterer that has seen few such reports would take them for rare names
-that two unrelated reports share.
+that two unrelated reports share. German writes every noun with a capital: the
+file lists, for German reports only, the words German uses far more than English
+does ("Regierung", "Hurrikan"), which are common nouns there, not names.
 
 This module only loads the table; `python -m aggregator_eval.background`
 rebuilds the file.
@@ -48,6 +50,17 @@ def not_names() -> frozenset[int]:
     """Keys of the words that are no names (`features.word_key`; empty when the file
     lists none)."""
     return frozenset(_arrays().get("not_names", np.zeros(0, np.uint32)).tolist())
+
+
+@lru_cache(maxsize=1)
+def common_nouns() -> dict[str, frozenset[int]]:
+    """Per language that writes every noun with a capital (German), the keys of its
+    words that are common nouns, never names in its reports (`features.word_key`)."""
+    return {
+        name.removeprefix("nouns_"): frozenset(keys.tolist())
+        for name, keys in _arrays().items()
+        if name.startswith("nouns_")
+    }
 
 
 def shares(hash_bits: int) -> np.ndarray:

@@ -33,6 +33,9 @@ Counts = dict[int, float]  # feature -> weighted term frequency
 HASH_BITS = 20  # 1M buckets: 4 MB of counts, collisions rare at news vocabulary sizes
 _HASH_MASK = (1 << HASH_BITS) - 1
 TOKEN_CACHE = 8192  # distinct tokens whose features are kept (about 5 MB)
+# Capitalised words of the latest reports in languages that capitalise names only,
+# remembered so that a German report may name them (`Featuriser.counts`): about 2 MB.
+CAPITALS_REMEMBERED = 25_000
 _TOKEN = re.compile(r"[a-z0-9]+")
 _WORD = re.compile(r"\w+")
 _APOSTROPHES = re.compile(r"['`\u2019]")  # anyascii writes the soft sign as '
@@ -167,7 +170,8 @@ class FeatureWeights:
     url_words: bool = True  # use the URL slug's words when the body is empty
     background_docs: float = 20_000.0  # the shipped frequencies weigh as this many reports
     # A capitalised word in fewer documents than this is a name, unless it is among
-    # the commonest words of another language (`background.not_names`).
+    # the commonest words of another language (`background.not_names`) or, in a
+    # German report, a common noun (`background.common_nouns`).
     name_max_share: float = 2e-3
 
 
@@ -180,6 +184,9 @@ class Counted:
     names: frozenset[int]  # hashed name keys of capitalised, rare words (people, places)
     numbers: frozenset[str]  # figures as written, separators folded ("1,000" -> "1000")
     days: frozenset[int]  # calendar days the headline names, as month * 100 + day
+    # Word keys of its capitalised words, when its language capitalises names only
+    # (see `Featuriser.counts`): what other reports may take for names.
+    capitals: frozenset[int] = frozenset()
 
 
 def tokens(text: str) -> list[str]:
@@ -350,7 +357,10 @@ class Featuriser:
     """Counts features of reports and keeps their online document frequencies."""
 
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
-    SNAPSHOT: ClassVar = ("_df _docs", "weights _prior _prior_docs _not_names _token_cache")
+    SNAPSHOT: ClassVar = (
+        "_df _docs _capitals",
+        "weights _prior _prior_docs _not_names _nouns _token_cache",
+    )
 
     def __init__(self, weights: FeatureWeights, *, background: bool = True) -> None:
         self.weights = weights
@@ -360,6 +370,12 @@ class Featuriser:
         self._prior_docs = weights.background_docs if background else 0.0
         # Words among the commonest of another language ("Der", "Le", "Berlin"): no names.
         self._not_names = _shared_not_names() if background else frozenset()
+        # Per language that writes every noun with a capital (German): its common
+        # nouns, which its reports name only once a report in a language that
+        # capitalises names alone has written them with a capital (`_capitals`):
+        # "Hurrikan" is never a name, "Magdeburg" is one once another language wrote it.
+        self._nouns = background_nouns() if background else {}
+        self._capitals: dict[int, None] = {}  # oldest first, at most CAPITALS_REMEMBERED
         # Token -> its features: news repeats its words, and hashing every n-gram
         # of every token again was most of the cost of replaying a window.
         self._token_cache: dict[str, tuple[int, ...]] = {}
@@ -371,6 +387,9 @@ class Featuriser:
         out.array("df_keys", seen, np.int32)
         out.array("df_counts", self._df[seen], np.int32)
         out.value("docs", self._docs)
+        out.array(
+            "capitals", np.fromiter(self._capitals, np.uint32, len(self._capitals)), np.uint32
+        )
 
     def load(self, source: Reader) -> None:
         keys = source.array("df_keys", np.int32)
@@ -382,6 +401,7 @@ class Featuriser:
         self._df[:] = 0
         self._df[keys] = counts
         self._docs = int(source.value("docs"))
+        self._capitals = dict.fromkeys(source.array("capitals", np.uint32).tolist())
 
     def stem_key(self, token: str) -> int:
         return _hash("w" + token[: self.weights.stem_length])
@@ -417,16 +437,27 @@ class Featuriser:
                 words[stem] += weight
                 for gram in token_grams:
                     grams[gram] += weight
-        names = frozenset(
-            key
+        capitalised = [
+            (token, word)
             for text in (doc.title, body)
             for token in capitalised_tokens(text)
-            if word_key(token) not in self._not_names
+            if (word := word_key(token)) not in self._not_names
+        ]
+        nouns = self._nouns.get(doc.lang)
+        names = frozenset(
+            _hash("n" + name_key(token))
+            for token, word in capitalised
+            if (nouns is None or word not in nouns or word in self._capitals)
             and self.share(self.stem_key(token)) < w.name_max_share
-            for key in (_hash("n" + name_key(token)),)
         )
+        capitals = frozenset(word for _, word in capitalised) if nouns is None else frozenset()
         return Counted(
-            words, grams, names, numbers(f"{doc.title} {body}"), calendar_days(doc.title)
+            words,
+            grams,
+            names,
+            numbers(f"{doc.title} {body}"),
+            calendar_days(doc.title),
+            capitals,
         )
 
     def learn(self, counted: Counted) -> None:
@@ -435,6 +466,11 @@ class Featuriser:
         # Keys are unique within each kind; a stem and an n-gram sharing a bucket count twice.
         for counts in (counted.words, counted.grams):
             self._df[np.fromiter(counts, np.int64, len(counts))] += 1
+        for word in counted.capitals:
+            self._capitals.pop(word, None)  # the latest last
+            self._capitals[word] = None
+        while len(self._capitals) > CAPITALS_REMEMBERED:
+            del self._capitals[next(iter(self._capitals))]
 
     def share(self, key: int) -> float:
         """Estimated share of reports containing a feature: background and stream blended."""
@@ -471,6 +507,10 @@ _PRIOR: np.ndarray | None = None
 
 def _shared_not_names() -> frozenset[int]:
     return background.not_names()  # the parameter of Featuriser hides the module there
+
+
+def background_nouns() -> dict[str, frozenset[int]]:
+    return background.common_nouns()
 
 
 def _shared_prior() -> np.ndarray:
