@@ -5,8 +5,9 @@ loads: each hashed feature's expected share of news-sized documents, estimated
 from wordfreq's general word frequencies of English, Russian and Ukrainian; and
 the words that are no names: the commonest words of thirty more languages
 (their articles and pronouns, which start many a headline with a capital, and
-what their news names every day), and, for German, which writes every noun
-with a capital, the words of its reports that are common nouns. It needs the `wordfreq` package, which the
+what their news names every day), and the function words of each of those
+languages; and, for German, which writes every noun with a capital, the words
+of its reports that are common nouns. It needs the `wordfreq` package, which the
 clusterer itself never imports.
 """
 
@@ -33,6 +34,11 @@ NAME_LANGUAGES = (
 )
 # fmt: on
 COMMONEST = 500  # a language's commonest words: its function words and its daily news
+# A language's commonest words that are dropped from its reports' words, as the
+# function words of English, Russian and Ukrainian are (`features.tokens`): mostly
+# its articles, prepositions and pronouns, which the shares, taken from LANGUAGES
+# only, would weigh as rare and make every two of its reports look alike.
+FUNCTION_WORDS = 100
 # Languages that write every noun with a capital, where a capital says little of a
 # name: their words used far more in them than in English ("Regierung", "Hurrikan",
 # "Flugzeugabsturz", against "Scholz", "Helene", "Boeing", which English news names
@@ -78,6 +84,13 @@ def build(path: Path = PATH) -> int:
     }
     for lang in NOUN_LANGUAGES:
         arrays[f"nouns_{lang}"] = np.asarray(sorted(common_nouns(wordfreq, lang)), np.uint32)
+    for lang in NAME_LANGUAGES:
+        function_words = {
+            word_key(token)
+            for word in wordfreq.top_n_list(lang, FUNCTION_WORDS)
+            for token in tokens(word)
+        }
+        arrays[f"function_words_{lang}"] = np.asarray(sorted(function_words), np.uint32)
     np.savez_compressed(path, **arrays)
     return len(kept)
 

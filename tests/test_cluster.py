@@ -550,6 +550,25 @@ def test_a_german_common_noun_is_no_name_until_another_language_capitalises_it()
     assert featuriser.counts(german).names & english.names
 
 
+def test_unrelated_reports_in_another_language_share_no_function_words() -> None:
+    # The shares know English, Russian and Ukrainian: without its language's function
+    # words dropped, "le", "de" and "la" made two French reports on different
+    # matters look alike, word for word.
+    featuriser = Featuriser(FeatureWeights())
+    senate, farmers = (
+        featuriser.vector(featuriser.counts(doc(key, title, lang="fr")).words)
+        for key, title in [
+            ("s", "Le Sénat adopte le budget de la Sécurité sociale pour 2025"),
+            ("f", "Le gouvernement annonce un plan pour les agriculteurs de la Bretagne"),
+        ]
+    )
+    assert senate.dot(farmers) == 0.0
+    # The same words in an English report are its own: "de facto" keeps its "de".
+    english = featuriser.counts(doc("e", "A de facto ban on la carte menus"))
+    de = featuriser.counts(doc("d", "de")).words
+    assert de and de.keys() <= english.words.keys()
+
+
 def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
     from aggregator.cluster import Tuning
 

@@ -12,7 +12,11 @@ or "Le", and those languages' news names "Berlin" and "Paris" every day; a
 young clusterer that has seen few such reports would take them for rare names
 that two unrelated reports share. German writes every noun with a capital: the
 file lists, for German reports only, the words German uses far more than English
-does ("Regierung", "Hurrikan"), which are common nouns there, not names.
+does ("Regierung", "Hurrikan"), which are common nouns there, not names; and,
+for each of the thirty languages, its commonest hundred words, which are dropped
+from its reports' words as English function words are: the shares know nothing
+of "der" or "les", and would weigh them as rare words that every two reports of
+the language share.
 
 This module only loads the table; `python -m aggregator_eval.background`
 rebuilds the file.
@@ -56,10 +60,22 @@ def not_names() -> frozenset[int]:
 def common_nouns() -> dict[str, frozenset[int]]:
     """Per language that writes every noun with a capital (German), the keys of its
     words that are common nouns, never names in its reports (`features.word_key`)."""
+    return _by_language("nouns_")
+
+
+@lru_cache(maxsize=1)
+def function_words() -> dict[str, frozenset[int]]:
+    """Per language beside English, Russian and Ukrainian (whose function words
+    `features.tokens` drops itself), the keys of its commonest words, dropped from
+    its reports' words (`features.word_key`)."""
+    return _by_language("function_words_")
+
+
+def _by_language(prefix: str) -> dict[str, frozenset[int]]:
     return {
-        name.removeprefix("nouns_"): frozenset(keys.tolist())
+        name.removeprefix(prefix): frozenset(keys.tolist())
         for name, keys in _arrays().items()
-        if name.startswith("nouns_")
+        if name.startswith(prefix)
     }
 
 

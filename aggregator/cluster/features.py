@@ -359,7 +359,7 @@ class Featuriser:
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
     SNAPSHOT: ClassVar = (
         "_df _docs _capitals",
-        "weights _prior _prior_docs _not_names _nouns _token_cache",
+        "weights _prior _prior_docs _not_names _nouns _function_words _token_cache",
     )
 
     def __init__(self, weights: FeatureWeights, *, background: bool = True) -> None:
@@ -374,7 +374,9 @@ class Featuriser:
         # nouns, which its reports name only once a report in a language that
         # capitalises names alone has written them with a capital (`_capitals`):
         # "Hurrikan" is never a name, "Magdeburg" is one once another language wrote it.
-        self._nouns = background_nouns() if background else {}
+        self._nouns = _shared_nouns() if background else {}
+        # Per language beside en, ru and uk: its function words, dropped from its words.
+        self._function_words = _shared_function_words() if background else {}
         self._capitals: dict[int, None] = {}  # oldest first, at most CAPITALS_REMEMBERED
         # Token -> its features: news repeats its words, and hashing every n-gram
         # of every token again was most of the cost of replaying a window.
@@ -431,8 +433,11 @@ class Featuriser:
             body = slug_text(doc.url)
         words: defaultdict[int, float] = defaultdict(float)
         grams: defaultdict[int, float] = defaultdict(float)
+        function_words = self._function_words.get(doc.lang)
         for text, weight in ((doc.title, w.title_weight), (body, 1.0)):
             for token in tokens(text):
+                if function_words and word_key(token) in function_words:
+                    continue
                 stem, *token_grams = self.token_features(token)
                 words[stem] += weight
                 for gram in token_grams:
@@ -509,8 +514,12 @@ def _shared_not_names() -> frozenset[int]:
     return background.not_names()  # the parameter of Featuriser hides the module there
 
 
-def background_nouns() -> dict[str, frozenset[int]]:
+def _shared_nouns() -> dict[str, frozenset[int]]:
     return background.common_nouns()
+
+
+def _shared_function_words() -> dict[str, frozenset[int]]:
+    return background.function_words()
 
 
 def _shared_prior() -> np.ndarray:
