@@ -569,6 +569,19 @@ def test_unrelated_reports_in_another_language_share_no_function_words() -> None
     assert de and de.keys() <= english.words.keys()
 
 
+def test_emoji_and_shouting_say_nothing_of_a_report() -> None:
+    # A channel that opens every headline with an emoji would share its spelt-out
+    # name (":red_circle:") across everything it reports.
+    assert tokens("🔴 Взрывы в Харькове ⚡️") == tokens("Взрывы в Харькове")
+    assert tokens("🇺🇦 Ukraine wins gold 🥇") == tokens("Ukraine wins gold")
+    assert tokens("Цена 100₽ ↑ 5%") == tokens("Цена 100 5%")
+    # A headline in capitals names nothing by its capitals; acronyms in an ordinary one do.
+    featuriser = Featuriser(FeatureWeights())
+    assert not featuriser.counts(doc("s", "BREAKING: RUSSIAN TROOPS ENTER KURSK REGION")).names
+    assert not featuriser.counts(doc("c", "⚡️СРОЧНО: ВЗРЫВЫ В КИЕВЕ", lang="ru")).names
+    assert featuriser.counts(doc("n", "NATO and EU leaders meet in Brussels")).names
+
+
 def test_merge_pass_folds_a_split_story_and_reports_it() -> None:
     from aggregator.cluster import Tuning
 

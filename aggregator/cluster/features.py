@@ -42,6 +42,16 @@ _APOSTROPHES = re.compile(r"['`\u2019]")  # anyascii writes the soft sign as '
 # Han ideographs: anyascii runs a word's syllables together ("北京" -> "BeiJing");
 # a space after each keeps tokens one syllable long, as they are for kana and Hangul.
 _HAN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])")
+# Emoji, pictographs, arrows, dingbats, currency signs and the joiners between
+# them: anyascii spells them out (":red_circle:", ":zap:"), and a channel that opens
+# every headline with one would share those words across everything it reports.
+_SYMBOLS = re.compile(
+    "[\u20a0-\u20cf\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2900-\u297f"
+    "\u2b00-\u2bff\ufe00-\ufe0f\u200d\u20e3\U0001f000-\U0001faff]+"
+)
+# A text in capitals (at least this many words, most of them written all in
+# capitals) shouts: its capitals name nothing ("BREAKING: TROOPS ENTER REGION").
+SHOUTING_WORDS = 3
 # A run of digits (of any script) with separators between its groups: "1,000",
 # "1 000", "4,35", "33.000"; `numbers` tells thousands groups from a decimal part.
 _NUMBER_RUN = re.compile(r"\d+(?:[.,\u00a0\u2009\u202f ]\d+)*")
@@ -91,7 +101,7 @@ def transliterate(text: str) -> str:
     """Text of any script in lower-case ASCII, apostrophes dropped: "Курська" -> "kurska"."""
     text = unicodedata.normalize("NFKC", text)
     if not text.isascii():
-        text = anyascii(_HAN.sub(r"\1 ", text))
+        text = anyascii(_HAN.sub(r"\1 ", _SYMBOLS.sub(" ", text)))
     return _APOSTROPHES.sub("", text.lower())
 
 
@@ -196,8 +206,13 @@ def tokens(text: str) -> list[str]:
 
 
 def capitalised_tokens(text: str) -> Iterator[str]:
-    """Transliterated tokens of the words written with a capital: candidate names."""
-    for word in _WORD.findall(unicodedata.normalize("NFKC", text)):
+    """Transliterated tokens of the words written with a capital: candidate names
+    (none from a text that shouts, written in capitals throughout)."""
+    words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text)) if not w.isdigit()]
+    shouting = sum(len(w) > 1 and w.isupper() for w in words)
+    if shouting >= SHOUTING_WORDS and 2 * shouting > len(words):
+        return
+    for word in words:
         if word[0].isupper():
             yield from tokens(word)
 
