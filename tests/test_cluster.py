@@ -15,6 +15,7 @@ import pytest
 
 from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
 from aggregator.cluster.decision import STORIES_MODEL, read_story_policy
+from aggregator.cluster.embedding import doc_text
 from aggregator.cluster.features import (
     FeatureWeights,
     Featuriser,
@@ -580,6 +581,27 @@ def test_emoji_and_shouting_say_nothing_of_a_report() -> None:
     assert not featuriser.counts(doc("s", "BREAKING: RUSSIAN TROOPS ENTER KURSK REGION")).names
     assert not featuriser.counts(doc("c", "⚡️СРОЧНО: ВЗРЫВЫ В КИЕВЕ", lang="ru")).names
     assert featuriser.counts(doc("n", "NATO and EU leaders meet in Brussels")).names
+
+
+def test_an_outlets_name_after_its_headlines_is_not_read() -> None:
+    # Some feeds end every title with their outlet's name: a name and a word that
+    # everything the outlet reports would share.
+    featuriser = Featuriser(FeatureWeights())
+    crossing, rate = (
+        featuriser.counts(doc(key, f"{title} - Wirewell Agency", source="Wirewell Agency"))
+        for key, title in [
+            ("c", "Ukrainian troops cross into Kursk region"),
+            ("r", "Bank of England cuts its interest rate"),
+        ]
+    )
+    assert not crossing.names & rate.names
+    assert not crossing.words.keys() & rate.words.keys()
+    assert doc_text(doc("c", "Troops cross the border | BBC News", source="BBC")) == (
+        "Troops cross the border"
+    )
+    # A dash inside a headline, or before words that are not the outlet's, stays.
+    kept = "Russia - Ukraine talks resume - what we know"
+    assert doc_text(doc("k", kept, source="Wirewell Agency")) == kept
 
 
 def test_merge_pass_folds_a_split_story_and_reports_it() -> None:

@@ -32,6 +32,8 @@ _UNSPACED = (
     "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 )
 _WORD = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
+# The last " - ", " | ", " — " or " – " of a title, before what may be its outlet's name.
+_OUTLET_SUFFIX = re.compile(r"(\s+[-|\u2013\u2014]\s+)(?!.*\s[-|\u2013\u2014]\s)")
 PRIOR_DOCS = 200.0  # the shipped mean weighs as this many reports of each language
 PRIOR_PATH = Path(__file__).with_name("news_mean.npy")
 
@@ -48,9 +50,30 @@ def lead(doc: ClusterDoc) -> str:
     return text if added >= LEAD_WORDS else ""
 
 
+def headline(doc: ClusterDoc) -> str:
+    """A report's title without the name of its outlet that some feeds append
+    ("Troops cross into Kursk region - Reuters", "... | BBC News"): a word that every
+    report of the outlet shares says nothing of what it reports."""
+    parts = _OUTLET_SUFFIX.split(doc.title)
+    if len(parts) < 3 or len(parts[0].split()) < 2:
+        return doc.title
+    said = _letters(parts[-1])
+    outlet = _letters(doc.source)
+    host = doc.host.removeprefix("www.").split(".", 1)[0].casefold()
+    named = len(said) >= 3 and (
+        bool(outlet) and (said in outlet or outlet in said) or len(host) >= 3 and host in said
+    )
+    return "".join(parts[:-2]) if named else doc.title
+
+
+def _letters(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
 def doc_text(doc: ClusterDoc) -> str:
     text = lead(doc)
-    return f"{doc.title}. {text}" if text else doc.title
+    title = headline(doc)
+    return f"{title}. {text}" if text else title
 
 
 def embed(docs: Sequence[ClusterDoc]) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from anyascii import anyascii
 
 from aggregator.cluster import background
-from aggregator.cluster.embedding import LEAD_CHARS
+from aggregator.cluster.embedding import LEAD_CHARS, headline
 from aggregator.cluster.snapshot import Reader, SnapshotError, Writer
 from aggregator.types import ClusterDoc
 
@@ -443,13 +443,14 @@ class Featuriser:
     def counts(self, doc: ClusterDoc) -> Counted:
         """Weighted term counts of a report, and its names and numbers."""
         w = self.weights
+        title = headline(doc)
         body = doc.text[: w.body_chars]
         if not body.strip() and w.url_words:
             body = slug_text(doc.url)
         words: defaultdict[int, float] = defaultdict(float)
         grams: defaultdict[int, float] = defaultdict(float)
         function_words = self._function_words.get(doc.lang)
-        for text, weight in ((doc.title, w.title_weight), (body, 1.0)):
+        for text, weight in ((title, w.title_weight), (body, 1.0)):
             for token in tokens(text):
                 if function_words and word_key(token) in function_words:
                     continue
@@ -459,7 +460,7 @@ class Featuriser:
                     grams[gram] += weight
         capitalised = [
             (token, word)
-            for text in (doc.title, body)
+            for text in (title, body)
             for token in capitalised_tokens(text)
             if (word := word_key(token)) not in self._not_names
         ]
@@ -475,8 +476,8 @@ class Featuriser:
             words,
             grams,
             names,
-            numbers(f"{doc.title} {body}"),
-            calendar_days(doc.title),
+            numbers(f"{title} {body}"),
+            calendar_days(title),
             capitals,
         )
 
