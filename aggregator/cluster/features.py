@@ -314,9 +314,10 @@ def numbers(text: str) -> frozenset[str]:
     """The figures a text gives, written alike whatever the language's habits: digits
     in ASCII, thousands groups joined, a decimal comma as a point and its trailing
     zeros dropped. "1,000", "1 000", "1.000" and "1000" are all "1000"; "4,35" and
-    "4.35" are "4.35". A separator before exactly three digits joins a group (unless
-    the figure so far is 0, or a decimal point came already); a comma or point before
-    other digits starts the decimal part; anything else ends the figure."""
+    "4.35" are "4.35". A separator before exactly three digits joins a thousands group
+    (after a first group of one to three digits other than 0, and before any decimal
+    part); a comma or point before other digits starts the decimal part; anything
+    else ends the figure."""
     found: set[str] = set()
     for run in _NUMBER_RUN.finditer(text):
         parts = _NUMBER_SEPARATOR.split(run.group())  # digits, separator, digits, ...
