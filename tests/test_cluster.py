@@ -602,6 +602,9 @@ def test_an_outlets_name_after_its_headlines_is_not_read() -> None:
     # A dash inside a headline, or before words that are not the outlet's, stays.
     kept = "Russia - Ukraine talks resume - what we know"
     assert doc_text(doc("k", kept, source="Wirewell Agency")) == kept
+    # An outlet's name too short to tell ("AP") is not looked for inside other words.
+    japan = "Typhoon makes landfall - Japan"
+    assert doc_text(doc("j", japan, source="AP")) == japan
 
 
 def test_merge_pass_folds_a_split_story_and_reports_it() -> None:

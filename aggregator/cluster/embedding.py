@@ -61,7 +61,7 @@ def headline(doc: ClusterDoc) -> str:
     outlet = _letters(doc.source)
     host = doc.host.removeprefix("www.").split(".", 1)[0].casefold()
     named = len(said) >= 3 and (
-        bool(outlet) and (said in outlet or outlet in said) or len(host) >= 3 and host in said
+        len(outlet) >= 3 and (said in outlet or outlet in said) or len(host) >= 3 and host in said
     )
     return "".join(parts[:-2]) if named else doc.title
 
