@@ -521,13 +521,37 @@ def test_pages_work_without_javascript(rendered: dict[str, bytes]) -> None:
 
 def test_report_counts_per_hour_and_per_day() -> None:
     hourly = count_reports([T0, T0 + timedelta(minutes=59), T0 + timedelta(hours=3)])
-    assert hourly is not None and hourly.step == timedelta(hours=1)
+    assert hourly is not None and hourly.unit == "hour"
     assert hourly.counts == (2, 0, 0, 1)
     daily = count_reports([T0, T0 + timedelta(days=5)])
-    assert daily is not None and daily.counts == (1, 0, 0, 0, 0, 1)
-    capped = count_reports([T0 + timedelta(days=d) for d in range(100)], max_buckets=10)
-    assert capped is not None and capped.counts == (1,) * 10
+    assert daily is not None and daily.unit == "day" and daily.counts == (1, 0, 0, 0, 0, 1)
     assert count_reports([]) is None
+
+
+def test_a_long_span_is_counted_in_coarser_buckets_from_its_first_report() -> None:
+    # A storyline's week of reports in August 2024, and one undated entry stamped
+    # when it was fetched, in December 2026: the chart still shows August.
+    august = [datetime(2024, 8, 6, 6, 30, tzinfo=UTC) + timedelta(hours=9 * i) for i in range(20)]
+    late = datetime(2026, 12, 5, 5, 49, tzinfo=UTC)
+    monthly = count_reports([*august, late])
+    assert monthly is not None and monthly.unit == "month"
+    assert monthly.label(0) == "Aug 2024" and monthly.label(len(monthly.counts) - 1) == "Dec 2026"
+    assert monthly.counts[0] == 20 and monthly.counts[-1] == 1 and sum(monthly.counts) == 21
+    assert len(monthly.counts) == 29
+    weekly = count_reports([*august, datetime(2024, 11, 1, tzinfo=UTC)])
+    assert weekly is not None and weekly.unit == "week"
+    assert weekly.starts[0] == datetime(2024, 8, 5, tzinfo=UTC)  # the Monday
+    assert weekly.counts[:2] == (16, 4) and sum(weekly.counts) == 21
+    assert all(
+        b - a == timedelta(days=7) for a, b in zip(weekly.starts, weekly.starts[1:], strict=False)
+    )
+    # Past the bars a chart has room for, the oldest months drop off the left edge.
+    capped = count_reports(
+        [datetime(2020 + y, m, 1, tzinfo=UTC) for y in range(2) for m in range(1, 13)],
+        max_buckets=10,
+    )
+    assert capped is not None and capped.unit == "month" and capped.counts == (1,) * 10
+    assert capped.label(0) == "Mar 2021"
     assert daily_counts([T0, T0 - timedelta(days=1)], end=T0 + timedelta(days=1), days=3) == (
         1,
         1,

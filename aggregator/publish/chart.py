@@ -14,46 +14,60 @@ from html import escape
 
 from aggregator.publish import plural, utc
 
-HOURLY_UP_TO = timedelta(days=2)  # longer spans are counted per day
-MAX_BUCKETS = 60  # older buckets drop off the left edge beyond this
+HOURLY_UP_TO = timedelta(days=2)  # longer spans are counted per day, week or month
+MAX_BUCKETS = 60  # the bucket grows (day, week, month) until the whole span fits in this many
 SPARKLINE_DAYS = 14
 
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
+_WEEK = timedelta(days=7)
+_LABELS = {"hour": "%d %b %H:00", "day": "%a %d %b", "week": "%d %b %Y", "month": "%b %Y"}
 
 
 @dataclass(frozen=True)
 class Buckets:
-    """Report counts per consecutive hour or day, oldest first."""
+    """Report counts per consecutive hour, day, week (from Monday) or month, oldest first."""
 
-    start: datetime  # the first bucket's start, aware UTC
-    step: timedelta
+    unit: str  # "hour", "day", "week" or "month"
+    starts: tuple[datetime, ...]  # each bucket's start, aware UTC
     counts: tuple[int, ...]
 
-    @property
-    def unit(self) -> str:
-        return "hour" if self.step == _HOUR else "day"
-
     def label(self, index: int) -> str:
-        moment = self.start + index * self.step
-        return f"{moment:%d %b %H:00}" if self.step == _HOUR else f"{moment:%a %d %b}"
+        return f"{self.starts[index]:{_LABELS[self.unit]}}"
 
 
 def count_reports(times: Sequence[datetime], *, max_buckets: int = MAX_BUCKETS) -> Buckets | None:
-    """Hourly counts when the reports span at most HOURLY_UP_TO, else daily; None if none."""
+    """Counts per hour when the reports span at most HOURLY_UP_TO, else per day, per
+    week or per month, the finest that shows the whole span in `max_buckets` bars: a
+    storyline followed for a season, or one undated entry stamped when it was fetched
+    long after the rest, still shows its first reports. Past `max_buckets` months,
+    the oldest drop off the left edge. None if there are no reports."""
     if not times:
         return None
     moments = [utc(t) for t in times]
     first, latest = min(moments), max(moments)
-    step = _HOUR if latest - first <= HOURLY_UP_TO else _DAY
-    start = _floor(first, step)
-    end = _floor(latest, step)
-    total = int((end - start) / step) + 1
-    if total > max_buckets:
-        start = end - (max_buckets - 1) * step
-        total = max_buckets
-    counts = Counter(int((_floor(m, step) - start) / step) for m in moments if m >= start)
-    return Buckets(start, step, tuple(counts.get(i, 0) for i in range(total)))
+    finest = ("hour", "day", "week") if latest - first <= HOURLY_UP_TO else ("day", "week")
+    unit = next(
+        (u for u in finest if len(_starts(first, latest, u, max_buckets + 1)) <= max_buckets),
+        "month",
+    )
+    starts = _starts(first, latest, unit, max_buckets)
+    counts = Counter(_floor(m, unit) for m in moments if m >= starts[0])
+    return Buckets(unit, tuple(starts), tuple(counts.get(s, 0) for s in starts))
+
+
+def _starts(first: datetime, latest: datetime, unit: str, limit: int) -> list[datetime]:
+    """The starts of the buckets of `unit` from `first`'s to `latest`'s, oldest first,
+    at most the latest `limit` of them."""
+    begin = _floor(first, unit)
+    out = [_floor(latest, unit)]
+    while out[-1] > begin and len(out) < limit:
+        at = out[-1]
+        if unit == "month":
+            out.append(at.replace(year=at.year - (at.month == 1), month=(at.month - 2) % 12 + 1))
+        else:
+            out.append(at - {"hour": _HOUR, "day": _DAY, "week": _WEEK}[unit])
+    return out[::-1]
 
 
 def daily_counts(
@@ -63,10 +77,10 @@ def daily_counts(
     if not times:
         return ()
     moments = [utc(t) for t in times]
-    last_day = _floor(utc(end) if end is not None else max(moments), _DAY)
+    last_day = _floor(utc(end) if end is not None else max(moments), "day")
     start = last_day - (days - 1) * _DAY
     counts = Counter(
-        int((_floor(m, _DAY) - start) / _DAY) for m in moments if start <= m < last_day + _DAY
+        int((_floor(m, "day") - start) / _DAY) for m in moments if start <= m < last_day + _DAY
     )
     return tuple(counts.get(i, 0) for i in range(days))
 
@@ -139,7 +153,11 @@ def sparkline(
     )
 
 
-def _floor(moment: datetime, step: timedelta) -> datetime:
-    if step == _HOUR:
+def _floor(moment: datetime, unit: str) -> datetime:
+    """The start of the hour, day, week (Monday) or month `moment` is in."""
+    if unit == "hour":
         return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1) if unit == "month" else day
