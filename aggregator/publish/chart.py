@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
+from typing import Literal
 
 from aggregator.publish import plural, utc
 
@@ -20,15 +21,21 @@ SPARKLINE_DAYS = 14
 
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
-_WEEK = timedelta(days=7)
-_LABELS = {"hour": "%d %b %H:00", "day": "%a %d %b", "week": "%d %b %Y", "month": "%b %Y"}
+Unit = Literal["hour", "day", "week", "month"]
+_STEPS: dict[Unit, timedelta] = {"hour": _HOUR, "day": _DAY, "week": timedelta(days=7)}
+_LABELS: dict[Unit, str] = {
+    "hour": "%d %b %H:00",
+    "day": "%a %d %b",
+    "week": "%d %b %Y",
+    "month": "%b %Y",
+}
 
 
 @dataclass(frozen=True)
 class Buckets:
     """Report counts per consecutive hour, day, week (from Monday) or month, oldest first."""
 
-    unit: str  # "hour", "day", "week" or "month"
+    unit: Unit
     starts: tuple[datetime, ...]  # each bucket's start, aware UTC
     counts: tuple[int, ...]
 
@@ -46,8 +53,10 @@ def count_reports(times: Sequence[datetime], *, max_buckets: int = MAX_BUCKETS) 
         return None
     moments = [utc(t) for t in times]
     first, latest = min(moments), max(moments)
-    finest = ("hour", "day", "week") if latest - first <= HOURLY_UP_TO else ("day", "week")
-    unit = next(
+    finest: tuple[Unit, ...] = ("day", "week")
+    if latest - first <= HOURLY_UP_TO:
+        finest = ("hour", *finest)
+    unit: Unit = next(
         (u for u in finest if len(_starts(first, latest, u, max_buckets + 1)) <= max_buckets),
         "month",
     )
@@ -56,7 +65,7 @@ def count_reports(times: Sequence[datetime], *, max_buckets: int = MAX_BUCKETS) 
     return Buckets(unit, tuple(starts), tuple(counts.get(s, 0) for s in starts))
 
 
-def _starts(first: datetime, latest: datetime, unit: str, limit: int) -> list[datetime]:
+def _starts(first: datetime, latest: datetime, unit: Unit, limit: int) -> list[datetime]:
     """The starts of the buckets of `unit` from `first`'s to `latest`'s, oldest first,
     at most the latest `limit` of them."""
     begin = _floor(first, unit)
@@ -66,7 +75,7 @@ def _starts(first: datetime, latest: datetime, unit: str, limit: int) -> list[da
         if unit == "month":
             out.append(at.replace(year=at.year - (at.month == 1), month=(at.month - 2) % 12 + 1))
         else:
-            out.append(at - {"hour": _HOUR, "day": _DAY, "week": _WEEK}[unit])
+            out.append(at - _STEPS[unit])
     return out[::-1]
 
 
@@ -153,7 +162,7 @@ def sparkline(
     )
 
 
-def _floor(moment: datetime, unit: str) -> datetime:
+def _floor(moment: datetime, unit: Unit) -> datetime:
     """The start of the hour, day, week (Monday) or month `moment` is in."""
     if unit == "hour":
         return moment.replace(minute=0, second=0, microsecond=0)
