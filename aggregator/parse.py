@@ -130,7 +130,7 @@ def _read_xml_feed(
         name.lower(): value for name, value in headers.items() if name.lower() != "content-location"
     }
     rawxml.drop_misleading_charset(response_headers, body)
-    body = rawxml.cyrillic_behind_utf8_label(response_headers, body)
+    body = rawxml.utf8_as_labelled(response_headers, body)
     try:
         parsed = feedparser.parse(
             io.BytesIO(rawxml.cleaned(body)),

@@ -27,6 +27,11 @@ _XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
 _CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
 _XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=[\"']utf-?8[\"']", re.IGNORECASE)
 _SINGLE_BYTE_CYRILLIC_WORD = re.compile(rb"[\xc0-\xff]{4,}")
+# Well-formed non-ASCII characters per bad sequence from which a body is UTF-8 with
+# damage, not a single-byte encoding under a UTF-8 label (`utf8_as_labelled`): two
+# letters of windows-1252 or 1251 text rarely pair up as UTF-8 ("Ã©"), and a
+# damaged UTF-8 feed has few bad bytes.
+_DAMAGE_RATIO = 4
 _SINGLE_BYTE_CHARSETS = frozenset(
     {"iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii", "windows-1252", "cp1252"}
 )
@@ -269,14 +274,20 @@ def drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
     headers["content-type"] = content_type[: declared.start()] + content_type[declared.end() :]
 
 
-def cyrillic_behind_utf8_label(headers: dict[str, str], body: bytes) -> bytes:
-    """Transcode a Cyrillic single-byte feed that claims to be UTF-8.
+def utf8_as_labelled(headers: dict[str, str], body: bytes) -> bytes:
+    """A body that claims to be UTF-8 and does not decode as UTF-8, made to.
 
-    Old CMSes label windows-1251 or KOI8 pages UTF-8; decoded as labelled, every
-    letter of a Ukrainian or Russian feed would be lost. Whole words of bytes in
-    0xC0-0xFF do not occur in Latin-script single-byte text, and in running text
-    most letters are lower case, which windows-1251 puts in 0xE0-0xFF and KOI8 in
-    0xC0-0xDF.
+    Two causes, told apart by the bytes. Damage: a UTF-8 feed with a few bad
+    bytes (a truncated copy, one pasted Latin-1 word) holds many well-formed
+    multi-byte sequences and few bad bytes; feedparser would read the whole
+    document as windows-1252 and garble every Cyrillic or Greek letter in it, so
+    the bad bytes alone become U+FFFD. A mislabelled Cyrillic single-byte feed:
+    old CMSes label windows-1251 or KOI8 pages UTF-8, and decoded as labelled
+    every letter of a Ukrainian or Russian feed would be lost. Whole words of
+    bytes in 0xC0-0xFF do not occur in Latin-script single-byte text, and in
+    running text most letters are lower case, which windows-1251 puts in
+    0xE0-0xFF and KOI8 in 0xC0-0xDF. Anything else (a Latin-1 feed labelled
+    UTF-8) is left to feedparser's own fallback.
     """
     declared = _CHARSET_PARAM.search(headers.get("content-type", ""))
     says_utf8 = declared is not None and declared.group(1).lower() in ("utf-8", "utf8")
@@ -287,6 +298,12 @@ def cyrillic_behind_utf8_label(headers: dict[str, str], body: bytes) -> bytes:
         return body
     except UnicodeDecodeError:
         pass
+    repaired = body.decode("utf-8", errors="replace")
+    replaced = repaired.count("\ufffd")
+    bad = replaced - body.count("\ufffd".encode())
+    well_formed = len(repaired) - len(repaired.encode("ascii", "ignore")) - replaced
+    if well_formed >= _DAMAGE_RATIO * bad:
+        return repaired.encode("utf-8")
     if not _SINGLE_BYTE_CYRILLIC_WORD.search(body):
         return body
     upper_half = sum(1 for byte in body if byte >= 0xE0)

@@ -671,6 +671,40 @@ def test_a_cyrillic_single_byte_feed_labelled_utf8_keeps_its_letters(encoding: s
     assert feed.title == "Ранок"
 
 
+@pytest.mark.parametrize("damage", [b"\xff\xfe", b"\xe9t\xe9", b"\xd0"])
+def test_a_utf8_feed_with_a_few_bad_bytes_keeps_every_other_letter(damage: bytes) -> None:
+    # One broken sequence (a truncated copy, a pasted Latin-1 word) must not make
+    # the whole document windows-1252 and garble every headline of the feed.
+    titles = ["Сирський: Сили оборони контролюють 1000 км²", "Ζελένσκι: η επιχείρηση συνεχίζεται"]
+    items = "".join(
+        f"<item><guid>{i}</guid><title>{t}</title></item>" for i, t in enumerate(titles)
+    )
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Хвиля</title>'
+        f"{items}<item><guid>9</guid><title>Troops BAD moved</title></item></channel></rss>"
+    ).encode()
+    feed = parse_feed(
+        body.replace(b"BAD", damage),
+        {"content-type": "application/rss+xml; charset=utf-8"},
+        url=URL,
+    )
+    assert [e.title for e in feed.entries[:2]] == titles
+    assert feed.title == "Хвиля"
+    assert feed.entries[2].title.startswith("Troops \ufffd") and feed.entries[2].title.endswith(
+        " moved"
+    )
+
+
+def test_a_latin1_feed_labelled_utf8_keeps_its_accents() -> None:
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Le Matin</title>'
+        "<item><guid>1</guid><title>Café crème à Noël, façade rénovée</title></item>"
+        "</channel></rss>"
+    ).encode("cp1252")
+    feed = parse_feed(body, {"content-type": "application/rss+xml; charset=utf-8"}, url=URL)
+    assert feed.entries[0].title == "Café crème à Noël, façade rénovée"
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.text(
