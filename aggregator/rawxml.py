@@ -26,6 +26,8 @@ _ROOT_ELEMENT = re.compile(rb"<[A-Za-z_]")
 _XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
 _CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
 _XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=[\"']utf-?8[\"']", re.IGNORECASE)
+_XML_DECLARES_ENCODING = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=", re.IGNORECASE)
+_BYTE_ORDER_MARKS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")  # UTF-32's begin alike
 _SINGLE_BYTE_CYRILLIC_WORD = re.compile(rb"[\xc0-\xff]{4,}")
 # Well-formed non-ASCII characters per bad sequence from which a body is UTF-8 with
 # damage, not a single-byte encoding under a UTF-8 label (`utf8_as_labelled`): two
@@ -275,7 +277,8 @@ def drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
 
 
 def utf8_as_labelled(headers: dict[str, str], body: bytes) -> bytes:
-    """A body that claims to be UTF-8 and does not decode as UTF-8, made to.
+    """A body that claims to be UTF-8, or declares no encoding (XML's default is
+    UTF-8), and does not decode as UTF-8, made to.
 
     Two causes, told apart by the bytes. Damage: a UTF-8 feed with a few bad
     bytes (a truncated copy, one pasted Latin-1 word) holds many well-formed
@@ -286,12 +289,17 @@ def utf8_as_labelled(headers: dict[str, str], body: bytes) -> bytes:
     every letter of a Ukrainian or Russian feed would be lost. Whole words of
     bytes in 0xC0-0xFF do not occur in Latin-script single-byte text, and in
     running text most letters are lower case, which windows-1251 puts in
-    0xE0-0xFF and KOI8 in 0xC0-0xDF. Anything else (a Latin-1 feed labelled
-    UTF-8) is left to feedparser's own fallback.
+    0xE0-0xFF and KOI8 in 0xC0-0xDF; this one only under an explicit UTF-8
+    label. Anything else (a Latin-1 feed labelled UTF-8, a legacy feed that
+    declares nothing) is left to feedparser's own fallback and guess.
     """
     declared = _CHARSET_PARAM.search(headers.get("content-type", ""))
     says_utf8 = declared is not None and declared.group(1).lower() in ("utf-8", "utf8")
-    if body.isascii() or not (says_utf8 or _XML_DECLARES_UTF8.match(body)):
+    says_utf8 = says_utf8 or bool(_XML_DECLARES_UTF8.match(body))
+    # Nothing declared and no byte-order mark: XML's default, UTF-8.
+    silent = declared is None and not _XML_DECLARES_ENCODING.match(body)
+    silent = silent and not body.startswith(_BYTE_ORDER_MARKS)
+    if body.isascii() or not (says_utf8 or silent):
         return body
     try:
         body.decode("utf-8")
@@ -304,8 +312,8 @@ def utf8_as_labelled(headers: dict[str, str], body: bytes) -> bytes:
     well_formed = len(repaired) - len(repaired.encode("ascii", "ignore")) - replaced
     if well_formed >= _DAMAGE_RATIO * bad:
         return repaired.encode("utf-8")
-    if not _SINGLE_BYTE_CYRILLIC_WORD.search(body):
-        return body
+    if not says_utf8 or not _SINGLE_BYTE_CYRILLIC_WORD.search(body):
+        return body  # left to feedparser, which guesses an undeclared encoding
     upper_half = sum(1 for byte in body if byte >= 0xE0)
     lower_half = sum(1 for byte in body if 0xC0 <= byte < 0xE0)
     text = body.decode("cp1251" if upper_half >= lower_half else "koi8-u", errors="replace")
