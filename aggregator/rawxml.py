@@ -27,7 +27,8 @@ _XML_ENCODING = re.compile(rb"encoding=[\"'][\w.:-]+[\"']")
 _CHARSET_PARAM = re.compile(r";\s*charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
 _XML_DECLARES_UTF8 = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=[\"']utf-?8[\"']", re.IGNORECASE)
 _XML_DECLARES_ENCODING = re.compile(rb"^\s*<\?xml[^>]{0,512}encoding=", re.IGNORECASE)
-_BYTE_ORDER_MARKS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")  # UTF-32's begin alike
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-32's begin alike
 _SINGLE_BYTE_CYRILLIC_WORD = re.compile(rb"[\xc0-\xff]{4,}")
 # Well-formed non-ASCII characters per bad sequence from which a body is UTF-8 with
 # damage, not a single-byte encoding under a UTF-8 label (`utf8_as_labelled`): two
@@ -277,8 +278,9 @@ def drop_misleading_charset(headers: dict[str, str], body: bytes) -> None:
 
 
 def utf8_as_labelled(headers: dict[str, str], body: bytes) -> bytes:
-    """A body that claims to be UTF-8, or declares no encoding (XML's default is
-    UTF-8), and does not decode as UTF-8, made to.
+    """A body that claims to be UTF-8 (in Content-Type, its XML declaration or a
+    UTF-8 byte-order mark), or declares no encoding (XML's default is UTF-8), and
+    does not decode as UTF-8, made to.
 
     Two causes, told apart by the bytes. Damage: a UTF-8 feed with a few bad
     bytes (a truncated copy, one pasted Latin-1 word) holds many well-formed
@@ -295,10 +297,10 @@ def utf8_as_labelled(headers: dict[str, str], body: bytes) -> bytes:
     """
     declared = _CHARSET_PARAM.search(headers.get("content-type", ""))
     says_utf8 = declared is not None and declared.group(1).lower() in ("utf-8", "utf8")
-    says_utf8 = says_utf8 or bool(_XML_DECLARES_UTF8.match(body))
+    says_utf8 = says_utf8 or body.startswith(_UTF8_BOM) or bool(_XML_DECLARES_UTF8.match(body))
     # Nothing declared and no byte-order mark: XML's default, UTF-8.
     silent = declared is None and not _XML_DECLARES_ENCODING.match(body)
-    silent = silent and not body.startswith(_BYTE_ORDER_MARKS)
+    silent = silent and not body.startswith(_UTF16_BOMS)
     if body.isascii() or not (says_utf8 or silent):
         return body
     try:
