@@ -56,11 +56,12 @@ def count_reports(times: Sequence[datetime], *, max_buckets: int = MAX_BUCKETS) 
     finest: tuple[Unit, ...] = ("day", "week")
     if latest - first <= HOURLY_UP_TO:
         finest = ("hour", *finest)
-    unit: Unit = next(
-        (u for u in finest if len(_starts(first, latest, u, max_buckets + 1)) <= max_buckets),
-        "month",
-    )
-    starts = _starts(first, latest, unit, max_buckets)
+    for unit in finest:
+        starts = _starts(first, latest, unit, max_buckets + 1)
+        if len(starts) <= max_buckets:
+            break
+    else:
+        unit, starts = "month", _starts(first, latest, "month", max_buckets)
     counts = Counter(_floor(m, unit) for m in moments if m >= starts[0])
     return Buckets(unit, tuple(starts), tuple(counts.get(s, 0) for s in starts))
 
