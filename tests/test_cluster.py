@@ -17,6 +17,7 @@ from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
 from aggregator.cluster.decision import STORIES_MODEL, read_story_policy
 from aggregator.cluster.embedding import doc_text
 from aggregator.cluster.features import (
+    CASELESS_NAME,
     FeatureWeights,
     Featuriser,
     calendar_days,
@@ -302,9 +303,12 @@ def test_function_words_are_dropped_in_every_script() -> None:
     assert tokens("Як це для його або її, что это было") == []
 
 
-def test_han_text_splits_into_syllables() -> None:
-    # One token per ideograph's syllable, not one token for a whole run of them.
-    assert tokens("北京市政府") == ["bei", "jing", "shi", "zheng", "fu"]
+def test_han_text_is_read_as_pairs_of_syllables() -> None:
+    # Chinese writes no spaces: a run of ideographs is read as its neighbouring pairs,
+    # not as one token for the whole run, nor as lone syllables that name nothing.
+    assert tokens("北京市政府") == ["beijing", "jingshi", "shizheng", "zhengfu"]
+    assert tokens("在北京") == ["zaibei", "beijing"]
+    assert tokens("京 Kursk") == ["jing", "kursk"]
 
 
 def test_story_idle_past_the_window_takes_no_more_reports() -> None:
@@ -549,6 +553,69 @@ def test_a_german_common_noun_is_no_name_until_another_language_capitalises_it()
     assert not featuriser.counts(german).names & english.names
     featuriser.learn(english)
     assert featuriser.counts(german).names & english.names
+
+
+def test_a_script_without_capitals_names_its_rare_words() -> None:
+    # Arabic, Hebrew, Hindi and Chinese write no capitals: their rare words are their
+    # names, and without them two reports of one happening named nothing in common.
+    featuriser = Featuriser(FeatureWeights())
+    arabic = [
+        featuriser.counts(doc(key, title, lang="ar")).names
+        for key, title in [
+            ("a1", "القوات الأوكرانية تتوغل في منطقة كورسك الروسية قرب سودجا"),
+            ("a2", "روسيا تعلن صد هجوم أوكراني على سودجا في كورسك"),
+            ("a3", "البنك المركزي المصري يبقي أسعار الفائدة دون تغيير"),
+        ]
+    ]
+    assert len(arabic[0] & arabic[1]) >= 2  # Kursk and Sudzha
+    assert not arabic[0] & arabic[2]  # "في" ("in") is too common to be a name
+    assert all(key & CASELESS_NAME for key in arabic[0])
+    chinese = [
+        featuriser.counts(doc(key, title, lang="zh")).names
+        for key, title in [
+            ("z1", "乌克兰军队进入俄罗斯库尔斯克州"),
+            ("z2", "俄罗斯称在库尔斯克州击退乌军"),
+            ("z3", "中国央行维持贷款市场报价利率不变"),
+        ]
+    ]
+    assert chinese[0] & chinese[1] and not chinese[0] & chinese[2]
+    # Written with capitals, names keep their own keys, which the others never meet.
+    english = featuriser.counts(doc("e", "Ukrainian troops push into Kursk region")).names
+    assert english and not english & arabic[0] and not any(k & CASELESS_NAME for k in english)
+
+
+@pytest.mark.parametrize("method", ["tfidf", "embedding"])
+def test_arabic_headlines_of_one_happening_join_on_the_places_they_name(method: str) -> None:
+    # Arabic has no capitals: "كورسك" (Kursk) and "سودجا" (Sudzha) are names by their
+    # rarity. Without them the second headline founded a story of its own under tfidf.
+    settings = ClusterSettings(method=method, threshold=RECOMMENDED_THRESHOLDS[method])
+    got = place(
+        [
+            doc("a1", "القوات الأوكرانية تتوغل في منطقة كورسك الروسية قرب سودجا", lang="ar"),
+            doc("b1", "البنك المركزي المصري يبقي أسعار الفائدة دون تغيير", lang="ar", minutes=30),
+            doc("a2", "روسيا تعلن صد هجوم أوكراني على سودجا في كورسك", lang="ar", minutes=60),
+        ],
+        settings,
+    )
+    assert got["a2"].story_id == "a1"
+    assert got["b1"].new_story
+
+
+def test_names_in_scripts_that_cannot_meet_are_no_evidence_against_a_join() -> None:
+    # An Arabic report of the incursion against an English story of it: their names
+    # cannot meet, which says nothing; against an Arabic story naming other places,
+    # naming nothing in common says they are apart.
+    assigner = StoryAssigner(SETTINGS)
+    english = INCURSION[0]
+    arabic = doc("ar", "القوات الأوكرانية تتوغل في منطقة كورسك الروسية قرب سودجا", lang="ar")
+    other = doc("ar2", "البنك المركزي المصري يبقي أسعار الفائدة دون تغيير", lang="ar")
+    across = assigner.pair_features(english, arabic)
+    assert across["names_apart"] == 0.0 and across["names_new"] == 0.0
+    apart = assigner.pair_features(other, arabic)
+    assert apart["names_apart"] == 1.0 and apart["names_new"] == 1.0
+    # Between two reports written with capitals, as before.
+    storm = doc("storm", "Storm Boris floods towns in the Czech Republic")
+    assert assigner.pair_features(english, storm)["names_apart"] == 1.0
 
 
 def test_unrelated_reports_in_another_language_share_no_function_words() -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aggregator.cluster.copies import CopyKey
-from aggregator.cluster.features import HASH_BITS, Vector
+from aggregator.cluster.features import CASELESS_NAME, HASH_BITS, Vector
 from aggregator.cluster.stories import EmbeddingRow, Member, Story, shared_keys
 from aggregator.types import ClusterDoc
 
@@ -67,6 +67,7 @@ def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, flo
     """Every feature of the report against the story, each scaled to about 0..1."""
     gap_h = abs((p.doc.published - story.latest).total_seconds()) / 3600.0
     names_shared = story.shared_names(p.names)
+    named = float(comparable_names(p.names, [story.names])[0])
     numbers_shared = story.shared_numbers(p.numbers)
     features = {
         "words": story.words_cosine(p.words),
@@ -74,9 +75,9 @@ def pair_features(p: Prepared, story: Story, shared_terms: int) -> dict[str, flo
         "shared_terms": min(shared_terms, 4) / 4.0,
         "names_shared": min(names_shared, 3) / 3.0,
         # Both sides name people or places, and none of them the same: two events.
-        "names_apart": float(bool(len(p.names)) and bool(len(story.names)) and not names_shared),
+        "names_apart": float(bool(named) and bool(len(story.names)) and not names_shared),
         # Names the story has never used: a second place or person is a second event.
-        "names_new": (len(p.names) - names_shared) / len(p.names) if len(p.names) else 0.0,
+        "names_new": (named - names_shared) / named if named else 0.0,
         "numbers_shared": min(numbers_shared, 2) / 2.0,
         "numbers_apart": float(
             bool(len(p.numbers)) and bool(len(story.numbers)) and not numbers_shared
@@ -111,6 +112,7 @@ def pair_matrix(
     names = [s.names for s in stories]
     numbers = [s.numbers for s in stories]
     names_shared = shared_counts(p.names, names)
+    named = comparable_names(p.names, names)
     numbers_shared = shared_counts(p.numbers, numbers)
     features = {
         "words": centroid_cosines(
@@ -121,8 +123,8 @@ def pair_matrix(
         ),
         "shared_terms": np.minimum(np.asarray(shared_terms, np.float64), 4) / 4.0,
         "names_shared": np.minimum(names_shared, 3) / 3.0,
-        "names_apart": _apart(names, names_shared) if len(p.names) else np.zeros(n),
-        "names_new": (len(p.names) - names_shared) / len(p.names) if len(p.names) else np.zeros(n),
+        "names_apart": _apart(names, names_shared) * (named > 0),
+        "names_new": np.divide(named - names_shared, named, out=np.zeros(n), where=named > 0),
         "numbers_shared": np.minimum(numbers_shared, 2) / 2.0,
         "numbers_apart": _apart(numbers, numbers_shared) if len(p.numbers) else np.zeros(n),
         "days_apart": _days_apart(p.days, stories),
@@ -151,6 +153,21 @@ def shared_counts(keys: np.ndarray, among: Sequence[np.ndarray]) -> np.ndarray:
     hit = keys[at] == joined
     owner = np.repeat(np.arange(len(among)), lengths)
     return np.bincount(owner[hit], minlength=len(among)).astype(np.float64)
+
+
+def comparable_names(keys: np.ndarray, among: Sequence[np.ndarray]) -> np.ndarray:
+    """How many of a report's names (ascending `keys`) each story's names can tell
+    apart from its own, as floats: all of them, except where the story names only
+    in scripts with capitals and the report only in a script without (or the other
+    way round), whose spellings seldom meet (`features.name_hash`)."""
+    caseless = len(keys) - int(np.searchsorted(keys, CASELESS_NAME))
+    cased = len(keys) - caseless
+    first = np.array([a[0] if len(a) else 0 for a in among], np.int64)
+    last = np.array([a[-1] if len(a) else 0 for a in among], np.int64)
+    named = np.fromiter(map(len, among), np.int64, len(among)) > 0
+    only_caseless = named & (first >= CASELESS_NAME)
+    only_cased = named & (last < CASELESS_NAME)
+    return (cased * ~only_caseless + caseless * ~only_cased).astype(np.float64)
 
 
 def _apart(among: Sequence[np.ndarray], shared: np.ndarray) -> np.ndarray:

@@ -32,6 +32,9 @@ Counts = dict[int, float]  # feature -> weighted term frequency
 
 HASH_BITS = 20  # 1M buckets: 4 MB of counts, collisions rare at news vocabulary sizes
 _HASH_MASK = (1 << HASH_BITS) - 1
+# Set on the key of a name from a script without capitals (see `name_hash`): its
+# keys sort after every other name's.
+CASELESS_NAME = 1 << HASH_BITS
 TOKEN_CACHE = 8192  # distinct tokens whose features are kept (about 5 MB)
 # Capitalised words of the latest reports in languages that capitalise names only,
 # remembered so that a German report may name them (`Featuriser.counts`): about 2 MB.
@@ -39,9 +42,11 @@ CAPITALS_REMEMBERED = 25_000
 _TOKEN = re.compile(r"[a-z0-9]+")
 _WORD = re.compile(r"\w+")
 _APOSTROPHES = re.compile(r"['`\u2019]")  # anyascii writes the soft sign as '
-# Han ideographs: anyascii runs a word's syllables together ("北京" -> "BeiJing");
-# a space after each keeps tokens one syllable long, as they are for kana and Hangul.
-_HAN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])")
+# A run of Han ideographs: Chinese writes no spaces between words, and anyascii
+# runs a run's syllables together ("北京" -> "BeiJing"). A run is read as its pairs
+# of neighbouring syllables ("beijing", "jingshi"), as search engines index Chinese:
+# most Chinese words are two characters long, and a lone syllable names nothing.
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
 # Emoji, pictographs, arrows, dingbats, currency signs and the joiners between
 # them: anyascii spells them out (":red_circle:", ":zap:"), and a channel that opens
 # every headline with one would share those words across everything it reports.
@@ -101,8 +106,16 @@ def transliterate(text: str) -> str:
     """Text of any script in lower-case ASCII, apostrophes dropped: "Курська" -> "kurska"."""
     text = unicodedata.normalize("NFKC", text)
     if not text.isascii():
-        text = anyascii(_HAN.sub(r"\1 ", _SYMBOLS.sub(" ", text)))
+        text = anyascii(_HAN_RUN.sub(_han_pairs, _SYMBOLS.sub(" ", text)))
     return _APOSTROPHES.sub("", text.lower())
+
+
+def _han_pairs(run: re.Match[str]) -> str:
+    """A run of Han ideographs as its pairs of neighbouring syllables, set apart by spaces
+    ("北京市" -> " BeiJing JingShi "); a lone ideograph as its syllable."""
+    syllables = [anyascii(ideograph) for ideograph in run[0]]
+    pairs = [a + b for a, b in zip(syllables, syllables[1:], strict=False)] or syllables
+    return f" {' '.join(pairs)} "
 
 
 STOPWORDS = frozenset(_STOPWORDS_EN.split()) | frozenset(
@@ -205,16 +218,20 @@ def tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(latin) if len(t) > 1 and t not in STOPWORDS]
 
 
-def capitalised_tokens(text: str) -> Iterator[str]:
-    """Transliterated tokens of the words written with a capital: candidate names
-    (none from a text that shouts, written in capitals throughout)."""
+def capitalised_tokens(text: str) -> Iterator[tuple[str, bool]]:
+    """Transliterated tokens of the words that may be names, each with whether its
+    script has no capitals: the words written with a capital (none from a text that
+    shouts, written in capitals throughout), and every word of a script without
+    capitals (Arabic, Hebrew, Devanagari, Hangul, Han), where only rarity tells a
+    name (`Featuriser.counts`)."""
     words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text)) if not w.isdigit()]
     shouting = sum(len(w) > 1 and w.isupper() for w in words)
-    if shouting >= SHOUTING_WORDS and 2 * shouting > len(words):
-        return
+    shouts = shouting >= SHOUTING_WORDS and 2 * shouting > len(words)
     for word in words:
-        if word[0].isupper():
-            yield from tokens(word)
+        if unicodedata.category(word[0]) == "Lo":  # a letter that has no capital
+            yield from ((token, True) for token in tokens(word))
+        elif word[0].isupper() and not shouts:
+            yield from ((token, False) for token in tokens(word))
 
 
 # Latin spellings of one Cyrillic sound, folded so that transliterations of Russian
@@ -369,6 +386,15 @@ def _hash(feature: str) -> int:
     return zlib.crc32(feature.encode()) & _HASH_MASK
 
 
+def name_hash(token: str, caseless: bool = False) -> int:
+    """A name's key (`name_key`, hashed); a name from a script without capitals
+    carries CASELESS_NAME on top. Its transliteration seldom meets the Latin or
+    Cyrillic spelling ("كورسك" -> "kwrsk", "库尔斯克" -> "kuer ersi sike"), so
+    that two reports name nothing in common across such scripts says nothing
+    (`decision.pair_features`)."""
+    return _hash("n" + name_key(token)) | (CASELESS_NAME if caseless else 0)
+
+
 class Featuriser:
     """Counts features of reports and keeps their online document frequencies."""
 
@@ -460,19 +486,23 @@ class Featuriser:
                 for gram in token_grams:
                     grams[gram] += weight
         capitalised = [
-            (token, word)
+            (token, word, caseless)
             for text in (title, body)
-            for token in capitalised_tokens(text)
+            for token, caseless in capitalised_tokens(text)
             if (word := word_key(token)) not in self._not_names
         ]
         nouns = self._nouns.get(doc.lang)
         names = frozenset(
-            _hash("n" + name_key(token))
-            for token, word in capitalised
+            name_hash(token, caseless)
+            for token, word, caseless in capitalised
             if (nouns is None or word not in nouns or word in self._capitals)
             and self.share(self.stem_key(token)) < w.name_max_share
         )
-        capitals = frozenset(word for _, word in capitalised) if nouns is None else frozenset()
+        capitals = (
+            frozenset(word for _, word, caseless in capitalised if not caseless)
+            if nouns is None
+            else frozenset()
+        )
         return Counted(
             words,
             grams,
