@@ -24,13 +24,18 @@ from aggregator.cluster.background import PATH
 from aggregator.cluster.features import FeatureWeights, Featuriser, tokens, word_key
 
 LANGUAGES = ("en", "ru", "uk")
-# Languages whose commonest words are no names: wordfreq's lists that need no
-# tokeniser of their own (Chinese, Japanese and Korean do), beside LANGUAGES,
-# whose own common words the shares already rule out.
+# Languages whose commonest words are no names, beside LANGUAGES, whose own common
+# words the shares already rule out. In a script without capitals every rare word
+# may be a name (`features.capitalised_tokens`), so these lists matter most there:
+# Arabic, Persian, Hebrew, Hindi, Bengali, Urdu, Tamil, and Chinese, whose words
+# wordfreq lists as segmented and `features.tokens` reads as pairs of syllables.
+# Japanese and Korean are left out: wordfreq lists their particles apart, which
+# their text writes joined to the word before.
 # fmt: off
 NAME_LANGUAGES = (
-    "ar", "bg", "ca", "cs", "da", "de", "el", "es", "fa", "fi", "fr", "he", "hu", "id", "it",
-    "lt", "lv", "mk", "ms", "nb", "nl", "pl", "pt", "ro", "sh", "sk", "sl", "sv", "tr", "vi",
+    "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "es", "fa", "fi", "fr", "he", "hi", "hu",
+    "id", "it", "lt", "lv", "mk", "ms", "nb", "nl", "pl", "pt", "ro", "sh", "sk", "sl", "sv",
+    "ta", "tr", "ur", "vi", "zh",
 )
 # fmt: on
 COMMONEST = 500  # a language's commonest words: its function words and its daily news

@@ -7,13 +7,13 @@ feature the share of news-sized documents expected to contain it, estimated
 from general word frequencies of English, Russian and Ukrainian; online counts
 take over as the stream grows (see `features.Featuriser.idf`). The file also
 lists the words that are never names, whatever their share: the commonest
-words of thirty more languages. A German or French headline starts with "Der"
+words of thirty-five more languages. A German or French headline starts with "Der"
 or "Le", and those languages' news names "Berlin" and "Paris" every day; a
 young clusterer that has seen few such reports would take them for rare names
 that two unrelated reports share. German writes every noun with a capital: the
 file lists, for German reports only, the words German uses far more than English
 does ("Regierung", "Hurrikan"), which are common nouns there, not names; and,
-for each of the thirty languages, its commonest hundred words, which are dropped
+for each of those languages, its commonest hundred words, which are dropped
 from its reports' words as English function words are: the shares know nothing
 of "der" or "les", and would weigh them as rare words that every two reports of
 the language share.
