@@ -311,6 +311,16 @@ def test_han_text_is_read_as_pairs_of_syllables() -> None:
     assert tokens("京 Kursk") == ["jing", "kursk"]
 
 
+def test_japanese_and_korean_names_are_read_without_their_particles() -> None:
+    # Japanese joins words with hiragana, Korean writes particles onto the word
+    # before: "Russia" as subject, as topic and before "of" is one word.
+    assert tokens("ロシアがクルスク州を攻撃") == ["roshia", "kurusuku", "zhou", "gongji"]
+    assert tokens("ロシアのクルスク") == tokens("ロシアはクルスク") == ["roshia", "kurusuku"]
+    assert tokens("러시아가 쿠르스크주에") == tokens("러시아는 쿠르스크주로")
+    assert tokens("러시아의") == tokens("러시아") == ["leosia"]
+    assert tokens("군이") == ["guni"]  # one syllable left would be no word
+
+
 def test_story_idle_past_the_window_takes_no_more_reports() -> None:
     settings = replace(SETTINGS, window_hours=24)
     assigner = StoryAssigner(settings)

@@ -47,6 +47,17 @@ _APOSTROPHES = re.compile(r"['`\u2019]")  # anyascii writes the soft sign as '
 # of neighbouring syllables ("beijing", "jingshi"), as search engines index Chinese:
 # most Chinese words are two characters long, and a lone syllable names nothing.
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+# Japanese joins its words with hiragana: particles and endings ("ロシアのクルスク",
+# Russia's Kursk), never names. They are dropped, as other languages' function words
+# are, so that the katakana and Han between them are read as words of their own.
+_HIRAGANA = re.compile(r"[\u3041-\u309f]+")
+# Korean writes a particle joined to the word before it ("러시아가", "러시아는": Russia,
+# as subject and as topic). The commonest are cut off a word of Hangul that keeps
+# two syllables or more, so that one name has one spelling.
+_HANGUL_PARTICLE = re.compile(
+    r"(?<=[\uac00-\ud7a3]{2})(?:에서|으로|에게|까지|부터|께서|이|가|은|는|을|를|의|에|로|와|과|도)"
+    r"(?![\uac00-\ud7a3])"
+)
 # Emoji, pictographs, arrows, dingbats, currency signs and the joiners between
 # them: anyascii spells them out (":red_circle:", ":zap:"), and a channel that opens
 # every headline with one would share those words across everything it reports.
@@ -106,7 +117,8 @@ def transliterate(text: str) -> str:
     """Text of any script in lower-case ASCII, apostrophes dropped: "Курська" -> "kurska"."""
     text = unicodedata.normalize("NFKC", text)
     if not text.isascii():
-        text = anyascii(_HAN_RUN.sub(_han_pairs, _SYMBOLS.sub(" ", text)))
+        text = _HANGUL_PARTICLE.sub("", _HIRAGANA.sub(" ", _SYMBOLS.sub(" ", text)))
+        text = anyascii(_HAN_RUN.sub(_han_pairs, text))
     return _APOSTROPHES.sub("", text.lower())
 
 
