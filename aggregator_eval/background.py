@@ -3,10 +3,10 @@
 Writes `aggregator/cluster/background.npz`, which `aggregator.cluster.background`
 loads: each hashed feature's expected share of news-sized documents, estimated
 from wordfreq's general word frequencies of English, Russian and Ukrainian; and
-the words that are no names: the commonest words of thirty more languages
+the words that are no names: the commonest words of thirty-five more languages
 (their articles and pronouns, which start many a headline with a capital, and
-what their news names every day), and the function words of each of those
-languages; and, for German, which writes every noun with a capital, the words
+what their news names every day; in the eight written without capitals, every
+word common enough), and the function words of each of those languages; and, for German, which writes every noun with a capital, the words
 of its reports that are common nouns. It needs the `wordfreq` package, which the
 clusterer itself never imports.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,21 @@ from aggregator.cluster.features import FeatureWeights, Featuriser, tokens, word
 
 LANGUAGES = ("en", "ru", "uk")
 # Languages whose commonest words are no names, beside LANGUAGES, whose own common
-# words the shares already rule out. In a script without capitals every rare word
-# may be a name (`features.capitalised_tokens`), so these lists matter most there:
-# Arabic, Persian, Hebrew, Hindi, Bengali, Urdu, Tamil, and Chinese, whose words
-# wordfreq lists as segmented and `features.tokens` reads as pairs of syllables.
-# Japanese and Korean are left out: wordfreq lists their particles apart, which
-# their text writes joined to the word before.
+# words the shares already rule out.
 # fmt: off
 NAME_LANGUAGES = (
-    "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "es", "fa", "fi", "fr", "he", "hi", "hu",
-    "id", "it", "lt", "lv", "mk", "ms", "nb", "nl", "pl", "pt", "ro", "sh", "sk", "sl", "sv",
-    "ta", "tr", "ur", "vi", "zh",
+    "bg", "ca", "cs", "da", "de", "el", "es", "fi", "fr", "hu", "id", "it", "lt", "lv", "mk",
+    "ms", "nb", "nl", "pl", "pt", "ro", "sh", "sk", "sl", "sv", "tr", "vi",
 )
+# Languages written without capitals, where every rare word may be a name
+# (`features.capitalised_tokens`). Their lists apply to their scripts' words only,
+# whose transliterations would otherwise rule out a Latin name now and then (Hindi
+# "मोदी" is "modi"), and hold every word common enough that the shares would call
+# it no name, had the shipped table held the language. Chinese words are listed
+# as wordfreq segments them, and `features.tokens` reads them as pairs of
+# syllables. Japanese and Korean are left out: wordfreq lists their particles
+# apart, which their text writes joined to the word before.
+CASELESS_LANGUAGES = ("ar", "bn", "fa", "he", "hi", "ta", "ur", "zh")
 # fmt: on
 COMMONEST = 500  # a language's commonest words: its function words and its daily news
 # A language's commonest words that are dropped from its reports' words, as the
@@ -74,30 +78,40 @@ def build(path: Path = PATH) -> int:
         for key, freq in per_lang.items():
             share[key] = max(share[key], min(1.0, DOC_TOKENS * freq))
     kept = sorted(k for k, s in share.items() if s >= KEEP_ABOVE)
-    not_names = sorted(
-        {
-            word_key(token)
-            for lang in NAME_LANGUAGES
-            for word in wordfreq.top_n_list(lang, COMMONEST)
-            for token in tokens(word)
-        }
-    )
+    # A word's expected share of reports is about DOC_TOKENS times its frequency.
+    common = FeatureWeights().name_max_share / DOC_TOKENS
+    caseless = {
+        word
+        for lang in CASELESS_LANGUAGES
+        for word, freq in wordfreq.get_frequency_dict(lang).items()
+        if freq >= common
+    }
     arrays: dict[str, Any] = {
         "keys": np.asarray(kept, dtype=np.uint32),
         "share": np.asarray([share[k] for k in kept], dtype=np.float16),
-        "not_names": np.asarray(not_names, dtype=np.uint32),
+        "not_names": word_keys(commonest(wordfreq, NAME_LANGUAGES, COMMONEST)),
+        "not_names_caseless": word_keys(
+            commonest(wordfreq, CASELESS_LANGUAGES, COMMONEST) | caseless
+        ),
     }
     for lang in NOUN_LANGUAGES:
         arrays[f"nouns_{lang}"] = np.asarray(sorted(common_nouns(wordfreq, lang)), np.uint32)
-    for lang in NAME_LANGUAGES:
-        function_words = {
-            word_key(token)
-            for word in wordfreq.top_n_list(lang, FUNCTION_WORDS)
-            for token in tokens(word)
-        }
-        arrays[f"function_words_{lang}"] = np.asarray(sorted(function_words), np.uint32)
+    for lang in NAME_LANGUAGES + CASELESS_LANGUAGES:
+        function_words = commonest(wordfreq, (lang,), FUNCTION_WORDS)
+        arrays[f"function_words_{lang}"] = word_keys(function_words)
     np.savez_compressed(path, **arrays)
     return len(kept)
+
+
+def commonest(wordfreq: Any, langs: Iterable[str], n: int) -> set[str]:
+    """The `n` commonest words of each language."""
+    return {word for lang in langs for word in wordfreq.top_n_list(lang, n)}
+
+
+def word_keys(words: Iterable[str]) -> np.ndarray:
+    """The ascending `features.word_key`s of the words' tokens."""
+    keys = {word_key(token) for word in words for token in tokens(word)}
+    return np.asarray(sorted(keys), np.uint32)
 
 
 def common_nouns(wordfreq: Any, lang: str) -> set[int]:

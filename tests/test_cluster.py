@@ -17,12 +17,13 @@ from aggregator.cluster import RECOMMENDED_THRESHOLDS, StoryAssigner, Tuning
 from aggregator.cluster.decision import STORIES_MODEL, read_story_policy
 from aggregator.cluster.embedding import doc_text
 from aggregator.cluster.features import (
-    CASELESS_NAME,
+    HASH_BITS,
     FeatureWeights,
     Featuriser,
     calendar_days,
     name_key,
     numbers,
+    script_of,
     slug_text,
     tokens,
 )
@@ -579,7 +580,7 @@ def test_a_script_without_capitals_names_its_rare_words() -> None:
     ]
     assert len(arabic[0] & arabic[1]) >= 2  # Kursk and Sudzha
     assert not arabic[0] & arabic[2]  # "في" ("in") is too common to be a name
-    assert all(key & CASELESS_NAME for key in arabic[0])
+    assert all(key >> HASH_BITS for key in arabic[0])
     chinese = [
         featuriser.counts(doc(key, title, lang="zh")).names
         for key, title in [
@@ -589,9 +590,12 @@ def test_a_script_without_capitals_names_its_rare_words() -> None:
         ]
     ]
     assert chinese[0] & chinese[1] and not chinese[0] & chinese[2]
+    # Japanese writes names in kana and Han: one script for names, as Chinese Han is.
+    assert script_of("ク") == script_of("の") == script_of("州") != script_of("ك") != 0
+    assert script_of("K") == script_of("К") == script_of("ß") == 0
     # Written with capitals, names keep their own keys, which the others never meet.
     english = featuriser.counts(doc("e", "Ukrainian troops push into Kursk region")).names
-    assert english and not english & arabic[0] and not any(k & CASELESS_NAME for k in english)
+    assert english and not english & arabic[0] and not any(k >> HASH_BITS for k in english)
 
 
 @pytest.mark.parametrize("method", ["tfidf", "embedding"])
@@ -619,8 +623,10 @@ def test_names_in_scripts_that_cannot_meet_are_no_evidence_against_a_join() -> N
     english = INCURSION[0]
     arabic = doc("ar", "القوات الأوكرانية تتوغل في منطقة كورسك الروسية قرب سودجا", lang="ar")
     other = doc("ar2", "البنك المركزي المصري يبقي أسعار الفائدة دون تغيير", lang="ar")
-    across = assigner.pair_features(english, arabic)
-    assert across["names_apart"] == 0.0 and across["names_new"] == 0.0
+    korean = doc("ko", "우크라이나군, 러시아 쿠르스크주 국경 넘어 진격", lang="ko")
+    for story in (english, korean):
+        across = assigner.pair_features(story, arabic)
+        assert across["names_apart"] == 0.0 and across["names_new"] == 0.0
     apart = assigner.pair_features(other, arabic)
     assert apart["names_apart"] == 1.0 and apart["names_new"] == 1.0
     # Between two reports written with capitals, as before.

@@ -7,7 +7,9 @@ feature the share of news-sized documents expected to contain it, estimated
 from general word frequencies of English, Russian and Ukrainian; online counts
 take over as the stream grows (see `features.Featuriser.idf`). The file also
 lists the words that are never names, whatever their share: the commonest
-words of thirty-five more languages. A German or French headline starts with "Der"
+words of thirty-five more languages (in the eight written without capitals, such
+as Arabic and Chinese, where every rare word may be a name, each word common
+enough to be none). A German or French headline starts with "Der"
 or "Le", and those languages' news names "Berlin" and "Paris" every day; a
 young clusterer that has seen few such reports would take them for rare names
 that two unrelated reports share. German writes every noun with a capital: the
@@ -49,11 +51,13 @@ def table() -> tuple[np.ndarray, np.ndarray]:
     return arrays["keys"].astype(np.uint32), arrays["share"].astype(np.float32)
 
 
-@lru_cache(maxsize=1)
-def not_names() -> frozenset[int]:
+@lru_cache(maxsize=2)
+def not_names(caseless: bool = False) -> frozenset[int]:
     """Keys of the words that are no names (`features.word_key`; empty when the file
-    lists none)."""
-    return frozenset(_arrays().get("not_names", np.zeros(0, np.uint32)).tolist())
+    lists none): of scripts with capitals, or (`caseless`) of scripts without, where
+    the list holds every word of the language common enough to be no name."""
+    name = "not_names_caseless" if caseless else "not_names"
+    return frozenset(_arrays().get(name, np.zeros(0, np.uint32)).tolist())
 
 
 @lru_cache(maxsize=1)

@@ -22,13 +22,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aggregator.cluster.copies import CopyKey
-from aggregator.cluster.features import CASELESS_NAME, HASH_BITS, Vector
+from aggregator.cluster.features import HASH_BITS, Vector
 from aggregator.cluster.stories import EmbeddingRow, Member, Story, shared_keys
 from aggregator.types import ClusterDoc
 
 MODEL_DIR = Path(__file__).with_name("models")
 STORIES_MODEL = MODEL_DIR / "stories.json"
 GAP_SCALE_HOURS = 96.0  # the gap feature reaches 1 at this many hours
+_SCRIPTED = 1 << HASH_BITS  # name keys from here up are of scripts without capitals
 
 WORDS = ("words", "grams", "shared_terms")
 NAMES = ("names_shared", "names_apart", "names_new")
@@ -157,17 +158,18 @@ def shared_counts(keys: np.ndarray, among: Sequence[np.ndarray]) -> np.ndarray:
 
 def comparable_names(keys: np.ndarray, among: Sequence[np.ndarray]) -> np.ndarray:
     """How many of a report's names (ascending `keys`) each story's names can tell
-    apart from its own, as floats: all of them, except where the story names only
-    in scripts with capitals and the report only in a script without (or the other
-    way round), whose spellings seldom meet (`features.name_hash`)."""
-    caseless = len(keys) - int(np.searchsorted(keys, CASELESS_NAME))
-    cased = len(keys) - caseless
-    first = np.array([a[0] if len(a) else 0 for a in among], np.int64)
-    last = np.array([a[-1] if len(a) else 0 for a in among], np.int64)
-    named = np.fromiter(map(len, among), np.int64, len(among)) > 0
-    only_caseless = named & (first >= CASELESS_NAME)
-    only_cased = named & (last < CASELESS_NAME)
-    return (cased * ~only_caseless + caseless * ~only_cased).astype(np.float64)
+    apart from its own, as floats: those of the scripts the story names in (all of
+    them when it names none). Two scripts without capitals, or one with and one
+    without, spell a name apart (`features.name_hash`): that a report naming in
+    Arabic and a story naming in English share no name says nothing."""
+    out = np.full(len(among), float(len(keys)))
+    if not len(keys) or (keys[-1] < _SCRIPTED and all(a[-1] < _SCRIPTED for a in among if len(a))):
+        return out  # every name in scripts with capitals: all of them compare
+    scripts = keys >> HASH_BITS
+    for i, theirs in enumerate(among):
+        if len(theirs):
+            out[i] = np.isin(scripts, theirs >> HASH_BITS).sum()
+    return out
 
 
 def _apart(among: Sequence[np.ndarray], shared: np.ndarray) -> np.ndarray:

@@ -32,9 +32,11 @@ Counts = dict[int, float]  # feature -> weighted term frequency
 
 HASH_BITS = 20  # 1M buckets: 4 MB of counts, collisions rare at news vocabulary sizes
 _HASH_MASK = (1 << HASH_BITS) - 1
-# Set on the key of a name from a script without capitals (see `name_hash`): its
-# keys sort after every other name's.
-CASELESS_NAME = 1 << HASH_BITS
+# A name from a script without capitals carries its script in the bits above the
+# hash (`name_hash`); one with capitals has none there, and sorts first.
+SCRIPT_BITS = 4
+# Japanese writes names in kana and Han alike, and Han is read as Chinese is.
+_SCRIPT_OF = {"HIRAGANA": "CJK", "KATAKANA": "CJK"}
 TOKEN_CACHE = 8192  # distinct tokens whose features are kept (about 5 MB)
 # Capitalised words of the latest reports in languages that capitalise names only,
 # remembered so that a German report may name them (`Featuriser.counts`): about 2 MB.
@@ -204,9 +206,10 @@ class FeatureWeights:
     body_chars: int = LEAD_CHARS
     url_words: bool = True  # use the URL slug's words when the body is empty
     background_docs: float = 20_000.0  # the shipped frequencies weigh as this many reports
-    # A capitalised word in fewer documents than this is a name, unless it is among
-    # the commonest words of another language (`background.not_names`) or, in a
-    # German report, a common noun (`background.common_nouns`).
+    # A capitalised word (or any word of a script without capitals) in fewer
+    # documents than this is a name, unless it is among the commonest words of
+    # another language (`background.not_names`) or, in a German report, a common
+    # noun (`background.common_nouns`).
     name_max_share: float = 2e-3
 
 
@@ -230,20 +233,29 @@ def tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(latin) if len(t) > 1 and t not in STOPWORDS]
 
 
-def capitalised_tokens(text: str) -> Iterator[tuple[str, bool]]:
-    """Transliterated tokens of the words that may be names, each with whether its
-    script has no capitals: the words written with a capital (none from a text that
-    shouts, written in capitals throughout), and every word of a script without
-    capitals (Arabic, Hebrew, Devanagari, Hangul, Han), where only rarity tells a
-    name (`Featuriser.counts`)."""
+def capitalised_tokens(text: str) -> Iterator[tuple[str, int]]:
+    """Transliterated tokens of the words that may be names, each with its script
+    (`script_of`: 0 for one with capitals): the words written with a capital (none
+    from a text that shouts, written in capitals throughout), and every word of a
+    script without capitals (Arabic, Hebrew, Devanagari, Hangul, Han), where only
+    rarity tells a name (`Featuriser.counts`)."""
     words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text)) if not w.isdigit()]
     shouting = sum(len(w) > 1 and w.isupper() for w in words)
     shouts = shouting >= SHOUTING_WORDS and 2 * shouting > len(words)
     for word in words:
-        if unicodedata.category(word[0]) == "Lo":  # a letter that has no capital
-            yield from ((token, True) for token in tokens(word))
+        if script := script_of(word[0]):
+            yield from ((token, script) for token in tokens(word))
         elif word[0].isupper() and not shouts:
-            yield from ((token, False) for token in tokens(word))
+            yield from ((token, 0) for token in tokens(word))
+
+
+def script_of(char: str) -> int:
+    """0 for a letter of a script with capitals (or no letter); for one without
+    ("ك", "ק", "क", "한", "北"), a number from 1 to 15 that its script's name picks."""
+    if unicodedata.category(char) != "Lo":
+        return 0
+    script = unicodedata.name(char, "?").split()[0]
+    return 1 + zlib.crc32(_SCRIPT_OF.get(script, script).encode()) % ((1 << SCRIPT_BITS) - 1)
 
 
 # Latin spellings of one Cyrillic sound, folded so that transliterations of Russian
@@ -398,13 +410,13 @@ def _hash(feature: str) -> int:
     return zlib.crc32(feature.encode()) & _HASH_MASK
 
 
-def name_hash(token: str, caseless: bool = False) -> int:
-    """A name's key (`name_key`, hashed); a name from a script without capitals
-    carries CASELESS_NAME on top. Its transliteration seldom meets the Latin or
-    Cyrillic spelling ("كورسك" -> "kwrsk", "库尔斯克" -> "kuer ersi sike"), so
-    that two reports name nothing in common across such scripts says nothing
-    (`decision.pair_features`)."""
-    return _hash("n" + name_key(token)) | (CASELESS_NAME if caseless else 0)
+def name_hash(token: str, script: int = 0) -> int:
+    """A name's key (`name_key`, hashed), its script (`script_of`) in the bits above.
+    A script without capitals transliterates its names in its own way, which seldom
+    meets another script's ("كورسك" -> "kwrsk", "쿠르스크" -> "kuleuseukeu", "Kursk"),
+    so that two reports name nothing in common across two scripts says nothing
+    (`decision.comparable_names`)."""
+    return _hash("n" + name_key(token)) | (script << HASH_BITS)
 
 
 class Featuriser:
@@ -423,7 +435,8 @@ class Featuriser:
         self._prior = _shared_prior() if background else np.zeros(1 << HASH_BITS, np.float32)
         self._prior_docs = weights.background_docs if background else 0.0
         # Words among the commonest of another language ("Der", "Le", "Berlin"): no names.
-        self._not_names = _shared_not_names() if background else frozenset()
+        # Per kind of script (with capitals, without; see `capitalised_tokens`).
+        self._not_names = _shared_not_names() if background else (frozenset(), frozenset())
         # Per language that writes every noun with a capital (German): its common
         # nouns, which its reports name only once a report in a language that
         # capitalises names alone has written them with a capital (`_capitals`):
@@ -498,20 +511,20 @@ class Featuriser:
                 for gram in token_grams:
                     grams[gram] += weight
         capitalised = [
-            (token, word, caseless)
+            (token, word, script)
             for text in (title, body)
-            for token, caseless in capitalised_tokens(text)
-            if (word := word_key(token)) not in self._not_names
+            for token, script in capitalised_tokens(text)
+            if (word := word_key(token)) not in self._not_names[script > 0]
         ]
         nouns = self._nouns.get(doc.lang)
         names = frozenset(
-            name_hash(token, caseless)
-            for token, word, caseless in capitalised
+            name_hash(token, script)
+            for token, word, script in capitalised
             if (nouns is None or word not in nouns or word in self._capitals)
             and self.share(self.stem_key(token)) < w.name_max_share
         )
         capitals = (
-            frozenset(word for _, word, caseless in capitalised if not caseless)
+            frozenset(word for _, word, script in capitalised if not script)
             if nouns is None
             else frozenset()
         )
@@ -569,8 +582,9 @@ class Featuriser:
 _PRIOR: np.ndarray | None = None
 
 
-def _shared_not_names() -> frozenset[int]:
-    return background.not_names()  # the parameter of Featuriser hides the module there
+def _shared_not_names() -> tuple[frozenset[int], frozenset[int]]:
+    # The parameter of Featuriser hides the module there.
+    return background.not_names(), background.not_names(caseless=True)
 
 
 def _shared_nouns() -> dict[str, frozenset[int]]:
