@@ -6,9 +6,10 @@ from wordfreq's general word frequencies of English, Russian and Ukrainian; and
 the words that are no names: the commonest words of thirty-five more languages
 (their articles and pronouns, which start many a headline with a capital, and
 what their news names every day; in the eight written without capitals, every
-word common enough), and the function words of each of those languages; and, for German, which writes every noun with a capital, the words
-of its reports that are common nouns. It needs the `wordfreq` package, which the
-clusterer itself never imports.
+word common enough), and the function words of each of those languages; and,
+for German, which writes every noun with a capital, the words of its reports
+that are common nouns. It needs the `wordfreq` package, which the clusterer
+itself never imports.
 """
 
 from __future__ import annotations

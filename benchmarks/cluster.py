@@ -97,7 +97,7 @@ from aggregator_eval.evaluate import (
     stream_order,
 )
 from aggregator_eval.hard_cases import HardCase, event_steps, events_of, load_cases
-from aggregator_eval.labelled import Form, as_written, bare, half_bare
+from aggregator_eval.labelled import Form, Labelled, as_written, bare, half_bare
 from aggregator_eval.storyline_trace import StorylineTrace
 from aggregator_eval.training import split_half
 
@@ -859,6 +859,34 @@ def main(argv: list[str] | None = None) -> int:
         own["stories_as_events"]["bcubed_f1"],
         own["stories_as_events"]["bcubed_precision"],
     ]
+
+    def told_both_ways(
+        data: Labelled,
+        path: Path,
+        keys: tuple[str, str],
+        among: Sequence[ClusterDoc] = (),
+        where: str = "",
+    ) -> None:
+        """Score a file's held-out part as written, then as headlines alone, into
+        the summary under `keys`."""
+        assert data.events is not None
+        for told, docs, key in (
+            ("", data.docs, keys[0]),
+            (", headlines alone", [bare(doc) for doc in data.docs], keys[1]),
+        ):
+            result = evaluate_documents(
+                docs,
+                data.events,
+                settings,
+                storylines=data.storylines,
+                name=f"{path} [{HELD_OUT}{told}{where}]",
+                merge=args.merge,
+                among=among,
+                **run,
+            )
+            _print(levels_brief(result))
+            summary.update(bcubed_by_level(result, key))
+
     # The same held-out reports as a feed without descriptions carries them: headlines alone.
     held_out = load_levels(OWN_SET, "event", HELD_OUT)
     assert held_out.events is not None
@@ -880,46 +908,18 @@ def main(argv: list[str] | None = None) -> int:
     uci_path = args.data / UCI
     if uci_path.exists():
         unrelated = unrelated_headlines(args.data, held_out.docs)
-        for told, docs, prefix in (
-            ("", held_out.docs, "own_among_unrelated"),
-            (
-                ", headlines alone",
-                [bare(doc) for doc in held_out.docs],
-                "own_headlines_among_unrelated",
-            ),
-        ):
-            among = evaluate_documents(
-                docs,
-                held_out.events,
-                settings,
-                storylines=held_out.storylines,
-                name=f"{OWN_SET} [{HELD_OUT}{told}, among UCI's headlines]",
-                merge=args.merge,
-                among=unrelated,
-                **run,
-            )
-            _print(levels_brief(among))
-            summary |= bcubed_by_level(among, prefix)
+        told_both_ways(
+            held_out,
+            OWN_SET,
+            ("own_among_unrelated", "own_headlines_among_unrelated"),
+            among=unrelated,
+            where=", among UCI's headlines",
+        )
     lookalikes = evaluate_file(LOOKALIKES, settings, split=HELD_OUT, merge=args.merge, **run)
     _print(levels_brief(lookalikes))
     summary |= bcubed_by_level(lookalikes, "lookalikes")
     caseless = load_levels(CASELESS, "event", HELD_OUT)
-    assert caseless.events is not None
-    for told, docs, prefix in (
-        ("", caseless.docs, "caseless"),
-        (", headlines alone", [bare(doc) for doc in caseless.docs], "caseless_headlines"),
-    ):
-        result = evaluate_documents(
-            docs,
-            caseless.events,
-            settings,
-            storylines=caseless.storylines,
-            name=f"{CASELESS} [{HELD_OUT}{told}]",
-            merge=args.merge,
-            **run,
-        )
-        _print(levels_brief(result))
-        summary |= bcubed_by_level(result, prefix)
+    told_both_ways(caseless, CASELESS, ("caseless", "caseless_headlines"))
     summary["events"] = events.for_method(args.method)._asdict()
     rule = storylines.for_method(args.method)
     summary["storylines"] = None if rule is None else rule._asdict()

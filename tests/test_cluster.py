@@ -570,25 +570,27 @@ def test_a_script_without_capitals_names_its_rare_words() -> None:
     # Arabic, Hebrew, Hindi and Chinese write no capitals: their rare words are their
     # names, and without them two reports of one happening named nothing in common.
     featuriser = Featuriser(FeatureWeights())
-    arabic = [
-        featuriser.counts(doc(key, title, lang="ar")).names
-        for key, title in [
-            ("a1", "القوات الأوكرانية تتوغل في منطقة كورسك الروسية قرب سودجا"),
-            ("a2", "روسيا تعلن صد هجوم أوكراني على سودجا في كورسك"),
-            ("a3", "البنك المركزي المصري يبقي أسعار الفائدة دون تغيير"),
+
+    def names(lang: str, *titles: str) -> list[frozenset[int]]:
+        return [
+            featuriser.counts(doc(f"{lang}{i}", t, lang=lang)).names for i, t in enumerate(titles)
         ]
-    ]
+
+    arabic = names(
+        "ar",
+        "القوات الأوكرانية تتوغل في منطقة كورسك الروسية قرب سودجا",
+        "روسيا تعلن صد هجوم أوكراني على سودجا في كورسك",
+        "البنك المركزي المصري يبقي أسعار الفائدة دون تغيير",
+    )
     assert len(arabic[0] & arabic[1]) >= 2  # Kursk and Sudzha
     assert not arabic[0] & arabic[2]  # "في" ("in") is too common to be a name
     assert all(key >> HASH_BITS for key in arabic[0])
-    chinese = [
-        featuriser.counts(doc(key, title, lang="zh")).names
-        for key, title in [
-            ("z1", "乌克兰军队进入俄罗斯库尔斯克州"),
-            ("z2", "俄罗斯称在库尔斯克州击退乌军"),
-            ("z3", "中国央行维持贷款市场报价利率不变"),
-        ]
-    ]
+    chinese = names(
+        "zh",
+        "乌克兰军队进入俄罗斯库尔斯克州",
+        "俄罗斯称在库尔斯克州击退乌军",
+        "中国央行维持贷款市场报价利率不变",
+    )
     assert chinese[0] & chinese[1] and not chinese[0] & chinese[2]
     # Japanese writes names in kana and Han: one script for names, as Chinese Han is.
     assert script_of("ク") == script_of("の") == script_of("州") != script_of("ك") != 0
