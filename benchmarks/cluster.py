@@ -13,9 +13,9 @@ or tuned number cannot flatter itself:
   of one kind at one time (two wildfires, two strikes) in six languages, its
   held-out storylines, at both levels;
 - the set in scripts without capitals (benchmarks/data/caseless-2024.jsonl:
-  Arabic, Chinese, Hindi, Korean, Japanese, Hebrew, a little English), at both
-  levels, as written and as headlines alone; for information, as no fit reads it
-  (but see its README: two reading rules were settled after its first figures);
+  Arabic, Chinese, Hindi, Korean, Japanese, Hebrew, a little English), its
+  held-out storylines, at both levels, as written and as headlines alone, for
+  information (no fit reads the file);
 - the UCI dev file of ../shared/data at the storyline level (its stories are
   storylines), shuffled, on its held-out half: the stories with
   `split_half(story) == 1`, the half `python -m aggregator_eval.training
