@@ -25,6 +25,7 @@ from aggregator.cluster.features import (
     numbers,
     script_of,
     slug_text,
+    sound_of,
     tokens,
 )
 from aggregator.settings import ClusterSettings
@@ -615,6 +616,31 @@ def test_arabic_headlines_of_one_happening_join_on_the_places_they_name(method: 
     )
     assert got["a2"].story_id == "a1"
     assert got["b1"].new_story
+
+
+def test_a_name_meets_its_spelling_in_another_script_by_its_sound() -> None:
+    # Transliterated, "Baltimore" is "boltimoeo" in Korean and "baltymwr" in Arabic;
+    # their consonants agree. A name is also the name other scripts wrote with its
+    # sound, whichever came first; Han spells no sound.
+    spellings = ["Baltimore", "볼티모어", "بالتيمور", "ボルティモア", "बाल्टीमोर"]
+    assert {sound_of(tokens(name)[0]) for name in spellings} == {"brtm"}
+    assert sound_of(tokens("בולטימור")[0]) == "rtmr"  # Hebrew's ב reads as v: no match
+    assert sound_of("noto") is None  # too few consonants to tell
+    reports = [
+        ("en", "Container ship strikes Baltimore bridge, which collapses"),
+        ("ko", "미국 볼티모어 대형 교량, 컨테이너선 충돌로 붕괴"),
+        ("ar", "انهيار جسر في بالتيمور بعد اصطدام سفينة حاويات به"),
+    ]
+    for order in (reports, reports[::-1]):
+        featuriser = Featuriser(FeatureWeights())
+        names = []
+        for lang, title in order:
+            counted = featuriser.counts(doc(lang, title, lang=lang))
+            featuriser.learn(counted)
+            names.append(counted.names)
+        assert names[1] & names[0] and names[2] & names[0] and names[2] & names[1]
+    chinese = featuriser.counts(doc("zh", "美国巴尔的摩大桥被货船撞塌", lang="zh"))
+    assert not chinese.names & names[-1]
 
 
 def test_names_in_scripts_that_cannot_meet_are_no_evidence_against_a_join() -> None:

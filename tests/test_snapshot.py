@@ -571,6 +571,15 @@ def busy_assigner(method: str) -> StoryAssigner:
         )
         for n in range(1, 81)
     ]
+    # One name in three scripts, two of them without capitals (`Featuriser._sounds`).
+    docs += [
+        ClusterDoc(str(n), title, "", f"http://{lang}.test/{n}", published(n), lang, lang)
+        for n, lang, title in [
+            (81, "en", "Container ship strikes Baltimore bridge"),
+            (82, "ko", "미국 볼티모어 대형 교량 붕괴"),
+            (83, "ar", "انهيار جسر في بالتيمور"),
+        ]
+    ]
     for doc in docs:
         vector = topic_vector(int(doc.id) // 4, int(doc.id)) if method == "embedding" else None
         assigner.add(doc, vector)

@@ -25,7 +25,7 @@ from anyascii import anyascii
 
 from aggregator.cluster import background
 from aggregator.cluster.embedding import LEAD_CHARS, headline
-from aggregator.cluster.snapshot import Reader, SnapshotError, Writer
+from aggregator.cluster.snapshot import Reader, SnapshotError, Writer, same_length, strings
 from aggregator.types import ClusterDoc
 
 Counts = dict[int, float]  # feature -> weighted term frequency
@@ -37,6 +37,22 @@ _HASH_MASK = (1 << HASH_BITS) - 1
 SCRIPT_BITS = 4
 # Japanese writes names in kana and Han alike, and Han is read as Chinese is.
 _SCRIPT_OF = {"HIRAGANA": "CJK", "KATAKANA": "CJK"}
+_KATAKANA = re.compile(r"[\u30a0-\u30ff]+")
+# A name's sound as its consonants (`sound_of`): spellings that transliterate one
+# name from different scripts fold together ("gh" for Arabic غ, "l" and "r" for
+# Korean and Japanese, "p" and "b" for Arabic, which has no p), vowels and the
+# letters that Arabic and Hebrew write for vowels (w, v, y) drop, and the first
+# SOUND_LETTERS consonants are kept, of names that have at least SOUND_MIN.
+_SOUND_FOLDS = (
+    ("shch", "s"), ("sch", "s"), ("gh", "g"), ("kh", "h"), ("sh", "s"), ("zh", "z"),
+    ("ch", "c"), ("ts", "c"), ("tz", "c"), ("ph", "f"), ("th", "t"), ("dh", "d"),
+    ("q", "k"), ("l", "r"), ("j", "z"), ("p", "b"), ("x", "ks"),
+)  # fmt: skip
+_SOUND_VOWELS = re.compile(r"[aeiouywv]")
+SOUND_MIN = 3
+SOUND_LETTERS = 4
+# Sounds remembered, each with the latest name of each script that has it: about 3 MB.
+SOUNDS_REMEMBERED = 25_000
 TOKEN_CACHE = 8192  # distinct tokens whose features are kept (about 5 MB)
 # Capitalised words of the latest reports in languages that capitalise names only,
 # remembered so that a German report may name them (`Featuriser.counts`): about 2 MB.
@@ -225,6 +241,8 @@ class Counted:
     # Word keys of its capitalised words, when its language capitalises names only
     # (see `Featuriser.counts`): what other reports may take for names.
     capitals: frozenset[int] = frozenset()
+    # (sound, script, name key) of its names whose letters spell their sound (not Han).
+    sounds: tuple[tuple[str, int, int], ...] = ()
 
 
 def tokens(text: str) -> list[str]:
@@ -233,29 +251,48 @@ def tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(latin) if len(t) > 1 and t not in STOPWORDS]
 
 
-def capitalised_tokens(text: str) -> Iterator[tuple[str, int]]:
+def capitalised_tokens(text: str) -> Iterator[tuple[str, int, bool]]:
     """Transliterated tokens of the words that may be names, each with its script
-    (`script_of`: 0 for one with capitals): the words written with a capital (none
-    from a text that shouts, written in capitals throughout), and every word of a
-    script without capitals (Arabic, Hebrew, Devanagari, Hangul, Han), where only
-    rarity tells a name (`Featuriser.counts`)."""
+    (`script_of`: 0 for one with capitals) and whether its letters spell its sound
+    (`sound_of`; Han's do not): the words written with a capital (none from a text
+    that shouts, written in capitals throughout), and every word of a script without
+    capitals (Arabic, Hebrew, Devanagari, Hangul, Han, kana), where only rarity
+    tells a name (`Featuriser.counts`)."""
     words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text)) if not w.isdigit()]
     shouting = sum(len(w) > 1 and w.isupper() for w in words)
     shouts = shouting >= SHOUTING_WORDS and 2 * shouting > len(words)
     for word in words:
         if script := script_of(word[0]):
-            yield from ((token, script) for token in tokens(word))
+            spelled = None
+            if script == _HAN_SCRIPT:  # of a Japanese run, only its katakana spell
+                spelled = {token for run in _KATAKANA.findall(word) for token in tokens(run)}
+            for token in tokens(word):
+                yield token, script, spelled is None or token in spelled
         elif word[0].isupper() and not shouts:
-            yield from ((token, 0) for token in tokens(word))
+            yield from ((token, 0, True) for token in tokens(word))
 
 
 def script_of(char: str) -> int:
     """0 for a letter of a script with capitals (or no letter); for one without
-    ("ك", "ק", "क", "한", "北"), a number from 1 to 15 that its script's name picks."""
+    ("ك", "ק", "क", "한", "北"), a number from 1 to 15 that its script's name picks
+    (kana and Han one)."""
     if unicodedata.category(char) != "Lo":
         return 0
     script = unicodedata.name(char, "?").split()[0]
     return 1 + zlib.crc32(_SCRIPT_OF.get(script, script).encode()) % ((1 << SCRIPT_BITS) - 1)
+
+
+_HAN_SCRIPT = script_of("中")
+
+
+def sound_of(token: str) -> str | None:
+    """The first consonants of a transliterated name, which its spellings in other
+    scripts share ("baltimore", "boltimoeo" from 볼티모어, "baltymwr" from بالتيمور:
+    "brtm"); None for a name with too few."""
+    for spelled, folded in _SOUND_FOLDS:
+        token = token.replace(spelled, folded)
+    consonants = _REPEATS.sub(r"\1", _SOUND_VOWELS.sub("", token))
+    return consonants[:SOUND_LETTERS] if len(consonants) >= SOUND_MIN else None
 
 
 # Latin spellings of one Cyrillic sound, folded so that transliterations of Russian
@@ -424,7 +461,7 @@ class Featuriser:
 
     # What a snapshot saves of it, and what it rebuilds (see cluster/snapshot.py).
     SNAPSHOT: ClassVar = (
-        "_df _docs _capitals",
+        "_df _docs _capitals _sounds",
         "weights _prior _prior_docs _not_names _nouns _function_words _token_cache",
     )
 
@@ -445,6 +482,10 @@ class Featuriser:
         # Per language beside en, ru and uk: its function words, dropped from its words.
         self._function_words = _shared_function_words() if background else {}
         self._capitals: dict[int, None] = {}  # oldest first, at most CAPITALS_REMEMBERED
+        # A name's sound (`sound_of`) -> script -> the latest name key of that script
+        # with it, oldest sound first: a name written in a script without capitals
+        # also names what other scripts wrote with its sound ("بالتيمور", Baltimore).
+        self._sounds: dict[str, dict[int, int]] = {}
         # Token -> its features: news repeats its words, and hashing every n-gram
         # of every token again was most of the cost of replaying a window.
         self._token_cache: dict[str, tuple[int, ...]] = {}
@@ -459,6 +500,14 @@ class Featuriser:
         out.array(
             "capitals", np.fromiter(self._capitals, np.uint32, len(self._capitals)), np.uint32
         )
+        flat = [
+            (sound, script, key)
+            for sound, keys in self._sounds.items()
+            for script, key in keys.items()
+        ]
+        out.value("sounds", [sound for sound, _, _ in flat])
+        out.array("sound_scripts", np.array([script for _, script, _ in flat], np.int64), np.int64)
+        out.array("sound_keys", np.array([key for _, _, key in flat], np.uint32), np.uint32)
 
     def load(self, source: Reader) -> None:
         keys = source.array("df_keys", np.int32)
@@ -471,6 +520,13 @@ class Featuriser:
         self._df[keys] = counts
         self._docs = int(source.value("docs"))
         self._capitals = dict.fromkeys(source.array("capitals", np.uint32).tolist())
+        sounds = strings(source.value("sounds"))
+        scripts = source.array("sound_scripts", np.int64).tolist()
+        keys = source.array("sound_keys", np.uint32).tolist()
+        same_length(sounds, scripts, keys)
+        self._sounds = {}
+        for sound, script, key in zip(sounds, scripts, keys, strict=True):
+            self._sounds.setdefault(sound, {})[script] = key
 
     def stem_key(self, token: str) -> int:
         return _hash("w" + token[: self.weights.stem_length])
@@ -511,30 +567,48 @@ class Featuriser:
                 for gram in token_grams:
                     grams[gram] += weight
         capitalised = [
-            (token, word, script)
+            (token, word, script, spelled)
             for text in (title, body)
-            for token, script in capitalised_tokens(text)
+            for token, script, spelled in capitalised_tokens(text)
             if (word := word_key(token)) not in self._not_names[script > 0]
         ]
         nouns = self._nouns.get(doc.lang)
         names = frozenset(
             name_hash(token, script)
-            for token, word, script in capitalised
+            for token, word, script, _ in capitalised
             if (nouns is None or word not in nouns or word in self._capitals)
             and self.share(self.stem_key(token)) < w.name_max_share
         )
         capitals = (
-            frozenset(word for _, word, script in capitalised if not script)
+            frozenset(word for _, word, script, _ in capitalised if not script)
             if nouns is None
             else frozenset()
+        )
+        sounds = tuple(
+            (sound, script, key)
+            for token, _, script, spelled in capitalised
+            if spelled and (key := name_hash(token, script)) in names and (sound := sound_of(token))
         )
         return Counted(
             words,
             grams,
-            names,
+            names | self._sounded(sounds),
             numbers(f"{title} {body}"),
             calendar_days(title),
             capitals,
+            sounds,
+        )
+
+    def _sounded(self, sounds: Iterable[tuple[str, int, int]]) -> frozenset[int]:
+        """The names other scripts wrote with the sounds of a report's names in a
+        script without capitals, or that scripts without capitals wrote with the
+        sounds of its names with capitals: one name across scripts that transliterate
+        it apart."""
+        return frozenset(
+            key
+            for sound, script, _ in sounds
+            for other, key in self._sounds.get(sound, {}).items()
+            if other != script
         )
 
     def learn(self, counted: Counted) -> None:
@@ -548,6 +622,12 @@ class Featuriser:
             self._capitals[word] = None
         while len(self._capitals) > CAPITALS_REMEMBERED:
             del self._capitals[next(iter(self._capitals))]
+        for sound, script, key in counted.sounds:
+            scripts = self._sounds.pop(sound, {})  # the latest last
+            scripts[script] = key
+            self._sounds[sound] = scripts
+        while len(self._sounds) > SOUNDS_REMEMBERED:
+            del self._sounds[next(iter(self._sounds))]
 
     def share(self, key: int) -> float:
         """Estimated share of reports containing a feature: background and stream blended."""

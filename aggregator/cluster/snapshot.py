@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-FORMAT = 8  # bumped when the layout of a snapshot changes
+FORMAT = 9  # bumped when the layout of a snapshot changes
 PACKAGE = Path(__file__).parent
 # Code outside this package whose objects the clusterer's state holds.
 ALSO_FINGERPRINTED = (PACKAGE.parent / "dedupe.py", PACKAGE.parent / "types.py")
