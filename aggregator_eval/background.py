@@ -96,7 +96,7 @@ def build(path: Path = PATH) -> int:
         ),
     }
     for lang in NOUN_LANGUAGES:
-        arrays[f"nouns_{lang}"] = np.asarray(sorted(common_nouns(wordfreq, lang)), np.uint32)
+        arrays[f"nouns_{lang}"] = word_keys(common_nouns(wordfreq, lang))
     for lang in NAME_LANGUAGES + CASELESS_LANGUAGES:
         function_words = commonest(wordfreq, (lang,), FUNCTION_WORDS)
         arrays[f"function_words_{lang}"] = word_keys(function_words)
@@ -115,17 +115,17 @@ def word_keys(words: Iterable[str]) -> np.ndarray:
     return np.asarray(sorted(keys), np.uint32)
 
 
-def common_nouns(wordfreq: Any, lang: str) -> set[int]:
-    """Word keys of `lang`'s words at NOUN_FLOOR or above, NOUN_RATIO times as frequent
-    in it as in English."""
-    keys: set[int] = set()
+def common_nouns(wordfreq: Any, lang: str) -> set[str]:
+    """`lang`'s words at NOUN_FLOOR or above, NOUN_RATIO times as frequent in it as
+    in English."""
+    nouns: set[str] = set()
     for word in wordfreq.top_n_list(lang, WORDS_PER_LANGUAGE * 4):
         freq = wordfreq.word_frequency(word, lang)
         if freq < NOUN_FLOOR:
             break  # the list goes from the commonest down
         if freq >= NOUN_RATIO * wordfreq.word_frequency(word, "en"):
-            keys.update(word_key(token) for token in tokens(word))
-    return keys
+            nouns.add(word)
+    return nouns
 
 
 if __name__ == "__main__":

@@ -573,12 +573,12 @@ class Featuriser:
             if (word := word_key(token)) not in self._not_names[script > 0]
         ]
         nouns = self._nouns.get(doc.lang)
-        names = frozenset(
-            name_hash(token, script)
-            for token, word, script, _ in capitalised
+        named = [
+            (token, script, spelled, name_hash(token, script))
+            for token, word, script, spelled in capitalised
             if (nouns is None or word not in nouns or word in self._capitals)
             and self.share(self.stem_key(token)) < w.name_max_share
-        )
+        ]
         capitals = (
             frozenset(word for _, word, script, _ in capitalised if not script)
             if nouns is None
@@ -586,13 +586,13 @@ class Featuriser:
         )
         sounds = tuple(
             (sound, script, key)
-            for token, _, script, spelled in capitalised
-            if spelled and (key := name_hash(token, script)) in names and (sound := sound_of(token))
+            for token, script, spelled, key in named
+            if spelled and (sound := sound_of(token))
         )
         return Counted(
             words,
             grams,
-            names | self._sounded(sounds),
+            frozenset(key for *_, key in named) | self._sounded(sounds),
             numbers(f"{title} {body}"),
             calendar_days(title),
             capitals,
