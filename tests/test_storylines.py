@@ -208,6 +208,29 @@ def test_storylines_told_in_other_languages_meet_with_the_cross_allowance() -> N
     assert linked(["en", "en"], ["", ""]) == []
 
 
+def test_the_space_weighs_down_what_differs_between_the_events_of_a_storyline() -> None:
+    # Centroids that meet at cosine 0.6 link under a join of 0.8 only when they differ
+    # along a direction the space weighs down (events of one storyline differ along
+    # the second axis, storylines along the third).
+    space = np.diag([1.0, 0.2, 1.0]).astype(np.float32)
+
+    def linked(other: np.ndarray) -> list[tuple[str, str]]:
+        policy = replace(
+            StorylinePolicy(21.0, 24, {"embedding": 0.8}, {"embedding": 0.0}, {}),
+            space=space,
+        )
+        lines = StorylineIndex("embedding", policy, shelf_rows=16, dim=3, max_storylines=8)
+        lines.place("first", T0, unit(0.6, 0, 0))
+        lines.place("first", T0, unit(0.6, 0, 0))
+        lines.link()
+        lines.place("second", T0 + timedelta(hours=1), other)
+        lines.place("second", T0 + timedelta(hours=2), other)
+        return lines.link()
+
+    assert linked(unit(0.6, 0.8, 0)) == [("second", "first")]
+    assert linked(unit(0.6, 0, 0.8)) == []
+
+
 def test_a_linked_story_keeps_the_larger_storylines_id() -> None:
     lines = index()
     for hour in range(3):
@@ -281,6 +304,27 @@ def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     broken.write_text(json.dumps(body), encoding="utf-8")
     with pytest.raises(RuntimeError, match=r"storylines\.json.*--fit-storylines"):
         read_policy(broken)
+
+
+def test_a_broken_space_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
+    policy = tmp_path / "storylines.json"
+    policy.write_text(json.dumps(body | {"space": "space.npy"}), encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"space\.npy cannot be read.*aggregator_eval\.space"):
+        read_policy(policy)
+    np.save(tmp_path / "space.npy", np.eye(3))
+    with pytest.raises(RuntimeError, match=r"space\.npy is not a finite 384 by 384 matrix"):
+        read_policy(policy)
+
+
+def test_the_shipped_space_records_how_it_was_made() -> None:
+    body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
+    notes = json.loads(STORYLINES_MODEL.with_name(body["space"]).with_suffix(".json").read_text())
+    assert notes["split"] == "train"
+    assert all("(split train)" in part for part in notes["data"])
+    assert "aggregator_eval.space" in notes["command"]
+    space = load_policy().space
+    assert space is not None and space.shape == (384, 384)
 
 
 def test_a_restored_clusterer_keeps_the_stored_storylines() -> None:

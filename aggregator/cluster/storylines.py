@@ -5,9 +5,11 @@ its close follow-ups, and forgets a story idle for `cluster.window_hours`. A
 storyline (the August incursion into Kursk region and everything that followed
 it) lasts longer and drifts: its later events share few words with its first.
 This module keeps every live storyline as a decayed centroid of its latest
-reports' language-centred embeddings and decayed counts of the names they
-mention (transliterated, so "Курськ" and "Kursk" count as one), both following
-the drift, and links a storyline that took reports to the live storyline nearest
+reports' language-centred embeddings, seen through a linear map that weighs
+down what differs between the events of one storyline (their languages, places
+and kinds of happening; `models/storyline-space.npy`), and decayed counts of
+the names they mention (transliterated, so "Курськ" and "Kursk" count as one),
+both following the drift, and links a storyline that took reports to the live storyline nearest
 to it when their score (see `score`) reaches the join fitted on the training
 part of our set (`models/storylines.json`, `benchmarks/cluster.py
 --fit-storylines`). A storyline idle for `window_days` takes no more stories.
@@ -32,6 +34,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import numpy as np
 
 from aggregator.cluster.decision import MODEL_DIR, read_model_file
+from aggregator.cluster.embedding import DIM
 from aggregator.cluster.features import NO_KEYS
 from aggregator.cluster.snapshot import (
     Reader,
@@ -44,6 +47,7 @@ from aggregator.cluster.snapshot import (
 from aggregator.cluster.stories import COMPACT_SLACK, EMBEDDING_SUM, EmbeddingShelf
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
+SPACE_REFIT = "python -m aggregator_eval.space"
 K = TypeVar("K")  # a key of decayed counts: a name's hash or a language
 CANDIDATES = 8  # nearest live storylines a changed storyline is weighed against
 AHEAD = 256  # changed storylines whose nearest are found in one matrix product (`link`)
@@ -77,6 +81,10 @@ FIELDS = {
     "language in a centroid, so a storyline told in English meets one told in Ukrainian and "
     "Russian lower than one told in English (the WHO's mpox emergency, one happening, met "
     "itself across languages at 0.59)",
+    "space": "the file beside this one of the linear map (a matrix DIM by DIM) that a "
+    "report's centred embedding goes through before it counts in a storyline's centroid, or "
+    '"" for none; how it was made is in the JSON file of the same name (fitted before the '
+    "numbers above, which were fitted under it)",
 }
 NAMES_KEPT_ABOVE = 0.05  # a name's or language's decayed count below this is forgotten
 NAMES_KEPT = 32  # a storyline keeps at most this many of its heaviest names (memory bound)
@@ -108,6 +116,9 @@ class StorylinePolicy:
     names_floor: dict[str, float] = field(default_factory=dict)
     lone: float = 0.0
     cross: dict[str, float] = field(default_factory=dict)
+    space_file: str = ""
+    # The matrix of `space_file` (None: the centred embeddings as they are).
+    space: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def for_method(self, method: str) -> Rule | None:
         """The numbers of `method`; None: it links no storylines."""
@@ -133,6 +144,7 @@ class StorylinePolicy:
             "names": dict(sorted(self.names.items())),
             "names_floor": dict(sorted(self.names_floor.items())),
             "cross": dict(sorted(self.cross.items())),
+            "space": self.space_file,
             "notes": notes,
         }
         return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
@@ -142,6 +154,7 @@ def read_policy(path: Path) -> StorylinePolicy:
     """The policy stored at `path`; an error naming the file and key when it is broken."""
 
     def build(body: dict[str, Any]) -> StorylinePolicy:
+        space_file = str(body["space"])
         return StorylinePolicy(
             window_days=float(body["window_days"]),
             memory=int(body["memory"]),
@@ -151,9 +164,28 @@ def read_policy(path: Path) -> StorylinePolicy:
             names={str(k): float(v) for k, v in body["names"].items()},
             names_floor={str(k): float(v) for k, v in body["names_floor"].items()},
             cross={str(k): float(v) for k, v in body["cross"].items()},
+            space_file=space_file,
+            space=read_space(path.with_name(space_file)) if space_file else None,
         )
 
     return read_model_file(path, "storyline", "benchmarks/cluster.py --fit-storylines", build)
+
+
+def read_space(path: Path) -> np.ndarray:
+    """The storyline space's matrix stored at `path`, checked for its shape."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(
+            f"the storyline space {path} cannot be read ({exc}): reinstall, or rebuild it"
+            f" with {SPACE_REFIT}"
+        ) from exc
+    if matrix.shape != (DIM, DIM) or not np.isfinite(matrix).all():
+        raise RuntimeError(
+            f"the storyline space {path} is not a finite {DIM} by {DIM} matrix"
+            f" (shape {matrix.shape}): rebuild it with {SPACE_REFIT}"
+        )
+    return matrix.astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -429,7 +461,8 @@ class StorylineIndex:
         storyline_id: str | None = None,
     ) -> str:
         """Count a report (in language `lang`, "" if unknown) placed in `story_id` in the
-        story's storyline; returns its id.
+        story's storyline, its centred embedding `vector` seen through the policy's
+        space; returns its id.
 
         A story new to the index starts its own storyline, or joins `storyline_id`
         (a stored decision replayed).
@@ -441,6 +474,8 @@ class StorylineIndex:
         if story_id not in self._of_story:
             self._of_story[story_id] = line_id
             line.stories.add(story_id)
+        if vector is not None and self.policy.space is not None:
+            vector = self.policy.space @ np.asarray(vector, np.float32)
         self._add(line, published, vector, names.tolist(), lang)
         self._changed[line_id] = None
         if len(self._changed) > self._changed_cap:
