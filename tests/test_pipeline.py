@@ -188,13 +188,17 @@ def test_two_cycles_cluster_merge_and_publish(outlets: FeedServer, store: Store)
     assert kursk.bozo == 0 and len(kursk.entries) == 1  # the incursion's one event
     for path in ("/timelines/kursk.rss", "/timelines/all.atom", "/timelines/all.rss"):
         assert feedparser.parse(documents[path].body).bozo == 0, path
-    etree.fromstring(documents["/timelines.opml"].body)
+    opml = etree.fromstring(documents["/timelines.opml"].body)
+    in_opml = {outline.get("htmlUrl") for outline in opml.iter("outline")}
     index = documents["/index.html"].body
     assert b"kursk.atom" in index
-    # The incursion's storyline is what the kursk timeline follows: listed once, as that.
+    # The incursion's storyline is what the kursk timeline follows: listed once, as
+    # that, on the index and in the OPML a reader imports.
     (incursion_page,) = {link.href for link in incursion.feed.links if link.type == "text/html"}
     rates_page = next(link.href for link in rates.feed.links if link.type == "text/html")
     assert incursion_page.encode() not in index and rates_page.encode() in index
+    assert incursion_page not in in_opml and rates_page in in_opml
+    assert any(url.endswith("/timelines/kursk.html") for url in in_opml if url)
 
 
 def _first_entry_id(store: Store, source: str) -> int:

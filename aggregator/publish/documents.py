@@ -182,8 +182,10 @@ class Publisher:
         overview = timelines.all_stories(
             [(s, entries[s.id]) for s in stories], self.publish_settings, _epoch()
         )
-        # A storyline that a configured timeline follows alone shows on the index once,
-        # as that timeline; its own page and feeds stay published, and in the OPML.
+        # A storyline that a configured timeline follows alone is listed once, on the
+        # index and in the OPML, as that timeline: a reader importing the OPML would
+        # otherwise subscribe to the same reports twice. Its own page and feeds stay
+        # published for those who follow them already.
         followed = set()
         for config in self.settings.timelines:
             ids = self.store.timeline_story_ids(config.name)
@@ -192,8 +194,7 @@ class Publisher:
         shown = listed + [
             doc for s, doc in zip(stories, story_docs, strict=True) if s.id not in followed
         ]
-        listed += story_docs
-        updated = max([overview.updated] + [d.updated for d in listed])
+        updated = max([overview.updated] + [d.updated for d in listed + story_docs])
         return self.render(overview) + [
             make_document(
                 INDEX_PATH,
@@ -204,7 +205,7 @@ class Publisher:
             make_document(
                 OPML_PATH,
                 OPML_TYPE,
-                timelines_to_opml([overview] + listed, self.publish_settings),
+                timelines_to_opml([overview] + shown, self.publish_settings),
                 updated,
             ),
         ]
