@@ -34,7 +34,7 @@ import numpy as np
 
 from aggregator.cluster.decision import MODEL_DIR
 from aggregator.cluster.embedding import DIM, LanguageCentring
-from aggregator.cluster.storylines import SPACE_REFIT, load_policy
+from aggregator.cluster.storylines import SPACE_REFIT, STORYLINES_MODEL
 from aggregator_eval.evaluate import cached_vectors
 from aggregator_eval.labelled import load_levels
 
@@ -142,7 +142,8 @@ def choose_shrink(parts: Sequence[Events], window_days: float) -> tuple[float, d
 
 def build(cache: Path | None, out: Path = SPACE) -> dict[str, object]:
     """Write the space and its notes; returns the notes."""
-    window = load_policy().window_days
+    # Read as JSON, not as a policy, which would load the space this rebuilds.
+    window = float(json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))["window_days"])
     parts = [file_events(DATA / name, cache) for name in FILES]
     shrink, table = choose_shrink(parts, window)
     space = space_from(within_spread(parts), shrink)

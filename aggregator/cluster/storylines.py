@@ -9,10 +9,10 @@ reports' language-centred embeddings, seen through a linear map that weighs
 down what differs between the events of one storyline (their languages, places
 and kinds of happening; `models/storyline-space.npy`), and decayed counts of
 the names they mention (transliterated, so "Курськ" and "Kursk" count as one),
-both following the drift, and links a storyline that took reports to the live storyline nearest
-to it when their score (see `score`) reaches the join fitted on the training
-part of our set (`models/storylines.json`, `benchmarks/cluster.py
---fit-storylines`). A storyline idle for `window_days` takes no more stories.
+both following the drift, and links a storyline that took reports to the live
+storyline nearest to it when their score (see `score`) reaches the join fitted
+on the training part of our set (`models/storylines.json`,
+`benchmarks/cluster.py --fit-storylines`). A storyline idle for `window_days` takes no more stories.
 
 A storyline's id is the id of its first story, and what the store calls a story
 is a storyline: a story linked into a storyline is merged into it there, so a
