@@ -104,6 +104,11 @@ class EvalError(AggregatorError):
         super().__init__(f"{where}: {message}")
 
 
+class ModelError(AggregatorError):
+    """A shipped model file (aggregator/cluster/models/) is missing or broken; the
+    message names the file and the command that rebuilds it."""
+
+
 class PublishError(AggregatorError):
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path

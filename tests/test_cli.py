@@ -323,3 +323,40 @@ def test_eval_options_are_held_to_the_settings_checks(
         "error: --threshold: expected a number at least 0 and below 1, got nan",
         "error: --window-hours: expected a number more than 0 and at most 87600, got -5",
     ]
+
+
+def test_a_broken_model_file_is_one_line_naming_the_rebuild(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aggregator.cluster import storylines
+
+    policy = tmp_path / "storylines.json"
+    body = json.loads(storylines.STORYLINES_MODEL.read_text(encoding="utf-8"))
+    policy.write_text(json.dumps(body), encoding="utf-8")
+    (tmp_path / body["space"]).write_bytes(b"\x93NUMPY cut short")
+    monkeypatch.setattr(storylines, "STORYLINES_MODEL", policy)
+    storylines.load_policy.cache_clear()
+    data = tmp_path / "labelled.jsonl"
+    data.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "title": "Storm floods the harbour",
+                "text": "",
+                "url": "https://x.example/1",
+                "published": "2024-08-06T10:00:00Z",
+                "source": "x",
+                "lang": "en",
+                "cluster": "storm",
+            }
+        )
+        + "\n"
+    )
+    try:
+        assert main(["eval", str(data)]) == 1
+    finally:
+        storylines.load_policy.cache_clear()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: the storyline space {tmp_path / body['space']} cannot be read")
+    assert err.rstrip().endswith("rebuild it with python -m aggregator_eval.space")

@@ -28,6 +28,7 @@ from aggregator.cluster.features import (
     sound_of,
     tokens,
 )
+from aggregator.errors import ModelError
 from aggregator.settings import ClusterSettings
 from aggregator.types import Assignment, ClusterDoc
 
@@ -821,7 +822,7 @@ def test_the_story_bars_are_read_from_a_model_file_that_says_how_they_were_fitte
     del body["second_look"]
     broken = tmp_path / "stories.json"
     broken.write_text(json.dumps(body), encoding="utf-8")
-    with pytest.raises(RuntimeError, match=r"stories\.json.*second_look.*--fit-stories"):
+    with pytest.raises(ModelError, match=r"stories\.json.*second_look.*--fit-stories"):
         read_story_policy(broken)
 
 

@@ -21,6 +21,7 @@ from aggregator.cluster.events import (
     read_policy,
 )
 from aggregator.cluster.features import EMPTY, FeatureWeights, Featuriser, key_array
+from aggregator.errors import ModelError
 from aggregator.settings import ClusterSettings
 from aggregator.store import Store
 from aggregator.types import Assignment, ClusterDoc
@@ -301,7 +302,7 @@ def test_the_shipped_model_records_its_data_split_and_command() -> None:
 def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "events.json"
     path.write_text('{"window_hours": 48, "join": {}}', encoding="utf-8")
-    with pytest.raises(RuntimeError, match=r"events\.json.*--fit-events"):
+    with pytest.raises(ModelError, match=r"events\.json.*--fit-events"):
         read_policy(path)
     policy = EventPolicy(
         48.0,

@@ -20,6 +20,7 @@ from aggregator.cluster.storylines import (
     load_policy,
     read_policy,
 )
+from aggregator.errors import ModelError
 from aggregator.settings import ClusterSettings
 from aggregator.types import ClusterDoc
 from aggregator_eval.evaluate import evaluate_documents, final_stories, run_stories
@@ -302,7 +303,7 @@ def test_a_broken_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
     del body["join"]
     broken.write_text(json.dumps(body), encoding="utf-8")
-    with pytest.raises(RuntimeError, match=r"storylines\.json.*--fit-storylines"):
+    with pytest.raises(ModelError, match=r"storylines\.json.*--fit-storylines"):
         read_policy(broken)
 
 
@@ -310,10 +311,10 @@ def test_a_broken_space_names_the_file_and_the_fix(tmp_path: Path) -> None:
     body = json.loads(STORYLINES_MODEL.read_text(encoding="utf-8"))
     policy = tmp_path / "storylines.json"
     policy.write_text(json.dumps(body | {"space": "space.npy"}), encoding="utf-8")
-    with pytest.raises(RuntimeError, match=r"space\.npy cannot be read.*aggregator_eval\.space"):
+    with pytest.raises(ModelError, match=r"space\.npy cannot be read.*aggregator_eval\.space"):
         read_policy(policy)
     np.save(tmp_path / "space.npy", np.eye(3))
-    with pytest.raises(RuntimeError, match=r"space\.npy is not a finite 384 by 384 matrix"):
+    with pytest.raises(ModelError, match=r"space\.npy is not a finite 384 by 384 matrix"):
         read_policy(policy)
 
 

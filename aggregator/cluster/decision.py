@@ -24,6 +24,7 @@ import numpy as np
 from aggregator.cluster.copies import CopyKey
 from aggregator.cluster.features import HASH_BITS, Vector
 from aggregator.cluster.stories import EmbeddingRow, Member, Story, shared_keys
+from aggregator.errors import ModelError
 from aggregator.types import ClusterDoc
 
 MODEL_DIR = Path(__file__).with_name("models")
@@ -366,9 +367,9 @@ def load_model(method: str) -> PairModel:
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise RuntimeError(f"the {method} pair model is missing ({path}): reinstall") from exc
+        raise ModelError(f"the {method} pair model is missing ({path}): reinstall") from exc
     if tuple(body["features"]) != FEATURES[method]:
-        raise RuntimeError(f"{path} was trained on other features: retrain it")
+        raise ModelError(f"{path} was trained on other features: retrain it")
     return PairModel(
         method=method,
         features=tuple(body["features"]),
@@ -391,11 +392,11 @@ def read_model_file(
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise RuntimeError(f"the {kind} model {path} cannot be read ({exc}): reinstall") from exc
+        raise ModelError(f"the {kind} model {path} cannot be read ({exc}): reinstall") from exc
     try:
         return build(body)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise RuntimeError(
+        raise ModelError(
             f"the {kind} model {path} lacks or mistypes {exc}: refit it with {refit}"
         ) from exc
 

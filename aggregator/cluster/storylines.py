@@ -45,6 +45,7 @@ from aggregator.cluster.snapshot import (
     strings,
 )
 from aggregator.cluster.stories import COMPACT_SLACK, EMBEDDING_SUM, EmbeddingShelf
+from aggregator.errors import ModelError
 
 STORYLINES_MODEL = MODEL_DIR / "storylines.json"
 SPACE_REFIT = "python -m aggregator_eval.space"
@@ -176,12 +177,12 @@ def read_space(path: Path) -> np.ndarray:
     try:
         matrix = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise RuntimeError(
+        raise ModelError(
             f"the storyline space {path} cannot be read ({exc}): reinstall, or rebuild it"
             f" with {SPACE_REFIT}"
         ) from exc
     if matrix.shape != (DIM, DIM) or not np.isfinite(matrix).all():
-        raise RuntimeError(
+        raise ModelError(
             f"the storyline space {path} is not a finite {DIM} by {DIM} matrix"
             f" (shape {matrix.shape}): rebuild it with {SPACE_REFIT}"
         )
