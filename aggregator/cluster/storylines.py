@@ -12,7 +12,8 @@ the names they mention (transliterated, so "Курськ" and "Kursk" count as o
 both following the drift, and links a storyline that took reports to the live
 storyline nearest to it when their score (see `score`) reaches the join fitted
 on the training part of our set (`models/storylines.json`,
-`benchmarks/cluster.py --fit-storylines`). A storyline idle for `window_days` takes no more stories.
+`benchmarks/cluster.py --fit-storylines`). A storyline idle for `window_days`
+takes no more stories.
 
 A storyline's id is the id of its first story, and what the store calls a story
 is a storyline: a story linked into a storyline is merged into it there, so a
