@@ -455,6 +455,15 @@ def test_the_look_alike_set_pairs_storylines_of_one_kind_on_both_sides_of_the_sp
         assert len(lines) >= 4 and len(lines) % 2 == 0, "storylines come in look-alike pairs"
 
 
+def test_the_drifting_storylines_are_labelled_like_our_other_sets() -> None:
+    rows = labelled_rows(OWN_SET.with_name("drift-2024.jsonl"))
+    assert len({r["lang"] for r in rows}) >= 8
+    for part in ("train", "heldout"):
+        lines = {r["storyline"] for r in rows if r["split"] == part}
+        events = {r["cluster"] for r in rows if r["split"] == part}
+        assert len(lines) >= 5 and len(events) >= 3 * len(lines), "storylines of several events"
+
+
 def test_events_inside_a_story_are_scored_at_the_event_level(tmp_path: Path) -> None:
     # One story follows the bridge strikes over a week; a strike three days after
     # the first is another event (past the event window), which the story alone
