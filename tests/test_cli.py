@@ -19,6 +19,7 @@ import feedparser
 import httpx
 import pytest
 from lxml import etree
+from test_evaluate import row, write_jsonl
 
 from aggregator.cli import main
 
@@ -336,21 +337,8 @@ def test_a_broken_model_file_is_one_line_naming_the_rebuild(
     (tmp_path / body["space"]).write_bytes(b"\x93NUMPY cut short")
     monkeypatch.setattr(storylines, "STORYLINES_MODEL", policy)
     storylines.load_policy.cache_clear()
-    data = tmp_path / "labelled.jsonl"
-    data.write_text(
-        json.dumps(
-            {
-                "id": "a",
-                "title": "Storm floods the harbour",
-                "text": "",
-                "url": "https://x.example/1",
-                "published": "2024-08-06T10:00:00Z",
-                "source": "x",
-                "lang": "en",
-                "cluster": "storm",
-            }
-        )
-        + "\n"
+    data = write_jsonl(
+        tmp_path / "labelled.jsonl", [row("a", "Storm floods the harbour", 0, "storm")]
     )
     try:
         assert main(["eval", str(data)]) == 1
